@@ -1,0 +1,68 @@
+# iothub — one entry per check, so every CI failure reproduces locally.
+#   make test    install what the tests need, then lint, spell-check and run every test
+#   make demo    local hub emulator + device client on the MicroPython unix port
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# The device runtime. Override with a custom build, e.g. MICROPYTHON=~/mp/ports/unix/build-iothub/micropython
+MICROPYTHON ?= $(abspath $(BIN)/micropython)
+export MICROPYTHON
+PROFILE ?= ecc
+AUTH ?= sas
+MODE ?= hub
+PORT ?= /dev/ttyACM0
+
+APT_PACKAGES := mosquitto ca-certificates openssl
+STAMP := $(VENV)/.installed
+
+.PHONY: all setup apt venv test lint format spell pytest demo bench mpy deploy repl clean
+
+all: test
+
+setup: apt $(STAMP)
+
+# Debian packages, installed only when missing (CI and fresh machines run as root).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): requirements-dev.txt tools/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -e tools
+	touch $@
+
+test: setup lint spell pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+spell: $(STAMP)
+	$(BIN)/codespell firmware tools host_tests boards README.md Makefile
+
+pytest: setup
+	$(BIN)/pytest -q -rs host_tests
+
+demo: setup
+	$(PY) tools/demo.py --profile $(PROFILE) --auth $(AUTH) --mode $(MODE)
+
+bench: setup
+	@for b in tools/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Precompile the device package to .mpy (build/mpy/iothub/*.mpy).
+mpy: $(STAMP)
+	$(PY) tools/iothub_tool/mpy.py --out build/mpy
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

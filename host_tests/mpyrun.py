@@ -1,0 +1,69 @@
+"""Run device code on the real MicroPython unix port.
+
+The binary is $MICROPYTHON (the Makefile points it at the venv's pinned unix port;
+set it to a custom firmware build to run the MFL wire tests). The device package is
+found through MICROPYPATH=firmware, exactly as a board finds it in /lib or frozen.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+DEVICE_HELPERS = ROOT / "host_tests" / "device"
+
+
+def micropython_binary():
+    path = os.environ.get("MICROPYTHON")
+    if path:
+        return path
+    venv = ROOT / ".venv" / "bin" / "micropython"
+    if venv.exists():
+        return str(venv)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("no MicroPython unix port: run `make setup` or set MICROPYTHON")
+    return found
+
+
+def mpy_env(extra_path=()):
+    env = dict(os.environ)
+    paths = [str(p) for p in extra_path] + [str(FIRMWARE), str(DEVICE_HELPERS), ".frozen"]
+    env["MICROPYPATH"] = ":".join(paths)
+    return env
+
+
+def run(code=None, script=None, args=(), heapsize=None, timeout=120, extra_path=(), check=False):
+    """Run `code` (a string) or `script` (a path) on the unix port. Returns CompletedProcess."""
+    cmd = [micropython_binary()]
+    if heapsize:
+        cmd += ["-X", "heapsize=%s" % heapsize]
+    if code is not None:
+        cmd += ["-c", code]
+    else:
+        cmd += [str(script)]
+    cmd += [str(a) for a in args]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=mpy_env(extra_path),
+        cwd=str(ROOT),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            "micropython exited %d\nstdout:\n%s\nstderr:\n%s"
+            % (proc.returncode, proc.stdout, proc.stderr)
+        )
+    return proc
+
+
+def run_json(code, **kw):
+    """Run code whose last stdout line is JSON; return it decoded."""
+    proc = run(code, check=True, **kw)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    return json.loads(lines[-1])
