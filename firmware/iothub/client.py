@@ -1,0 +1,837 @@
+# DeviceClient: the adapter that owns the link, the clock and retries, and drives the
+# pure core (topics, sas, mqtt). Blocking API with callbacks; every wait is bounded.
+#
+# What the client does on its own: keepalive pings and dead-link detection, PUBACK
+# tracking, SAS renewal (reconnect with a fresh token once 80 % of its lifetime has
+# passed, as the Azure C SDK does), reconnect with exponential backoff and jitter,
+# resubscribe and twin re-sync after reconnect, redelivery of unacknowledged QoS 1
+# messages (DUP flag), and answering methods. What the application decides: its
+# handlers, what to send, and how long a call may wait.
+import json
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+from . import mqtt, sas, topics
+from .clock import require_valid_clock, ticks_add, ticks_diff, ticks_ms, unix_time
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionLost,
+    IoTHubError,
+    ProtocolError,
+    StatusError,
+    Timeout,
+    connack_error,
+)
+from .outbox import Outbox
+from .transport import Link
+
+D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
+MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
+_RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
+
+# Connection states reported to on_connection_state(state, detail)
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+RETRYING = "retrying"
+AUTH_FAILED = "auth_failed"
+
+
+def _dumps(obj):
+    try:
+        return json.dumps(obj, separators=(",", ":"))
+    except TypeError:  # older MicroPython json.dumps without separators
+        return json.dumps(obj)
+
+
+def _loads(payload):
+    if not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise ProtocolError("the hub sent a payload that is not valid JSON")
+
+
+class Message:
+    """A cloud-to-device (or module input) message."""
+
+    def __init__(self, body, properties, system_properties, input_name=None):
+        self.body = body
+        self.properties = properties
+        self.system_properties = system_properties
+        self.input_name = input_name
+
+    @property
+    def message_id(self):
+        return self.system_properties.get("mid")
+
+    @property
+    def correlation_id(self):
+        return self.system_properties.get("cid")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Message %d bytes, properties=%r>" % (len(self.body), self.properties)
+
+
+def _split_properties(props):
+    app = {}
+    system = {}
+    for k, v in props.items():
+        if k.startswith("$."):
+            system[k[2:]] = v
+        else:
+            app[k] = v
+    return app, system
+
+
+class DeviceClient:
+    def __init__(
+        self,
+        hostname,
+        device_id,
+        *,
+        module_id=None,
+        shared_access_key=None,
+        shared_access_key_name=None,
+        cert=None,
+        key=None,
+        tls="rsa",
+        roots=None,
+        max_fragment_length=None,
+        host=None,
+        port=8883,
+        model_id=None,
+        keepalive=240,
+        sas_ttl=3600,
+        clean_session=False,
+        timeout_ms=30000,
+        max_packet=32768,
+        txbuf=1024,
+        auto_reconnect=True,
+        backoff=None,
+        queue_size=16,
+        queue_policy="drop-oldest",
+        ssl_context=None,
+        log=None,
+    ):
+        if not hostname or not device_id:
+            raise ConfigError("hostname and device_id are required")
+        if not 0 < keepalive <= MAX_KEEPALIVE:
+            raise ConfigError(
+                "keepalive must be 1..%d s (IoT Hub limit), got %r" % (MAX_KEEPALIVE, keepalive)
+            )
+        if sas_ttl < 60:
+            raise ConfigError("sas_ttl must be at least 60 s, got %r" % (sas_ttl,))
+        self.hostname = hostname
+        self.device_id = device_id
+        self.module_id = module_id
+        self.host = host or hostname
+        self.port = port
+        self.model_id = model_id
+        self.keepalive = keepalive
+        self.sas_ttl = sas_ttl
+        self.clean_session = clean_session
+        self.timeout_ms = timeout_ms
+        self.auto_reconnect = auto_reconnect
+        self._tls_profile = tls
+        self._roots = roots
+        self._mfl = max_fragment_length
+        self._ctx = ssl_context
+        self._log = log
+        self._set_credentials(shared_access_key, shared_access_key_name, cert, key)
+
+        self._link = Link()
+        self._tx = bytearray(txbuf)
+        self._rxchunk = bytearray(512)
+        self._max_packet = max_packet
+        self._decoder = mqtt.Decoder(max_packet)
+        self._outbox = Outbox(queue_size, queue_policy)
+        self._pid = 0
+        self._rid = 0
+        self._subacks = {}
+        self._replies = {}
+        self._connack = None
+        self._ping_sent = None
+        self._last_tx = 0
+        self._token_expiry = 0
+        self._connected_at = 0
+        self._desired_version = None
+        self._twin_subscribed = False
+        self._want_twin = False
+        self._handlers = {}
+        self._state = DISCONNECTED
+        self._retry_at = None
+        if backoff is None:
+            from .backoff import Backoff
+
+            backoff = Backoff()
+        self._backoff = backoff
+        self.on_connection_state = None
+        self.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0}
+
+    # ---- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_connection_string(cls, connection_string, **kw):
+        from .connstr import parse_connection_string
+
+        cs = parse_connection_string(connection_string)
+        if cs.get("x509"):
+            raise ConfigError(
+                "this connection string says x509=true: use DeviceClient.from_x509(...) "
+                "with the device certificate and key"
+            )
+        if cs.get("GatewayHostName") and "host" not in kw:
+            kw["host"] = cs["GatewayHostName"]
+        return cls(
+            cs["HostName"],
+            cs["DeviceId"],
+            module_id=cs.get("ModuleId"),
+            shared_access_key=cs["SharedAccessKey"],
+            shared_access_key_name=cs.get("SharedAccessKeyName"),
+            **kw,
+        )
+
+    @classmethod
+    def from_x509(cls, hostname, device_id, cert, key, *, module_id=None, **kw):
+        if cert is None or key is None:
+            raise ConfigError("from_x509 needs both the device certificate and its private key")
+        return cls(hostname, device_id, module_id=module_id, cert=cert, key=key, **kw)
+
+    def _set_credentials(self, sak, sak_name, cert, key):
+        if sak is not None and cert is not None:
+            raise ConfigError("give either a shared access key or an X.509 certificate, not both")
+        if sak is None and cert is None and self._ctx is None:
+            raise ConfigError(
+                "no credentials: give a shared access key or an X.509 certificate and key"
+            )
+        self._key = sas.decode_key(sak) if isinstance(sak, str) else sak
+        self._key_name = sak_name
+        self._cert = cert
+        self._pkey = key
+        if cert is not None or self._ctx is None or getattr(self._ctx, "_iothub_owned", False):
+            self._ctx = None  # rebuilt at the next connect with the new credentials
+
+    def update_credentials(
+        self, *, connection_string=None, shared_access_key=None, cert=None, key=None
+    ):
+        """Replace the credentials of a live client; it reconnects with them."""
+        if connection_string is not None:
+            from .connstr import parse_connection_string
+
+            cs = parse_connection_string(connection_string)
+            if cs["HostName"] != self.hostname or cs["DeviceId"] != self.device_id:
+                raise ConfigError("the new connection string is for another hub or device")
+            shared_access_key = cs.get("SharedAccessKey")
+        self._set_credentials(shared_access_key, self._key_name, cert, key)
+        self._log_line(1, "credentials replaced; reconnecting")
+        if self._state == AUTH_FAILED:
+            self._state = DISCONNECTED
+        self._backoff.reset()
+        self._retry_at = ticks_ms()
+        if self._link.is_open:
+            self._drop("credentials changed", clean=True)
+
+    @property
+    def uses_x509(self):
+        return self._cert is not None
+
+    # ---- handlers (setting one subscribes to its topic) ---------------------------
+
+    def _handler_prop(name, sub):  # noqa: N805 - class-body helper
+        def get(self):
+            return self._handlers.get(name)
+
+        def set_(self, fn):
+            self._handlers[name] = fn
+            if fn is not None and self.is_connected:
+                self._subscribe(sub(self))
+
+        return property(get, set_)
+
+    on_message = _handler_prop("message", lambda s: s._c2d_filters())
+    on_method = _handler_prop("method", lambda s: [topics.METHODS_SUB])
+    on_desired = _handler_prop("desired", lambda s: s._twin_filters())
+    del _handler_prop
+
+    def _c2d_filters(self):
+        if self.module_id:
+            return [topics.module_inputs_subscribe_topic(self.device_id, self.module_id)]
+        return [topics.c2d_subscribe_topic(self.device_id)]
+
+    def _twin_filters(self):
+        self._twin_subscribed = True
+        return [topics.TWIN_RES_SUB, topics.TWIN_DESIRED_SUB]
+
+    # ---- connection ----------------------------------------------------------------
+
+    @property
+    def is_connected(self):
+        return self._state == CONNECTED and self._link.is_open
+
+    @property
+    def state(self):
+        return self._state
+
+    def tls_info(self):
+        """Negotiated suite and version (and what the context requested)."""
+        info = {"cipher": self._link.cipher()}
+        ctx = self._ctx
+        if ctx is not None:
+            info["configured"] = getattr(ctx, "iothub_info", None)
+        return info
+
+    def _context(self):
+        if self._ctx is None:
+            from .tlsprofile import tls_context
+
+            ctx = tls_context(
+                self._tls_profile,
+                roots=self._roots,
+                max_fragment_length=self._mfl,
+                cert=self._cert,
+                key=self._pkey,
+            )
+            try:
+                ctx._iothub_owned = True
+            except AttributeError:
+                pass
+            self._ctx = ctx
+        return self._ctx
+
+    def _password(self):
+        if self._cert is not None:
+            self._token_expiry = 0
+            return None
+        now = require_valid_clock(unix_time())
+        expiry = now + self.sas_ttl
+        uri = sas.device_resource_uri(self.hostname, self.device_id, self.module_id)
+        token = sas.sas_token(uri, self._key, expiry, self._key_name)
+        self._token_expiry = expiry
+        self._token_issued = now
+        return token
+
+    def connect(self, timeout_ms=None):
+        """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
+        if timeout_ms is None:
+            timeout_ms = self.timeout_ms
+        deadline = ticks_add(ticks_ms(), timeout_ms)
+        self._link.close()
+        self._decoder = mqtt.Decoder(self._max_packet)
+        password = self._password()
+        ctx = self._context()
+        self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._client_id()))
+        self._link.open(self.host, self.port, ctx, self.hostname, timeout_ms)
+        try:
+            n = mqtt.encode_connect(
+                self._tx,
+                self._client_id(),
+                topics.username(self.hostname, self.device_id, self.module_id, self.model_id),
+                password,
+                self.keepalive,
+                self.clean_session,
+            )
+            password = None
+            self._write(n)
+            self._connack = None
+            self._wait(lambda: self._connack is not None, deadline, "CONNACK")
+            session_present, rc = self._connack
+            if rc != 0:
+                raise connack_error(rc)
+            self._state = CONNECTED
+            self._connected_at = ticks_ms()
+            self._ping_sent = None
+            self.stats["connects"] += 1
+            filters = []
+            if self._handlers.get("message"):
+                filters += self._c2d_filters()
+            if self._handlers.get("method"):
+                filters.append(topics.METHODS_SUB)
+            if self._handlers.get("desired") or self._want_twin:
+                filters += self._twin_filters()
+            if filters:
+                self._subscribe(filters, deadline)
+            self._retransmit()
+        except BaseException:
+            self._link.close()
+            if self._state == CONNECTED:
+                self._state = DISCONNECTED
+            raise
+        self._backoff.reset()
+        self._retry_at = None
+        self._log_line(
+            1, "connected (session present: %s, %s)" % (session_present, self._link.cipher())
+        )
+        self._notify(CONNECTED, None)
+        return session_present
+
+    def disconnect(self):
+        """Send DISCONNECT and close. Queued messages stay queued."""
+        if self._link.is_open:
+            try:
+                self._write(mqtt.encode_disconnect(self._tx))
+            except IoTHubError:
+                pass
+        self._link.close()
+        self._state = DISCONNECTED
+        self._retry_at = None
+        self._notify(DISCONNECTED, "closed by the application")
+
+    close = disconnect
+
+    def _client_id(self):
+        return topics.client_id(self.device_id, self.module_id)
+
+    def _drop(self, reason, clean=False):
+        if clean and self._link.is_open:
+            try:
+                self._write(mqtt.encode_disconnect(self._tx))
+            except IoTHubError:
+                pass
+        self._link.close()
+        was = self._state
+        if was == CONNECTED:
+            self._state = DISCONNECTED
+        self._log_line(1, "disconnected: %s" % reason)
+        if was == CONNECTED:
+            self._notify(DISCONNECTED, reason)
+
+    def _notify(self, state, detail):
+        cb = self.on_connection_state
+        if cb is not None:
+            try:
+                cb(state, detail)
+            except Exception as e:  # an application callback never breaks the loop
+                self._log_line(0, "on_connection_state raised %r" % (e,))
+
+    def _log_line(self, level, text):
+        log = self._log
+        if log is not None:
+            log(level, text)
+
+    # ---- reconnect (driven by poll) -------------------------------------------------
+
+    def _maybe_reconnect(self):
+        if self._state == AUTH_FAILED or not self.auto_reconnect:
+            return False
+        now = ticks_ms()
+        if self._retry_at is None:
+            delay = self._backoff.next_delay_ms()
+            self._retry_at = ticks_add(now, delay)
+            self._state = RETRYING
+            self._notify(RETRYING, delay)
+            return False
+        if ticks_diff(self._retry_at, now) > 0:
+            return False
+        self._retry_at = None
+        try:
+            self.connect()
+            self.stats["reconnects"] += 1
+            self._resync_twin()
+            return True
+        except AuthenticationError as e:
+            self._state = AUTH_FAILED
+            self._log_line(0, str(e))
+            self._notify(AUTH_FAILED, e.code)
+        except (IoTHubError, OSError) as e:
+            self._state = DISCONNECTED
+            self._log_line(1, "reconnect failed: %s" % (e,))
+        return False
+
+    def _resync_twin(self):
+        # Desired patches are only pushed while connected: GET the twin and deliver the
+        # desired document once if its $version moved while we were away.
+        if not self._handlers.get("desired") or self._desired_version is None:
+            return
+        try:
+            doc = self.get_twin()
+        except IoTHubError as e:
+            self._log_line(1, "twin re-sync failed: %s" % (e,))
+            return
+        desired = doc.get("desired") or {}
+        version = desired.get("$version")
+        if isinstance(version, int) and version > self._desired_version:
+            self._deliver_desired(desired, version)
+
+    def _deliver_desired(self, patch, version):
+        if self._desired_version is not None and version <= self._desired_version:
+            return
+        self._desired_version = version
+        fn = self._handlers.get("desired")
+        if fn is not None:
+            try:
+                fn(patch, version)
+            except Exception as e:
+                self._log_line(0, "on_desired raised %r" % (e,))
+
+    # ---- sending -------------------------------------------------------------------
+
+    def _next_pid(self):
+        for _ in range(65535):
+            self._pid = self._pid % 65535 + 1
+            if not self._outbox.has(self._pid) and self._pid not in self._subacks:
+                return self._pid
+        raise IoTHubError("no free MQTT packet id")
+
+    def _write(self, n, payload=None):
+        tx = self._tx
+        if payload is None:
+            self._link.write(memoryview(tx)[:n])
+        elif n + len(payload) <= len(tx):
+            # One buffer, one write: one TLS record per MQTT packet.
+            tx[n : n + len(payload)] = payload
+            self._link.write(memoryview(tx)[: n + len(payload)])
+        else:
+            # Too big for the preallocated buffer: header then payload, no copy of the payload.
+            self._link.write(memoryview(tx)[:n])
+            self._link.write(payload)
+        self._last_tx = ticks_ms()
+
+    def _publish(self, topic, payload, qos=0, pid=0, dup=False):
+        n = mqtt.encode_publish_header(self._tx, topic, len(payload), qos, pid, dup)
+        self._write(n, payload)
+
+    def send(
+        self,
+        payload,
+        *,
+        properties=None,
+        content_type=None,
+        content_encoding=None,
+        message_id=None,
+        correlation_id=None,
+        qos=1,
+        timeout_ms=None,
+        block=True,
+    ):
+        """Send telemetry. QoS 1 returns once the hub's PUBACK arrives.
+
+        On Timeout the message is still queued and will be delivered after reconnect:
+        do not send it again. With block=False it is queued and sent by poll().
+        """
+        if qos not in (0, 1):
+            raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
+        if isinstance(payload, dict) or isinstance(payload, list):
+            payload = _dumps(payload)
+            if content_type is None:
+                content_type = "application/json"
+            if content_encoding is None:
+                content_encoding = "utf-8"
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise ConfigError("payload must be bytes, str, dict or list")
+        topic = topics.telemetry_topic(
+            self.device_id,
+            self.module_id,
+            properties,
+            message_id,
+            correlation_id,
+            None,
+            content_type,
+            content_encoding,
+        )
+        size = len(payload) + _props_size(
+            properties, message_id, correlation_id, content_type, content_encoding
+        )
+        if size > D2C_MAX:
+            raise ConfigError(
+                "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)
+            )
+        if qos == 0:
+            if not self.is_connected:
+                raise ConnectionLost("not connected (QoS 0 messages are not queued)")
+            self._publish(topic, payload)
+            return None
+        pid = self._next_pid()
+        entry = self._outbox.add(pid, topic, payload)
+        if entry is None:
+            raise IoTHubError("the offline queue is full (policy %s)" % self._outbox.policy)
+        if self.is_connected:
+            try:
+                self._publish(topic, payload, 1, pid)
+                entry[3] = True
+            except ConnectionLost as e:
+                self._lost(e)
+        if not block:
+            return pid
+        if timeout_ms is None:
+            timeout_ms = self.timeout_ms
+        deadline = ticks_add(ticks_ms(), timeout_ms)
+        while self._outbox.has(pid):
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                raise Timeout(
+                    "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
+                )
+            self.poll(min(left, 1000))
+        return pid
+
+    def _retransmit(self):
+        # After (re)connect: everything still unacknowledged goes out again in order.
+        for entry in self._outbox.entries():
+            pid, topic, payload, sent = entry
+            self._publish(topic, payload, 1, pid, dup=sent)
+            if sent:
+                self.stats["redelivered"] += 1
+            entry[3] = True
+
+    @property
+    def queued(self):
+        """Number of QoS 1 messages not yet acknowledged by the hub."""
+        return len(self._outbox)
+
+    @property
+    def dropped(self):
+        """Messages dropped by the queue policy since start."""
+        return self._outbox.dropped
+
+    # ---- subscriptions, twin -------------------------------------------------------
+
+    def _subscribe(self, filters, deadline=None):
+        if deadline is None:
+            deadline = ticks_add(ticks_ms(), self.timeout_ms)
+        pid = self._next_pid()
+        self._subacks[pid] = None
+        n = mqtt.encode_subscribe(self._tx, pid, [(f, 1) for f in filters])
+        self._write(n)
+        try:
+            self._wait(lambda: self._subacks.get(pid) is not None, deadline, "SUBACK")
+            granted = self._subacks[pid]
+        finally:
+            self._subacks.pop(pid, None)
+        for f, g in zip(filters, granted):
+            if g == 0x80:
+                raise ProtocolError("the hub refused the subscription to %s" % f)
+        self._log_line(2, "subscribed %s" % (filters,))
+
+    def _request(self, topic_fn, payload, what, timeout_ms):
+        self._want_twin = True
+        if not self.is_connected:
+            raise ConnectionLost("not connected")
+        if not self._twin_subscribed:
+            self._subscribe(self._twin_filters())
+        self._rid += 1
+        rid = str(self._rid)
+        self._replies[rid] = None
+        deadline = ticks_add(ticks_ms(), timeout_ms or self.timeout_ms)
+        try:
+            self._publish(topic_fn(rid), payload)
+            self._wait(lambda: self._replies.get(rid) is not None, deadline, what + " response")
+            status, version, body = self._replies[rid]
+        finally:
+            self._replies.pop(rid, None)
+        if status >= 400:
+            raise StatusError(status, what, body)
+        return version, body
+
+    def get_twin(self, timeout_ms=None):
+        """The twin document {"desired": {...}, "reported": {...}}."""
+        _, body = self._request(topics.twin_get_topic, b"", "twin GET", timeout_ms)
+        doc = _loads(body) or {}
+        desired = doc.get("desired") or {}
+        v = desired.get("$version")
+        if isinstance(v, int) and (self._desired_version is None or v > self._desired_version):
+            self._desired_version = v
+        return doc
+
+    def update_reported(self, patch, timeout_ms=None):
+        """PATCH reported properties (None deletes a member). Returns the new version."""
+        if not isinstance(patch, dict):
+            raise ConfigError("reported properties must be a dict")
+        version, _ = self._request(
+            topics.twin_reported_topic, _dumps(patch).encode(), "twin reported PATCH", timeout_ms
+        )
+        return version
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def _wait(self, done, deadline, what):
+        while not done():
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                raise Timeout("no %s from the hub in time" % what)
+            self._pump(min(left, 1000))
+
+    def poll(self, timeout_ms=0):
+        """Process incoming packets for up to timeout_ms; send PINGREQ on schedule;
+        renew the SAS token and reconnect when needed. Returns quickly when idle."""
+        deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
+        while True:
+            if not self.is_connected:
+                if not self._maybe_reconnect():
+                    left = ticks_diff(deadline, ticks_ms())
+                    if left <= 0:
+                        return
+                    wait = (
+                        left
+                        if self._retry_at is None
+                        else min(left, max(ticks_diff(self._retry_at, ticks_ms()), 0))
+                    )
+                    from .clock import sleep_ms
+
+                    sleep_ms(min(wait, 1000))
+                    continue
+            if self._token_expiry and self._renew_due():
+                self.stats["renewals"] += 1
+                self._drop("SAS token renewal", clean=True)
+                self._retry_at = ticks_ms()
+                continue
+            try:
+                self._pump(max(ticks_diff(deadline, ticks_ms()), 0))
+            except (ConnectionLost, ProtocolError, Timeout) as e:
+                self._lost(e)
+                if not self.auto_reconnect:
+                    raise
+            if ticks_diff(deadline, ticks_ms()) <= 0:
+                return
+
+    def _renew_due(self):
+        lifetime = self._token_expiry - self._token_issued
+        return unix_time() >= self._token_issued + lifetime * _RENEW_PERCENT // 100
+
+    def _lost(self, err):
+        self._drop(str(err))
+        if self._retry_at is None and self.auto_reconnect:
+            delay = self._backoff.next_delay_ms()
+            self._retry_at = ticks_add(ticks_ms(), delay)
+            self._state = RETRYING
+            self._notify(RETRYING, delay)
+
+    def _pump(self, timeout_ms):
+        # keepalive first, so a long wait still pings on time
+        now = ticks_ms()
+        ka = self.keepalive * 1000
+        if self._ping_sent is not None:
+            if ticks_diff(now, self._ping_sent) > ka // 2:
+                self._link.close()
+                raise ConnectionLost("no PINGRESP within %d s: dead link" % (ka // 2000))
+        elif ticks_diff(now, self._last_tx) >= ka:
+            self._write(mqtt.encode_pingreq(self._tx))
+            self._ping_sent = now
+        if self._ping_sent is not None:
+            timeout_ms = min(timeout_ms, max(ka // 2 - ticks_diff(now, self._ping_sent), 0) + 1)
+        else:
+            timeout_ms = min(timeout_ms, max(ka - ticks_diff(now, self._last_tx), 0) + 1)
+        n = self._link.read_into(self._rxchunk, timeout_ms)
+        if n:
+            self._decoder.feed(memoryview(self._rxchunk)[:n])
+            while True:
+                pkt = self._decoder.next()
+                if pkt is None:
+                    break
+                self._dispatch(pkt)
+
+    def _dispatch(self, pkt):
+        t = pkt.type
+        if t == mqtt.PUBLISH:
+            self._on_publish(pkt)
+        elif t == mqtt.PUBACK:
+            self._outbox.ack(pkt.pid)
+        elif t == mqtt.SUBACK:
+            if pkt.pid in self._subacks:
+                self._subacks[pkt.pid] = pkt.granted
+        elif t == mqtt.PINGRESP:
+            self._ping_sent = None
+        elif t == mqtt.CONNACK:
+            if self._state == CONNECTED:
+                raise ProtocolError("unexpected CONNACK on an established connection")
+            self._connack = (pkt.session_present, pkt.rc)
+        elif t == mqtt.UNSUBACK:
+            pass
+        else:
+            raise ProtocolError("unexpected packet type %d from the hub" % t)
+
+    def _on_publish(self, pkt):
+        topic = pkt.topic
+        payload = pkt.payload
+        handled = self._route(topic, payload)
+        if not handled:
+            self._log_line(1, "ignored a message on an unexpected topic")
+        if pkt.qos == 1:
+            # Acknowledge after the handler ran: a crash before this means redelivery.
+            self._write(mqtt.encode_puback(self._tx, pkt.pid))
+
+    def _route(self, topic, payload):
+        if topic.startswith("$iothub/"):
+            r = topics.parse_twin_response(topic)
+            if r is not None:
+                status, rid, version = r
+                if rid in self._replies:
+                    self._replies[rid] = (status, version, payload)
+                return True
+            version = topics.parse_desired_topic(topic)
+            if version is not None:
+                patch = _loads(payload) or {}
+                if not version:
+                    version = patch.get("$version", 0)
+                self._deliver_desired(patch, version)
+                return True
+            m = topics.parse_method_topic(topic)
+            if m is not None:
+                self._answer_method(m[0], m[1], payload)
+                return True
+            return False
+        props = None
+        input_name = None
+        if self.module_id:
+            r = topics.parse_module_input_topic(topic, self.device_id, self.module_id)
+            if r is not None:
+                input_name, props = r
+        else:
+            props = topics.parse_c2d_topic(topic, self.device_id)
+        if props is None:
+            return False
+        app, system = _split_properties(props)
+        fn = self._handlers.get("message")
+        if fn is not None:
+            try:
+                fn(Message(bytes(payload), app, system, input_name))
+            except Exception as e:
+                self._log_line(0, "on_message raised %r" % (e,))
+        return True
+
+    def _answer_method(self, name, rid, payload):
+        fn = self._handlers.get("method")
+        if fn is None:
+            status, result = 404, {"error": "no handler for method %s" % name}
+        else:
+            try:
+                try:
+                    arg = _loads(payload)
+                except ProtocolError:
+                    arg = bytes(payload)
+                r = fn(name, arg)
+                if isinstance(r, tuple) and len(r) == 2:
+                    status, result = r
+                else:
+                    status, result = 200, r
+                if not isinstance(status, int) or not 0 <= status <= 65535:
+                    raise ValueError("method handler returned status %r" % (status,))
+            except Exception as e:
+                status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
+                self._log_line(0, "method %s raised %r" % (name, e))
+        body = b"" if result is None else _dumps(result).encode()
+        self._publish(topics.method_response_topic(status, rid), body)
+
+
+def _props_size(properties, *values):
+    n = 0
+    if properties:
+        items = properties.items() if isinstance(properties, dict) else properties
+        for k, v in items:
+            n += len(str(k)) + (len(str(v)) if v is not None else 0)
+    for v in values:
+        if v:
+            n += len(v)
+    return n

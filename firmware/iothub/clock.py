@@ -1,0 +1,98 @@
+# Time at the edge: the only module that reads the clock.
+#
+# Epochs differ by port: esp32 (and esp8266) count from 2000-01-01, rp2 and unix from
+# 1970-01-01. A hard-coded offset gave Pico W tokens that expire in 2055 (field notes), so
+# the offset is derived from time.gmtime(0) instead.
+import time
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+from .errors import ConfigError
+
+_EPOCH_2000 = const(946684800)  # seconds from 1970-01-01 to 2000-01-01
+# A clock before this is "clearly unset" (boards boot at their epoch start). Update each release.
+RELEASE_UNIX_TIME = const(1790000000)  # 2026-09-21
+
+
+def _epoch_offset():
+    try:
+        year = time.gmtime(0)[0]
+    except (AttributeError, OverflowError, OSError):
+        year = 1970
+    if year == 2000:
+        return _EPOCH_2000
+    return 0
+
+
+EPOCH_OFFSET = _epoch_offset()
+
+
+def unix_time():
+    """Seconds since 1970-01-01 UTC, whatever the port's epoch."""
+    return int(time.time()) + EPOCH_OFFSET
+
+
+def require_valid_clock(now=None):
+    """Raise ConfigError when the clock is clearly unset (SAS tokens would be wrong)."""
+    if now is None:
+        now = unix_time()
+    if now < RELEASE_UNIX_TIME:
+        raise ConfigError(
+            "the clock is not set (unix time %d is before this release): sync it "
+            "(e.g. iothub.clock.sync_ntp()) before using SAS authentication" % now
+        )
+    return now
+
+
+if hasattr(time, "ticks_ms"):
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
+else:  # CPython, for host-side use of the adapter
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+
+def sleep_ms(ms):
+    if ms > 0:
+        if hasattr(time, "sleep_ms"):
+            time.sleep_ms(ms)
+        else:
+            time.sleep(ms / 1000)
+
+
+def sync_ntp(host="pool.ntp.org", attempts=5, timeout_s=5, delay_ms=2000):
+    """Set the board clock with ntptime, with retries and a per-attempt timeout.
+
+    Returns the unix time afterwards. Raises ConfigError if ntptime is missing (the unix
+    port: its clock is the host's) and OSError after the last failed attempt.
+    """
+    try:
+        import ntptime
+    except ImportError:
+        raise ConfigError("ntptime is not available on this port; set the clock another way")
+    ntptime.host = host
+    if hasattr(ntptime, "timeout"):
+        ntptime.timeout = timeout_s
+    err = None
+    for _ in range(attempts):
+        try:
+            ntptime.settime()
+            return require_valid_clock()
+        except (OSError, OverflowError, IndexError) as e:
+            err = e
+            sleep_ms(delay_ms)
+    raise OSError("time sync failed after %d attempts: %r" % (attempts, err))
