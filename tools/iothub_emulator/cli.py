@@ -1,2 +1,402 @@
+"""`iothub-emulator`: run the local IoT Hub emulator and act on it as the service side.
+
+    iothub-emulator serve --state DIR [--port 8883] [--profile ecc|rsa] [--host 127.0.0.1] [--admin-port N]
+    iothub-emulator device add ID [--key B64 | --x509-thumbprint HEX | --x509-ca] [--module M]
+    iothub-emulator device list | connection-string ID [--module M] [--no-gateway]
+    iothub-emulator c2d DEVICE PAYLOAD [--prop k=v ...] [--message-id ID] [--correlation-id ID]
+    iothub-emulator method DEVICE NAME [--payload JSON] [--timeout S]
+    iothub-emulator desired DEVICE JSON
+    iothub-emulator telemetry [DEVICE] | twin DEVICE | events
+    iothub-emulator fault NAME=VALUE ... | fault --reset
+
+`serve` writes emulator.json into the state directory (ports, admin URL, CA paths); the other
+commands find the running emulator's loopback admin API there. `device add/list/connection-string`
+also work with no emulator running, on the registry file in the state directory.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from .emulator import STATE_FILE
+from .registry import Registry, RegistryError
+
+DEFAULT_STATE = os.environ.get("IOTHUB_EMULATOR_STATE", "state")
+
+
+class CLIError(Exception):
+    pass
+
+
+def _state_file(state):
+    return os.path.join(state, STATE_FILE)
+
+
+def _running(state):
+    """The state info of a running emulator, or None."""
+    try:
+        with open(_state_file(state)) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    url = info.get("admin_url")
+    if not url:
+        return None
+    try:
+        _call(url, "GET", "/status", timeout=2)
+    except CLIError:
+        return None
+    return info
+
+
+def _call(url, method, path, body=None, timeout=60):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url + path, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read().decode()).get("error")
+        except ValueError:
+            msg = str(e)
+        raise CLIError(msg) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise CLIError("admin API %s not reachable: %s" % (url, getattr(e, "reason", e))) from None
+
+
+def _admin(args):
+    if args.admin:
+        return args.admin.rstrip("/")
+    info = _running(args.state)
+    if info is None:
+        raise CLIError(
+            "no running emulator found in state dir %r (start one with `iothub-emulator serve --state %s`)"
+            % (args.state, args.state)
+        )
+    return info["admin_url"]
+
+
+def _print_event(ev):
+    t, name, event, detail = ev
+    stamp = time.strftime("%H:%M:%S", time.localtime(t)) + ".%03d" % int((t % 1) * 1000)
+    if isinstance(detail, (dict, list)):
+        detail = json.dumps(detail, default=repr)
+    print(
+        "%s %-14s %-20s %s" % (stamp, name or "-", event, "" if detail is None else detail),
+        flush=True,
+    )
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+
+def cmd_serve(args):
+    from .emulator import Emulator
+
+    emu = Emulator(
+        args.state, profile=args.profile, host=args.host, port=args.port, hub_name=args.hub_name
+    )
+    try:
+        emu.start()
+    except OSError as e:
+        raise CLIError(
+            "cannot listen on %s:%d: %s" % (args.host, args.port, e.strerror or e)
+        ) from None
+    emu.start_admin(args.admin_port)
+    info = emu.state_info()
+    path = _state_file(emu.state_dir)
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(
+        "iothub-emulator: hub %s on %s:%d (profile %s)"
+        % (emu.hostname, emu.host, emu.port, emu.profile)
+    )
+    print("  CA certificate (%s root, trust this): %s" % (emu.profile, info["root_pem"]))
+    print(
+        "  CA certificates (both profiles):      %s %s"
+        % (info["root_pem_rsa"], info["root_pem_ecc"])
+    )
+    print("  device CA (for --x509-ca devices):    %s" % info["device_ca_pem"])
+    print("  admin API:                            %s" % info["admin_url"])
+    print("  state:                                %s" % path, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: stop.set())
+    seen = 0
+    try:
+        while not stop.wait(0.2):
+            if not args.quiet:
+                evs = emu.events
+                for ev in evs[seen:]:
+                    _print_event(ev)
+                seen = len(evs)
+    finally:
+        emu.stop()
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        print("iothub-emulator: stopped", flush=True)
+    return 0
+
+
+def cmd_device(args):
+    if args.action == "add":
+        body = {
+            "device_id": args.id,
+            "key": args.key,
+            "x509_thumbprint": args.x509_thumbprint,
+            "x509_ca": args.x509_ca,
+            "module_id": args.module,
+        }
+        info = None if args.offline else _running(args.state)
+        if info is not None:
+            key = _call(info["admin_url"], "POST", "/devices", body)["key"]
+            where = "running emulator at %s" % info["admin_url"]
+        else:
+            os.makedirs(args.state, exist_ok=True)
+            key = Registry(args.state).add(
+                args.id, args.key, args.x509_thumbprint, args.x509_ca, args.module
+            )
+            where = "registry in %s" % os.path.abspath(args.state)
+        name = args.id + ("/" + args.module if args.module else "")
+        auth = (
+            "x509 thumbprint" if args.x509_thumbprint else "x509 CA" if args.x509_ca else "SAS key"
+        )
+        print("added %s (%s) to the %s" % (name, auth, where))
+        if key:
+            print("generated key: %s" % key)
+        return 0
+    reg = Registry(args.state)
+    if args.action == "list":
+        for e in reg.listing():
+            print(
+                "%-30s %s"
+                % (e["device_id"] + ("/" + e["module_id"] if e["module_id"] else ""), e["auth"])
+            )
+        return 0
+    # connection-string
+    entry = reg.get(args.id, args.module)
+    if entry is None:
+        raise CLIError("unknown identity %r in %s" % (args.id, os.path.abspath(args.state)))
+    info = _running(args.state)
+    host = info["hostname"] if info else "emulated-hub.azure-devices.net"
+    parts = ["HostName=" + host, "DeviceId=" + args.id]
+    if args.module:
+        parts.append("ModuleId=" + args.module)
+    parts.append("SharedAccessKey=" + entry["key"] if entry["auth"] == "sas" else "x509=true")
+    if not args.no_gateway:
+        parts.append("GatewayHostName=" + (info["host"] if info else "127.0.0.1"))
+    print(";".join(parts))
+    return 0
+
+
+def _props(items):
+    out = {}
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise CLIError("--prop %r is not NAME=VALUE" % item)
+        out[k] = v
+    return out
+
+
+def _json_arg(s, what):
+    try:
+        return json.loads(s)
+    except ValueError as e:
+        raise CLIError("%s is not valid JSON: %s" % (what, e)) from None
+
+
+def cmd_c2d(args):
+    body = {
+        "device_id": args.device,
+        "payload": args.payload,
+        "properties": _props(args.prop),
+        "message_id": args.message_id,
+        "correlation_id": args.correlation_id,
+    }
+    r = _call(_admin(args), "POST", "/c2d", body)
+    print("queued C2D message %s for %s" % (r["message_id"], args.device))
+    return 0
+
+
+def cmd_method(args):
+    payload = _json_arg(args.payload, "--payload") if args.payload is not None else None
+    body = {
+        "device_id": args.device,
+        "name": args.name,
+        "payload": payload,
+        "timeout": args.timeout,
+        "module_id": args.module,
+    }
+    r = _call(_admin(args), "POST", "/method", body, timeout=args.timeout + 10)
+    print("status: %d" % r["status"])
+    print("payload: %s" % json.dumps(r["payload"]))
+    return 0
+
+
+def cmd_desired(args):
+    patch = _json_arg(args.patch, "the desired patch")
+    r = _call(
+        _admin(args),
+        "POST",
+        "/desired",
+        {"device_id": args.device, "patch": patch, "module_id": args.module},
+    )
+    print("desired $version: %d" % r["version"])
+    return 0
+
+
+def cmd_telemetry(args):
+    path = "/telemetry" + (
+        "?device_id=" + urllib.request.quote(args.device, safe="") if args.device else ""
+    )
+    for rec in _call(_admin(args), "GET", path):
+        print(json.dumps(rec, sort_keys=True))
+    return 0
+
+
+def cmd_twin(args):
+    path = "/twin?device_id=" + urllib.request.quote(args.device, safe="")
+    if args.module:
+        path += "&module_id=" + urllib.request.quote(args.module, safe="")
+    print(json.dumps(_call(_admin(args), "GET", path), indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_events(args):
+    for ev in _call(_admin(args), "GET", "/events"):
+        _print_event(ev)
+    return 0
+
+
+def cmd_fault(args):
+    url = _admin(args)
+    if args.reset:
+        r = _call(url, "POST", "/faults/reset", {})
+    else:
+        body = {}
+        for item in args.settings:
+            k, eq, v = item.partition("=")
+            if not eq:
+                raise CLIError(
+                    "fault setting %r is not NAME=VALUE (VALUE as JSON: 5, true, null, 0.5)" % item
+                )
+            body[k] = _json_arg(v, "fault value for %s" % k)
+        r = _call(url, "POST", "/faults", body)
+    print(json.dumps(r, sort_keys=True))
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="iothub-emulator",
+        description="Local Azure IoT Hub emulator (MQTT over TLS, IoT Hub semantics).",
+    )
+    p.add_argument(
+        "--state",
+        default=DEFAULT_STATE,
+        help="state directory: PKI, registry, emulator.json (default %(default)s, env IOTHUB_EMULATOR_STATE)",
+    )
+    p.add_argument("--admin", help="admin API URL (default: read from the state directory)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the hub until Ctrl-C")
+    s.add_argument("--port", type=int, default=8883)
+    s.add_argument("--profile", choices=("ecc", "rsa"), default="ecc")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument(
+        "--admin-port", type=int, default=0, help="loopback admin API port (default: any free port)"
+    )
+    s.add_argument("--hub-name", default="emulated-hub")
+    s.add_argument("--quiet", action="store_true", help="do not print hub events")
+    s.set_defaults(fn=cmd_serve)
+
+    d = sub.add_parser("device", help="registry: add, list, connection-string")
+    dsub = d.add_subparsers(dest="action", required=True)
+    a = dsub.add_parser("add")
+    a.add_argument("id")
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--key", help="base64 symmetric key (default: generate one)")
+    g.add_argument(
+        "--x509-thumbprint", help="SHA-1 or SHA-256 thumbprint of a self-signed device certificate"
+    )
+    g.add_argument(
+        "--x509-ca",
+        action="store_true",
+        help="authenticate by a certificate signed by the emulator's device CA",
+    )
+    a.add_argument("--module")
+    a.add_argument(
+        "--offline", action="store_true", help="edit the registry file even if an emulator runs"
+    )
+    dsub.add_parser("list")
+    c = dsub.add_parser("connection-string")
+    c.add_argument("id")
+    c.add_argument("--module")
+    c.add_argument("--no-gateway", action="store_true", help="omit GatewayHostName")
+    d.set_defaults(fn=cmd_device)
+
+    c = sub.add_parser("c2d", help="send a cloud-to-device message")
+    c.add_argument("device")
+    c.add_argument("payload")
+    c.add_argument("--prop", action="append", metavar="K=V")
+    c.add_argument("--message-id")
+    c.add_argument("--correlation-id")
+    c.set_defaults(fn=cmd_c2d)
+
+    m = sub.add_parser("method", help="invoke a direct method and print the response")
+    m.add_argument("device")
+    m.add_argument("name")
+    m.add_argument("--payload", help="JSON")
+    m.add_argument("--timeout", type=float, default=30)
+    m.add_argument("--module")
+    m.set_defaults(fn=cmd_method)
+
+    ds = sub.add_parser("desired", help="patch desired properties")
+    ds.add_argument("device")
+    ds.add_argument("patch", help="JSON object")
+    ds.add_argument("--module")
+    ds.set_defaults(fn=cmd_desired)
+
+    t = sub.add_parser("telemetry", help="list received telemetry (JSON lines)")
+    t.add_argument("device", nargs="?")
+    t.set_defaults(fn=cmd_telemetry)
+
+    tw = sub.add_parser("twin", help="print a twin")
+    tw.add_argument("device")
+    tw.add_argument("--module")
+    tw.set_defaults(fn=cmd_twin)
+
+    e = sub.add_parser("events", help="print the hub's event log")
+    e.set_defaults(fn=cmd_events)
+
+    f = sub.add_parser("fault", help="set fault injection switches (see iothub_emulator/faults.py)")
+    f.add_argument("settings", nargs="*", metavar="NAME=JSON")
+    f.add_argument("--reset", action="store_true")
+    f.set_defaults(fn=cmd_fault)
+    return p
+
+
 def main(argv=None):
-    raise SystemExit("iothub-emulator: not built yet")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (CLIError, RegistryError) as e:
+        print("iothub-emulator: error: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
