@@ -115,3 +115,38 @@ def parse_server_hello(body):
             exts[etype] = body[i + 4 : i + 4 + elen]
             i += 4 + elen
     return version, suite, exts
+
+
+def client_hello_sni(raw):
+    """The host_name of the server_name extension (RFC 6066 3) in raw ClientHello records,
+    or None. Used when the handshake fails before OpenSSL reports the name."""
+    for mtype, body in handshake_messages(split_records(raw)):
+        if mtype != HS_CLIENT_HELLO:
+            return None
+        try:
+            i = 2 + 32
+            i += 1 + body[i]  # session id
+            i += 2 + struct.unpack(">H", body[i : i + 2])[0]  # cipher suites
+            i += 1 + body[i]  # compression methods
+            end = i + 2 + struct.unpack(">H", body[i : i + 2])[0]
+            i += 2
+            while i + 4 <= end:
+                etype, elen = struct.unpack(">HH", body[i : i + 4])
+                if etype == 0:
+                    ext = body[i + 4 : i + 4 + elen]
+                    # list length(2), name type(1) = 0, name length(2), name
+                    if len(ext) >= 5 and ext[2] == 0:
+                        n = struct.unpack(">H", ext[3:5])[0]
+                        return ext[5 : 5 + n].decode("ascii", "replace")
+                    return None
+                i += 4 + elen
+        except (IndexError, struct.error):
+            return None
+    return None
+
+
+def split_records(raw):
+    """Raw bytes -> list of complete raw records (headers included)."""
+    c = RecordCounter(keep=1 << 30)
+    c.feed(raw)
+    return c.records

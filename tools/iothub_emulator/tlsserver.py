@@ -489,6 +489,8 @@ class TLSEndpoint:
         info.handshake_records_out = info.records_out
         if not info.client_hello and info._in.records:
             info.client_hello = tlsrecords.client_hello_records(info._in.records)
+        if info.sni is None and info.client_hello:
+            info.sni = tlsrecords.client_hello_sni(info.client_hello)
         out = info._out.records
         info.server_hello = b"".join(r for r in out if r[0] == tlsrecords.CT_HANDSHAKE)
         for mtype, body in tlsrecords.handshake_messages(out):
