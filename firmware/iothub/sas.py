@@ -1,0 +1,225 @@
+# Shared access signatures (SAS) for IoT Hub and DPS, plus the percent-encoding and
+# HMAC-SHA256 they need. Pure: no clock, no I/O; the caller passes the expiry time.
+#
+# Token format (iothub-protocol.md section 3):
+#   SharedAccessSignature sr={quote(uri)}&sig={quote(b64(hmac(key, quote(uri) + "\n" + se)))}&se={se}[&skn={name}]
+# The URL-encoded resource URI is what gets signed (azure-iot-sdk-python sastoken.py,
+# azure-sdk-for-c az_iot_hub_client_sas.c). HMAC after RFC 2104, written on hashlib.sha256
+# because MicroPython has no hmac module.
+
+import binascii
+import hashlib
+
+from .errors import ConfigError, ProtocolError
+from .utf8 import valid as _utf8_valid
+
+# Bytes that quote(s, safe="") leaves alone: RFC 3986 unreserved characters.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
+_HEX = b"0123456789ABCDEF"
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _as_bytes(s):
+    if isinstance(s, str):
+        return s.encode()
+    if isinstance(s, (bytes, bytearray)):
+        return s
+    raise ConfigError("expected str or bytes, got %s" % type(s).__name__)
+
+
+def quote(s):
+    """Percent-encode everything but A-Z a-z 0-9 - _ . ~ (UTF-8, uppercase hex, space -> %20).
+
+    Same result as CPython's urllib.parse.quote(s, safe="")."""
+    b = _as_bytes(s)
+    out = None
+    for i in range(len(b)):
+        c = b[i]
+        if c in _UNRESERVED:
+            if out is not None:
+                out.append(c)
+            continue
+        if out is None:
+            out = bytearray(b[:i])
+        out.append(37)  # "%"
+        out.append(_HEX[c >> 4])
+        out.append(_HEX[c & 15])
+    if out is None:
+        return s if isinstance(s, str) else bytes(b).decode()
+    return out.decode()
+
+
+def _hexval(c):
+    if 48 <= c <= 57:
+        return c - 48
+    c |= 32  # case-insensitive
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+def unquote(s):
+    """Decode %XX escapes (hex case-insensitive). "+" stays "+"; a "%" not followed by two
+    hex digits is kept as is (like urllib.parse.unquote). Text received from the hub:
+    escapes that decode to invalid UTF-8 raise ProtocolError (urllib would substitute U+FFFD)."""
+    if "%" not in s:
+        return s
+    b = s.encode()
+    n = len(b)
+    out = bytearray()
+    i = 0
+    while i < n:
+        c = b[i]
+        if c == 37 and i + 2 < n:
+            hi = _hexval(b[i + 1])
+            lo = _hexval(b[i + 2])
+            if hi >= 0 and lo >= 0:
+                out.append(hi * 16 + lo)
+                i += 3
+                continue
+        out.append(c)
+        i += 1
+    if not _utf8_valid(out):
+        raise ProtocolError("percent-encoded text does not decode to valid UTF-8")
+    return out.decode()
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104) of bytes `msg` under bytes `key`."""
+    key = _as_bytes(key)
+    msg = _as_bytes(msg)
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    ipad = bytearray(64)
+    opad = bytearray(64)
+    for i in range(64):
+        k = key[i] if i < len(key) else 0
+        ipad[i] = k ^ 0x36
+        opad[i] = k ^ 0x5C
+    inner = hashlib.sha256(ipad)
+    inner.update(msg)
+    outer = hashlib.sha256(opad)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def b64encode(data):
+    """Standard base64 (with padding) as str, no newline."""
+    return binascii.b2a_base64(data).decode().strip()
+
+
+def decode_key(key_b64, what="shared access key"):
+    """Strictly decode a base64 key. Errors never contain the key or any part of it."""
+    if not isinstance(key_b64, str):
+        raise ConfigError("%s must be a base64 string" % what)
+    n = len(key_b64)
+    if n == 0:
+        raise ConfigError("%s is empty" % what)
+    if n % 4:
+        raise ConfigError(
+            "%s is not valid base64: length %d is not a multiple of 4 (truncated when copied?)"
+            % (what, n)
+        )
+    b = key_b64.encode()
+    if len(b) != n:
+        raise ConfigError("%s is not valid base64: it contains non-ASCII characters" % what)
+    pad = 0
+    for i in range(n):
+        c = b[i]
+        if c == 61:  # "="
+            pad += 1
+        elif pad or c not in _B64:
+            raise ConfigError(
+                "%s is not valid base64: unexpected character at position %d" % (what, i)
+            )
+    if pad > 2:
+        raise ConfigError("%s is not valid base64: too much '=' padding" % what)
+    try:
+        raw = binascii.a2b_base64(b)
+    except Exception:
+        raise ConfigError("%s is not valid base64" % what)
+    if not raw:
+        raise ConfigError("%s is empty" % what)
+    return raw
+
+
+def _key_bytes(key):
+    if isinstance(key, str):
+        return decode_key(key)
+    if isinstance(key, (bytes, bytearray)):
+        if not key:
+            raise ConfigError("shared access key is empty")
+        return key
+    raise ConfigError("key must be a base64 str or raw bytes")
+
+
+def _check_expiry(expiry):
+    if not isinstance(expiry, int) or isinstance(expiry, bool) or expiry < 0:
+        raise ConfigError("SAS expiry must be a non-negative int (seconds since 1970-01-01)")
+    return expiry
+
+
+def string_to_sign(resource_uri, expiry):
+    """quote(resource_uri) + "\\n" + expiry: the message the key signs."""
+    return quote(resource_uri) + "\n" + str(_check_expiry(expiry))
+
+
+def signature(key, message):
+    """base64(HMAC-SHA256(key, message)); key is base64 str or raw bytes. Not URL-encoded."""
+    return b64encode(hmac_sha256(_key_bytes(key), message))
+
+
+def token_from_signature(encoded_uri, sig_b64, expiry, key_name=None):
+    """Assemble a token from an already URL-encoded URI and a base64 signature made elsewhere
+    (e.g. by a secure element)."""
+    tok = "SharedAccessSignature sr=%s&sig=%s&se=%d" % (
+        encoded_uri,
+        quote(sig_b64),
+        _check_expiry(expiry),
+    )
+    if key_name:
+        tok += "&skn=" + quote(key_name)
+    return tok
+
+
+def sas_token(resource_uri, key, expiry, key_name=None):
+    """SAS token for `resource_uri` valid until `expiry` (int, Unix seconds).
+
+    key: base64 str (as in a connection string) or raw bytes. key_name: policy name (skn),
+    omitted for device and module keys."""
+    if not isinstance(resource_uri, str) or not resource_uri:
+        raise ConfigError("SAS resource URI must be a non-empty str")
+    sr = quote(resource_uri)
+    msg = sr + "\n" + str(_check_expiry(expiry))
+    sig = b64encode(hmac_sha256(_key_bytes(key), msg))
+    return token_from_signature(sr, sig, expiry, key_name)
+
+
+def _need(value, what):
+    if not isinstance(value, str) or not value:
+        raise ConfigError("%s must be a non-empty str" % what)
+
+
+def device_resource_uri(hostname, device_id, module_id=None):
+    """{hostname}/devices/{device_id}[/modules/{module_id}]"""
+    _need(hostname, "hostname")
+    _need(device_id, "device id")
+    uri = hostname + "/devices/" + device_id
+    if module_id is not None:
+        _need(module_id, "module id")
+        uri += "/modules/" + module_id
+    return uri
+
+
+def dps_resource_uri(id_scope, registration_id):
+    """{id_scope}/registrations/{registration_id}"""
+    _need(id_scope, "ID scope")
+    _need(registration_id, "registration id")
+    return id_scope + "/registrations/" + registration_id
+
+
+def derive_device_key(group_key_b64, registration_id):
+    """DPS group enrollment: base64(HMAC-SHA256(b64decode(group key), registration id))."""
+    _need(registration_id, "registration id")
+    key = decode_key(group_key_b64, "group enrollment key")
+    return b64encode(hmac_sha256(key, registration_id.encode()))

@@ -1,0 +1,268 @@
+# Topic, user-name and property-bag cases: run on CPython and on the unix port (coretest.py).
+# Expected strings from iothub-protocol.md section 2 (doc examples and SDK test topics).
+
+from coretest import eq, has, raises
+
+import iothub.topics as t
+from iothub.errors import ConfigError, ProtocolError
+
+
+def test_client_id_and_username():
+    eq(t.API_VERSION, "2021-04-12")
+    eq(t.client_id("dev1"), "dev1")
+    eq(t.client_id("dev1", "mod1"), "dev1/mod1")
+    eq(
+        t.username("hub.azure-devices.net", "dev1"),
+        "hub.azure-devices.net/dev1/?api-version=2021-04-12",
+    )
+    eq(
+        t.username("hub.azure-devices.net", "dev1", "mod1"),
+        "hub.azure-devices.net/dev1/mod1/?api-version=2021-04-12",
+    )
+    eq(
+        t.username("h", "d", model_id="dtmi:com:example:Thermostat;1"),
+        "h/d/?api-version=2021-04-12&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1",
+    )
+    for bad in ("", "a/b", "a#", "a+b", None, 5):
+        raises(ConfigError, t.client_id, bad)
+    raises(ConfigError, t.username, "", "d")
+    raises(ConfigError, t.username, "h", "d", None, "")
+
+
+BAGS = [
+    # (properties, encoded)
+    ({}, ""),
+    ([("a", "1")], "a=1"),
+    ([("b", "2"), ("a", "1")], "b=2&a=1"),  # a list keeps its order
+    ({"b": "2", "a": "1"}, "a=1&b=2"),  # a dict is sorted
+    ([("k", None)], "k"),
+    ([("k", "")], "k="),
+    ([("sp ace", "a b"), ("amp&", "x=y&z")], "sp%20ace=a%20b&amp%26=x%3Dy%26z"),
+    ([("plus", "1+1"), ("pct", "100%")], "plus=1%2B1&pct=100%25"),
+    ([("u", "\u00fc\u20ac")], "u=%C3%BC%E2%82%AC"),
+    ([("n", 5), ("f", 1.5)], "n=5&f=1.5"),
+]
+
+
+def test_encode_property_bag():
+    for props, want in BAGS:
+        eq(t.encode_property_bag(props), want, repr(props))
+    eq(t.encode_property_bag(None), "")
+    raises(ConfigError, t.encode_property_bag, "a=1")
+    raises(ConfigError, t.encode_property_bag, [("", "x")])
+    raises(ConfigError, t.encode_property_bag, [("a", b"bytes")])
+    raises(ConfigError, t.encode_property_bag, [("a", True)])
+    raises(ConfigError, t.encode_property_bag, [("a",)])
+
+
+def test_decode_property_bag_inverts_encode():
+    for props, enc in BAGS:
+        want = {}
+        for k, v in props.items() if isinstance(props, dict) else props:
+            want[k] = v if v is None or isinstance(v, str) else str(v)
+        eq(t.decode_property_bag(enc), want, enc)
+        eq(t.decode_property_bag("?" + enc), want, "?" + enc)
+
+
+DECODE = [
+    # doc example: null, empty, value
+    ("?prop1&prop2=&prop3=a%20string", {"prop1": None, "prop2": "", "prop3": "a string"}),
+    ("a=1&&b=2&", {"a": "1", "b": "2"}),  # empty segments tolerated
+    ("%24.mid=1&%24.to=%2Fdevices%2Fd", {"$.mid": "1", "$.to": "/devices/d"}),
+    ("$.to=/devices/d/messages/deviceBound&iothub-ack=full", None),
+    ("x=a=b", {"x": "a=b"}),  # split on the first "=" only
+    ("x=1+1", {"x": "1+1"}),  # "+" is not a space
+    ("x=%zz", {"x": "%zz"}),
+    ("", {}),
+    ("?", {}),
+]
+
+
+def test_decode_property_bag_table():
+    for s, want in DECODE:
+        if want is None:
+            want = {"$.to": "/devices/d/messages/deviceBound", "iothub-ack": "full"}
+        eq(t.decode_property_bag(s), want, s)
+    has(raises(ProtocolError, t.decode_property_bag, "x=%FF"), "UTF-8")
+
+
+TELEMETRY = [
+    ({"device_id": "d"}, "devices/d/messages/events/"),
+    ({"device_id": "d", "module_id": "m"}, "devices/d/modules/m/messages/events/"),
+    (
+        {"device_id": "d", "content_type": "application/json;charset=utf-8"},
+        "devices/d/messages/events/$.ct=application%2Fjson%3Bcharset%3Dutf-8",
+    ),
+    (
+        {
+            "device_id": "my_device",
+            "module_id": "my_module_id",
+            "properties": [("key", "value"), ("key_two", "value2")],
+        },
+        "devices/my_device/modules/my_module_id/messages/events/key=value&key_two=value2",
+    ),
+    (
+        {
+            "device_id": "d",
+            "properties": {"z": "last", "a b": "x&y", "empty": "", "null": None},
+            "message_id": "m 1",
+            "correlation_id": "c/1",
+            "user_id": "u",
+            "content_type": "application/json",
+            "content_encoding": "utf-8",
+        },
+        "devices/d/messages/events/$.mid=m%201&$.cid=c%2F1&$.uid=u&$.ct=application%2Fjson"
+        "&$.ce=utf-8&a%20b=x%26y&empty=&null&z=last",
+    ),
+]
+
+
+def test_telemetry_topic():
+    for kw, want in TELEMETRY:
+        eq(t.telemetry_topic(**kw), want, repr(kw))
+    # The bag round-trips through the decoder (as the hub would decode it).
+    topic = TELEMETRY[-1][1]
+    props = t.decode_property_bag(topic[len("devices/d/messages/events/") :])
+    eq(props["$.mid"], "m 1")
+    eq(props["a b"], "x&y")
+    eq(props["null"], None)
+    raises(ConfigError, t.telemetry_topic, "d", message_id=5)
+    raises(ConfigError, t.telemetry_topic, "d/x")
+
+
+C2D = [
+    # (topic, device, expected)
+    ("devices/d/messages/devicebound/", "d", {}),
+    ("devices/d/messages/devicebound", "d", {}),
+    (
+        "devices/useragent_c/messages/devicebound/%24.to=%2Fdevices%2Fuseragent_c%2Fmessages%2FdeviceBound&abc=123",
+        "useragent_c",
+        {"$.to": "/devices/useragent_c/messages/deviceBound", "abc": "123"},
+    ),
+    (
+        "devices/useragent_c/messages/devicebound/$.mid=79eadb01-bd0d-472d-bd35-ccb76e70eab8"
+        "&$.to=/devices/useragent_c/messages/deviceBound&iothub-ack=full",
+        "useragent_c",
+        {
+            "$.mid": "79eadb01-bd0d-472d-bd35-ccb76e70eab8",
+            "$.to": "/devices/useragent_c/messages/deviceBound",
+            "iothub-ack": "full",
+        },
+    ),
+    ("devices/d/messages/devicebound/?prop1&prop2=&prop3=a%20string", "d", None),
+    # not mine
+    ("devices/other/messages/devicebound/a=1", "d", "none"),
+    ("devices/dd/messages/devicebound/", "d", "none"),
+    ("devices/d/messages/deviceboundx", "d", "none"),
+    ("devices/d/messages/events/", "d", "none"),
+    ("$iothub/twin/res/200/?$rid=1", "d", "none"),
+]
+
+
+def test_c2d_topics():
+    eq(t.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
+    for topic, dev, want in C2D:
+        got = t.parse_c2d_topic(topic, dev)
+        if want == "none":
+            eq(got, None, topic)
+        elif want is None:
+            eq(got, {"prop1": None, "prop2": "", "prop3": "a string"}, topic)
+        else:
+            eq(got, want, topic)
+
+
+def test_module_inputs():
+    eq(t.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
+    eq(
+        t.parse_module_input_topic("devices/d/modules/m/inputs/in1/a=1&b", "d", "m"),
+        ("in1", {"a": "1", "b": None}),
+    )
+    eq(t.parse_module_input_topic("devices/d/modules/m/inputs/in1/", "d", "m"), ("in1", {}))
+    eq(t.parse_module_input_topic("devices/d/modules/m/inputs/in1", "d", "m"), ("in1", {}))
+    eq(t.parse_module_input_topic("devices/d/modules/m/inputs/in%201/", "d", "m"), ("in 1", {}))
+    eq(t.parse_module_input_topic("devices/d/modules/n/inputs/in1/", "d", "m"), None)
+    eq(t.parse_module_input_topic("devices/d/messages/devicebound/", "d", "m"), None)
+    has(
+        raises(
+            ProtocolError, t.parse_module_input_topic, "devices/d/modules/m/inputs//x=1", "d", "m"
+        ),
+        "input name",
+    )
+
+
+TWIN_RES = [
+    ("$iothub/twin/res/200/?$rid=id_one", (200, "id_one", None)),
+    ("$iothub/twin/res/204/?$rid=id_one&$version=16", (204, "id_one", 16)),
+    ("$iothub/twin/res/204/?$version=6&$rid=1", (204, "1", 6)),  # any order
+    ("$iothub/twin/res/429/?$rid=7&extra=x", (429, "7", None)),  # trailing property
+    ("$iothub/twin/res/500/?$rid=a%20b", (500, "a b", None)),
+    ("$iothub/twin/res/200/$rid=3", (200, "3", None)),  # without "?"
+    # not mine
+    ("$iothub/twin/PATCH/properties/desired/?$version=3", None),
+    ("$iothub/twin/resx/200/?$rid=1", None),
+    ("devices/d/messages/devicebound/", None),
+    ("$iothub/methods/POST/m/?$rid=1", None),
+]
+
+TWIN_RES_BAD = [
+    ("$iothub/twin/res/abc/?$rid=1", "status"),
+    ("$iothub/twin/res/+200/?$rid=1", "status"),
+    ("$iothub/twin/res//?$rid=1", "status"),
+    ("$iothub/twin/res/", "status"),
+    ("$iothub/twin/res/200/?x=1", "$rid"),
+    ("$iothub/twin/res/200", "$rid"),
+    ("$iothub/twin/res/200/?$rid", "$rid"),
+    ("$iothub/twin/res/204/?$rid=1&$version=x", "$version"),
+    ("$iothub/twin/res/204/?$rid=1&$version", "$version"),
+    ("$iothub/twin/res/204/?$rid=1&$version=-1", "$version"),
+]
+
+
+def test_twin_topics():
+    eq(t.TWIN_RES_SUB, "$iothub/twin/res/#")
+    eq(t.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
+    eq(t.twin_get_topic(1), "$iothub/twin/GET/?$rid=1")
+    eq(t.twin_get_topic("r 1"), "$iothub/twin/GET/?$rid=r%201")
+    eq(t.twin_reported_topic(42), "$iothub/twin/PATCH/properties/reported/?$rid=42")
+    raises(ConfigError, t.twin_get_topic, "")
+    raises(ConfigError, t.twin_get_topic, None)
+    for topic, want in TWIN_RES:
+        eq(t.parse_twin_response(topic), want, topic)
+    for topic, sub in TWIN_RES_BAD:
+        has(raises(ProtocolError, t.parse_twin_response, topic), sub, topic)
+
+
+def test_desired_topics():
+    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8"), 8)
+    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8&x=y"), 8)
+    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/desired/"), 0)
+    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/reported/?$rid=1"), None)
+    eq(t.parse_desired_topic("$iothub/twin/res/200/?$rid=1"), None)
+    has(
+        raises(
+            ProtocolError,
+            t.parse_desired_topic,
+            "$iothub/twin/PATCH/properties/desired/?$version=id_one",
+        ),
+        "$version",
+    )
+
+
+def test_method_topics():
+    eq(t.METHODS_SUB, "$iothub/methods/POST/#")
+    eq(t.parse_method_topic("$iothub/methods/POST/TestMethod/?$rid=1"), ("TestMethod", "1"))
+    eq(t.parse_method_topic("$iothub/methods/POST/comp*cmd/?$rid=ab&x=1"), ("comp*cmd", "ab"))
+    eq(t.parse_method_topic("$iothub/methods/POST/a%20b/?$rid=9"), ("a b", "9"))
+    eq(t.parse_method_topic("$iothub/methods/res/200/?$rid=1"), None)
+    eq(t.parse_method_topic("$iothub/twin/res/200/?$rid=1"), None)
+    has(raises(ProtocolError, t.parse_method_topic, "$iothub/methods/POST/m"), "method")
+    has(raises(ProtocolError, t.parse_method_topic, "$iothub/methods/POST//?$rid=1"), "method")
+    has(raises(ProtocolError, t.parse_method_topic, "$iothub/methods/POST/m/?x=1"), "$rid")
+    eq(t.method_response_topic(200, "2"), "$iothub/methods/res/200/?$rid=2")
+    eq(t.method_response_topic(65535, 3), "$iothub/methods/res/65535/?$rid=3")
+    eq(t.method_response_topic(404, "a b"), "$iothub/methods/res/404/?$rid=a%20b")
+    for bad in (-1, 65536, "200", None, True):
+        raises(ConfigError, t.method_response_topic, bad, "1")
+    # A rid parsed from a request goes back unchanged on the wire.
+    name, rid = t.parse_method_topic("$iothub/methods/POST/m/?$rid=r%2F1")
+    eq(t.method_response_topic(200, rid), "$iothub/methods/res/200/?$rid=r%2F1")
