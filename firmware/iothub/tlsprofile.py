@@ -186,7 +186,7 @@ def tls_info(sock, ctx=None):
 def _tls_module():
     try:
         import tls
-    except ImportError:
+    except Exception:  # ImportError; on CPython a script named tls.py may shadow it
         raise TLSError(
             "this firmware has no `tls` module: MicroPython 1.23 or newer with mbedTLS is needed"
         )

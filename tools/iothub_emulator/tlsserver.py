@@ -71,7 +71,8 @@ class ConnInfo:
     sni                server name the client sent (None if none)
     cipher, cipher_id, cipher_iana   negotiated suite (OpenSSL name, id, IANA name)
     version            "TLSv1.2", ...
-    client_cert_der    the client's certificate (DER) or None; client_cert_chain_der: all sent
+    client_cert_der    the client's certificate (DER) or None; client_cert_chain_der: all
+                       it sent, leaf first
     client_cert_sha1, client_cert_sha256   thumbprints, upper-case hex, no separators
     bytes_in/out       raw TCP bytes received/sent (including send_raw bytes)
     records_in/out     TLS records received/sent
@@ -467,14 +468,15 @@ class TLSEndpoint:
         self._snapshot(conn)
         info.version = ssl_conn.get_protocol_version_name()
         info.cipher = ssl_conn.get_cipher_name()
-        chain = ssl_conn.get_peer_cert_chain() or []
-        info.client_cert_chain_der = [
-            crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in chain
-        ]
         peer = ssl_conn.get_peer_certificate()
         if peer is not None:
             der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
             info.client_cert_der = der
+            # on a server, OpenSSL's peer chain leaves out the leaf
+            extra = ssl_conn.get_peer_cert_chain() or []
+            info.client_cert_chain_der = [der] + [
+                crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in extra
+            ]
             info.client_cert_sha1 = hashlib.sha1(der).hexdigest().upper()
             info.client_cert_sha256 = hashlib.sha256(der).hexdigest().upper()
         info.handshake_done.set()
