@@ -1,0 +1,286 @@
+"""mbedTLS heap per TLS connection, and record sizes on the wire, for firmware builds.
+
+Runs tools/bench/device_tls_probe.py on one or more MicroPython unix builds against the
+emulator's hub TLS endpoint (OpenSSL: honours max_fragment_length) with the Azure-like ECC
+and RSA chains, and prints one table: requested MFL, biggest record the hub sent, mbedTLS
+heap after the handshake and its peak. Heap figures need a build with tlsx.heap_stats()
+(boards/unix-iothub built with IOTHUB_TLSX_HEAP_STATS=1); other builds show "-".
+
+    python tools/bench/bench_tls_heap.py --mp ecc=/path/micropython --mp stock=/path/micropython
+
+Without --mp it measures $MICROPYTHON (or the venv's unix port). Not a test: it prints figures
+measured in this run. host_tests/test_firmware_mfl.py reuses the helpers below.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+if str(ROOT / "tools") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tools"))
+
+from iothub_emulator import pki as pki_mod  # noqa: E402
+from iothub_emulator import tlsrecords  # noqa: E402
+from iothub_emulator.tlsserver import TLSEndpoint  # noqa: E402
+
+PROBE = HERE / "device_tls_probe.py"
+PAYLOAD_SEED = b"iothub-mfl-probe"
+# Per-record expansion of a protected TLS 1.2 record over its plaintext (RFC 5246 6.2.3,
+# RFC 5288): AES-GCM adds an 8-byte explicit nonce and a 16-byte tag; AES-CBC-SHA384 adds a
+# 16-byte IV, a 48-byte MAC and 1-16 bytes of padding.
+OVERHEAD_GCM = 8 + 16
+OVERHEAD_CBC_SHA384 = 16 + 48 + 16
+
+
+def record_overhead(cipher_name):
+    return OVERHEAD_GCM if cipher_name and "GCM" in cipher_name else OVERHEAD_CBC_SHA384
+
+
+def payload(n):
+    """Deterministic, incompressible-looking bytes (so the test checks what arrived)."""
+    out = bytearray()
+    block = PAYLOAD_SEED
+    while len(out) < n:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:n])
+
+
+def default_binary():
+    return os.environ.get("MICROPYTHON") or shutil.which(
+        "micropython", path=str(ROOT / ".venv/bin")
+    )
+
+
+def _read_request(recv, timeout=20.0):
+    """Read "GET <n>\\n" with `recv(timeout)`; returns n or None."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        data = recv(left)
+        if not data:
+            return None
+        buf += data
+    line = buf.split(b"\n", 1)[0]
+    if not line.startswith(b"GET "):
+        return None
+    return int(line[4:])
+
+
+def openssl_hub(pki, profile):
+    """The emulator's hub endpoint (OpenSSL honours MFL); serves `payload(n)` per request."""
+
+    def handler(conn):
+        n = _read_request(lambda left: conn.recv(65536, timeout=left))
+        if n is None:
+            return
+        conn.sendall(payload(n))
+        conn.recv(65536, timeout=20.0)  # wait for the client to close (bounded)
+
+    return TLSEndpoint(pki, profile, handler=handler, request_client_cert=False).start()
+
+
+class IgnoringHub:
+    """A TLS 1.2 server that ignores max_fragment_length (tlslite-ng does not implement
+    RFC 6066 section 4, so it skips the extension) and sends 16 KB records, as big cloud
+    endpoints are reported to do. Records what it sent."""
+
+    def __init__(self, pki, profile):
+        from tlslite.api import HandshakeSettings, X509CertChain, parsePEMKey
+
+        chain_path, key_path = pki.server_credentials(profile)
+        self._chain = X509CertChain()
+        self._chain.parsePemList(pathlib.Path(chain_path).read_text())
+        self._key = parsePEMKey(pathlib.Path(key_path).read_text(), private=True)
+        self._settings = HandshakeSettings()
+        self._settings.minVersion = (3, 3)
+        self._settings.maxVersion = (3, 3)
+        self.hostname = pki.hub_hostname
+        self.errors = []
+        self.sent_records = []
+        self._lsock = socket.socket()
+        self._lsock.bind(("127.0.0.1", 0))
+        self._lsock.listen(4)
+        self._lsock.settimeout(0.2)
+        self.port = self._lsock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        from tlslite.api import TLSConnection
+
+        sock.settimeout(20.0)
+        counter = tlsrecords.RecordCounter(keep=64)
+        real_send = sock.send
+        real_sendall = sock.sendall
+
+        def send(data, *a):
+            counter.feed(bytes(data))
+            return real_send(data, *a)
+
+        def sendall(data, *a):
+            counter.feed(bytes(data))
+            return real_sendall(data, *a)
+
+        sock.send = send
+        sock.sendall = sendall
+        try:
+            conn = TLSConnection(sock)
+            conn.handshakeServer(
+                certChain=self._chain, privateKey=self._key, settings=self._settings
+            )
+            n = _read_request(lambda left: conn.recv(65536))
+            if n is not None:
+                conn.write(payload(n))
+                conn.recv(65536)
+        except Exception as e:  # the client is expected to fail; record, don't raise
+            self.errors.append(repr(e))
+        finally:
+            self.sent_records.append(list(counter.sizes))
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self._stop.set()
+        self._lsock.close()
+        self._thread.join(5)
+
+
+def run_probe(binary, port, hostname, root_der_path, mfl=-1, nbytes=12000, timeout=60):
+    """Run the device probe on `binary`; returns its JSON result (dict)."""
+    proc = subprocess.run(
+        [
+            binary,
+            str(PROBE),
+            "127.0.0.1",
+            str(port),
+            hostname,
+            str(root_der_path),
+            str(mfl),
+            str(nbytes),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ROOT),
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(
+            "probe printed no result (exit %d)\nstdout: %s\nstderr: %s"
+            % (proc.returncode, proc.stdout, proc.stderr)
+        )
+    return json.loads(lines[-1])
+
+
+def has_tlsx(binary):
+    try:
+        proc = subprocess.run(
+            [binary, "-c", "import tlsx; print(tlsx.IN_CONTENT_LEN)"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def measure(binary, pki, profile, mfl=-1, nbytes=12000):
+    """One connection to the OpenSSL hub; returns (probe result, ConnInfo)."""
+    ep = openssl_hub(pki, profile)
+    try:
+        res = run_probe(binary, ep.port, ep.hostname, pki.root_der_path(profile), mfl, nbytes)
+        if res["stage"] in ("context", "connect"):
+            raise RuntimeError("probe failed before the handshake: %s" % res["error"])
+        info = ep.wait_connection(0, timeout=20.0)
+        info.closed.wait(20.0)
+        return res, info
+    finally:
+        ep.stop()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mp", action="append", default=[], help="NAME=PATH of a micropython binary")
+    ap.add_argument("--mfl", type=int, default=-1, help="-1: firmware default; 0: none; or size")
+    ap.add_argument("--bytes", type=int, default=12000, help="application data read per connection")
+    ap.add_argument("--state", default=None, help="PKI state dir (default: a temporary one)")
+    args = ap.parse_args(argv)
+    builds = [b.split("=", 1) for b in args.mp] or [["default", default_binary()]]
+    state = args.state or tempfile.mkdtemp(prefix="iothub-bench-")
+    pki = pki_mod.TestPKI.load_or_create(state)
+    sizes = pki.sizes()
+    print("chains sent by the hub (DER bytes, leaf + intermediate):", end="")
+    for profile in ("ecc", "rsa"):
+        print(" %s %d" % (profile, sizes[profile]["chain_sent"]), end="")
+    print()
+    head = "%-10s %-5s %-11s %-6s %-11s %-10s %-10s %s" % (
+        "build",
+        "chain",
+        "IN/OUT",
+        "MFL",
+        "hub rec max",
+        "after hs",
+        "peak",
+        "result",
+    )
+    print(head)
+    print("-" * len(head))
+    for name, binary in builds:
+        for profile in ("ecc", "rsa"):
+            res, info = measure(binary, pki, profile, args.mfl, args.bytes)
+            heap = res.get("heap") or {}
+            bufs = "%s/%s" % (
+                res.get("in_content_len", "16384?"),
+                res.get("out_content_len", "4096?"),
+            )
+            ok = (
+                res["error"] is None
+                and res.get("sha256") == hashlib.sha256(payload(args.bytes)).hexdigest()
+            )
+            print(
+                "%-10s %-5s %-11s %-6s %-11s %-10s %-10s %s"
+                % (
+                    name,
+                    profile,
+                    bufs,
+                    res.get("requested_mfl") or "-",
+                    info.max_record_out,
+                    heap.get("after_handshake", "-"),
+                    heap.get("peak", "-"),
+                    "ok" if ok else "FAIL at %s: %s" % (res["stage"], res["error"]),
+                )
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
