@@ -65,10 +65,15 @@ def packet_name(ptype):
 # ---- encoding ----------------------------------------------------------------------------
 
 
+# Built once: a tuple written inline in isinstance() is allocated at every call.
+_BYTES = (bytes, bytearray)
+_BUFFERS = (bytes, bytearray, memoryview)
+
+
 def _b(x, what):
     if isinstance(x, str):
         return x.encode()
-    if isinstance(x, (bytes, bytearray)):
+    if isinstance(x, _BYTES):
         return x
     raise ConfigError("%s must be str or bytes" % what)
 
@@ -76,7 +81,7 @@ def _b(x, what):
 def _payload(x):
     if isinstance(x, str):
         return x.encode()
-    if isinstance(x, (bytes, bytearray, memoryview)):
+    if isinstance(x, _BUFFERS):
         return x
     raise ConfigError("payload must be bytes, bytearray, memoryview or str")
 
@@ -334,15 +339,35 @@ class Packet:
     next(into) is refilled without allocating; its .topic/.payload are then made on first
     access from the decoder's buffer and must be read before the next feed()."""
 
-    def __init__(self):
+    # Class-level defaults: a fresh packet from next() stores only the fields its type
+    # uses (each instance attribute costs heap); a reusable one presets them all, so that
+    # refilling it never grows its attribute table.
+    type = 0
+    flags = 0
+    pid = 0
+    rc = 0
+    session_present = False
+    granted = None
+    _topic = None
+    _payload = None
+    _buf = None
+    _dec = None
+    _gen = 0
+    _toff = 0
+    _tlen = 0
+    _poff = 0
+    _plen = 0
+
+    def __init__(self, preset=True):
+        if preset:
+            self._clear()
+
+    def _clear(self):
         self.type = 0
         self.flags = 0
-        self.session_present = False
-        self.rc = 0
         self.pid = 0
-        self.qos = 0
-        self.dup = False
-        self.retain = False
+        self.rc = 0
+        self.session_present = False
         self.granted = None
         self._topic = None
         self._payload = None
@@ -354,16 +379,31 @@ class Packet:
         self._poff = 0
         self._plen = 0
 
+    @property
+    def qos(self):
+        return (self.flags >> 1) & 3 if self.type == PUBLISH else 0
+
+    @property
+    def dup(self):
+        return self.type == PUBLISH and bool(self.flags & 8)
+
+    @property
+    def retain(self):
+        return self.type == PUBLISH and bool(self.flags & 1)
+
     def _live(self):
         if self._dec is not None and self._dec._gen != self._gen:
             raise ConfigError("packet data was overwritten: read .topic/.payload before feed()")
 
     @property
     def topic_len(self):
+        """Length of the topic in bytes."""
         return self._tlen
 
     @property
     def payload_len(self):
+        if self._buf is None and self._payload is not None:
+            return len(self._payload)
         return self._plen
 
     @property
@@ -381,14 +421,14 @@ class Packet:
         return self._payload
 
     def topic_is(self, b):
-        """True if the topic equals bytes b (no allocation)."""
+        """True if the topic equals bytes b (no allocation with next(into))."""
         return self._tlen == len(b) and self.topic_startswith(b)
 
     def topic_startswith(self, b):
-        """True if the topic starts with bytes b (no allocation)."""
-        if self._topic is not None:
-            return self._topic.encode().startswith(b)
-        if self._buf is None or len(b) > self._tlen:
+        """True if the topic starts with bytes b (no allocation with next(into))."""
+        if self._buf is None:
+            return self._topic is not None and self._topic.encode().startswith(b)
+        if len(b) > self._tlen:
             return False
         self._live()
         return self._buf.find(b, self._toff, self._toff + len(b)) == self._toff
@@ -399,7 +439,7 @@ class Packet:
                 self.qos,
                 self.pid,
                 self._tlen,
-                self._plen,
+                self.payload_len,
             )
         return "<%s pid=%d rc=%d>" % (packet_name(self.type), self.pid, self.rc)
 
@@ -464,7 +504,7 @@ class Decoder:
         n = len(data)
         if not n:
             return
-        self._gen += 1
+        self._gen = (self._gen + 1) & 0x3FFFFFFF  # stays a small int: no allocation
         pos = 0
         mv = None
         while pos < n:
@@ -569,23 +609,14 @@ class Decoder:
             if not d & 0x80:
                 break
         end = i + rem
-        p = into if into is not None else Packet()
+        if into is None:
+            p = Packet(False)
+        else:
+            p = into
+            p._clear()
         t = b0 >> 4
         p.type = t
         p.flags = b0 & 15
-        p.pid = 0
-        p.rc = 0
-        p.qos = 0
-        p.dup = False
-        p.retain = False
-        p.session_present = False
-        p.granted = None
-        p._topic = None
-        p._payload = None
-        p._buf = None
-        p._dec = None
-        p._tlen = 0
-        p._plen = 0
         name = _NAMES[t]
         if t == PUBLISH:
             qos = (b0 >> 1) & 3
@@ -609,36 +640,46 @@ class Decoder:
             ):
                 self._fail("PUBLISH topic contains a wildcard or NUL character")
             if qos:
-                p.pid = (buf[poff - 2] << 8) | buf[poff - 1]
-                if not p.pid:
+                pid = (buf[poff - 2] << 8) | buf[poff - 1]
+                if not pid:
                     self._fail("PUBLISH QoS %d with packet id 0" % qos)
-            p.qos = qos
-            p.dup = bool(b0 & 8)
-            p.retain = bool(b0 & 1)
-            p._buf = buf
-            p._toff = toff
+                p.pid = pid
             p._tlen = tlen
-            p._poff = poff
-            p._plen = end - poff
+            if into is None:
+                # Own copies now: the buffer is reused by the next feed().
+                mv = memoryview(buf)
+                p._topic = str(mv[toff : toff + tlen], "utf-8")
+                p._payload = bytes(mv[poff:end])
+            else:
+                p._buf = buf
+                p._toff = toff
+                p._poff = poff
+                p._plen = end - poff
+                p._dec = self
+                p._gen = self._gen
         elif t == PUBACK or t == UNSUBACK:
             if rem != 2:
                 self._fail("%s remaining length %d, expected 2" % (name, rem))
-            p.pid = (buf[i] << 8) | buf[i + 1]
-            if not p.pid:
+            pid = (buf[i] << 8) | buf[i + 1]
+            if not pid:
                 self._fail("%s with packet id 0" % name)
+            p.pid = pid
         elif t == CONNACK:
             if rem != 2:
                 self._fail("CONNACK remaining length %d, expected 2" % rem)
             if buf[i] & 0xFE:
                 self._fail("CONNACK acknowledge flags 0x%02x: reserved bits set" % buf[i])
-            p.session_present = bool(buf[i] & 1)
-            p.rc = buf[i + 1]
+            if buf[i]:
+                p.session_present = True
+            if buf[i + 1]:
+                p.rc = buf[i + 1]
         elif t == SUBACK:
             if rem < 3:
                 self._fail("SUBACK remaining length %d, expected at least 3" % rem)
-            p.pid = (buf[i] << 8) | buf[i + 1]
-            if not p.pid:
+            pid = (buf[i] << 8) | buf[i + 1]
+            if not pid:
                 self._fail("SUBACK with packet id 0")
+            p.pid = pid
             g = []
             for j in range(i + 2, end):
                 c = buf[j]
@@ -655,12 +696,4 @@ class Decoder:
             self._start = self._scan = self._end = 0
             if self._buf is not self._base:
                 self._buf = self._base
-        if p._buf is not None:
-            if into is None:
-                p.topic  # noqa: B018 - materialise now: the buffer is reused
-                p.payload  # noqa: B018
-                p._buf = None
-            else:
-                p._dec = self
-                p._gen = self._gen
         return p
