@@ -343,3 +343,14 @@ def test_tlsx_that_cannot_counts_as_not_requested(exc):
 def test_tlsx_board_default_is_reported():
     out = _with_fakes("tls_fakes.fake_tlsx(default=4096)")
     assert out[1]["mfl"] == {"requested": True, "size": 4096, "reason": "board default (tlsx)"}
+
+
+def test_tlsx_refusal_keeps_the_board_default():
+    # e.g. 4096 asked on a board whose buffers allow 2048: the ClientHello carries 2048
+    call = "iothub.tls_context('ecc', max_fragment_length=4096)"
+    out = _with_fakes("tls_fakes.fake_tlsx(fail=ValueError('too big'), default=2048)", call)
+    assert out[0] == "ok" and out[1]["mfl"]["requested"] is True and out[1]["mfl"]["size"] == 2048
+    assert "board default" in out[1]["mfl"]["reason"]
+    call = "iothub.tls_context('ecc', max_fragment_length=4096, require_mfl=True)"
+    out = _with_fakes("tls_fakes.fake_tlsx(fail=ValueError('too big'), default=2048)", call)
+    assert out[0] == "TLSError" and "max_fragment_length=4096 required" in out[1]

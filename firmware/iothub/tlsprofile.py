@@ -119,7 +119,9 @@ def tls_context(
 
     mfl = _request_mfl(ctx, max_fragment_length)
     info["mfl"] = mfl
-    if max_fragment_length is not None and not mfl["requested"]:
+    if max_fragment_length is not None and (
+        not mfl["requested"] or mfl["size"] != max_fragment_length
+    ):
         if require_mfl:
             raise TLSError(
                 "max_fragment_length=%d required but not possible: %s"
@@ -128,8 +130,8 @@ def tls_context(
         if not _mfl_warned:
             _mfl_warned = True
             print(
-                "iothub: warning: TLS max fragment length %d not requested (%s); the hub may send "
-                "16 KB records" % (max_fragment_length, mfl["reason"])
+                "iothub: warning: TLS max fragment length %d not requested (%s); the hub may "
+                "send larger records" % (max_fragment_length, mfl["reason"])
             )
     ctx.iothub_info = info
     return ctx
@@ -258,23 +260,27 @@ def _set_suites(ctx, profile, suites):
 
 
 def _request_mfl(ctx, size):
-    """Request `size` through tlsx when the firmware has it. Returns the `mfl` info dict."""
+    """Request `size` through tlsx when the firmware has it. Returns the `mfl` info dict:
+    requested (an MFL goes out in the ClientHello), size (that one, or the one asked for
+    when none goes out) and reason."""
     try:
         import tlsx
     except ImportError:
         tlsx = None
     setter = getattr(tlsx, "set_max_fragment_length", None)
     getter = getattr(tlsx, "get_max_fragment_length", None)
+
+    def current():
+        # what the context requests now (our firmware may request a board default)
+        try:
+            return getter(ctx) if getter is not None else 0
+        except Exception:
+            return 0
+
     if size is None:
-        # our firmware may request a board default for every context
-        current = 0
-        if getter is not None:
-            try:
-                current = getter(ctx)
-            except Exception:
-                current = 0
-        if current:
-            return {"requested": True, "size": current, "reason": "board default (tlsx)"}
+        n = current()
+        if n:
+            return {"requested": True, "size": n, "reason": "board default (tlsx)"}
         return {"requested": False, "size": None, "reason": "not asked for"}
     if setter is None:
         return {
@@ -285,7 +291,15 @@ def _request_mfl(ctx, size):
     try:
         setter(ctx, size)
     except (OSError, ValueError, RuntimeError, TypeError, NotImplementedError) as e:
-        return {"requested": False, "size": size, "reason": "tlsx could not set it: %s" % (e,)}
+        why = "tlsx could not set it: %s" % (e,)
+        n = current()
+        if n:
+            return {
+                "requested": True,
+                "size": n,
+                "reason": why + "; the board default is requested",
+            }
+        return {"requested": False, "size": size, "reason": why}
     return {"requested": True, "size": size, "reason": "requested through tlsx"}
 
 
@@ -297,6 +311,9 @@ _HINTS = {
     -0x7200: "a TLS record was larger than the input buffer (did the server ignore max fragment length?)",
     -0x2700: "the server certificate did not verify",
     -0x7080: "no cipher suite in common with the server",
+    -0x7100: "a handshake message (likely the server's certificate chain) does not fit this "
+    "firmware's TLS input buffer%s: mbedTLS reassembles it there whatever the max fragment "
+    "length; use the ECC profile or firmware with a larger MBEDTLS_SSL_IN_CONTENT_LEN",
 }
 
 
@@ -304,7 +321,8 @@ def handshake_error(e, hostname, info=None):
     """A TLSError that says in plain words why a handshake failed (e: the firmware's error).
 
     The result has `.code` (the mbedTLS error code or None) and `.reason`: "untrusted",
-    "expired", "not-yet-valid", "hostname", "refused" (fatal alert) or "other"."""
+    "expired", "not-yet-valid", "hostname", "refused" (fatal alert), "buffer" (a handshake
+    message larger than the input buffer) or "other"."""
     profile = (info or {}).get("profile")
     code = e.args[0] if e.args and isinstance(e.args[0], int) else None
     text = str(e.args[-1] if e.args else e).strip()
@@ -344,6 +362,9 @@ def handshake_error(e, hostname, info=None):
             "%r profile's cipher suites, i.e. it is %s, or it only speaks TLS 1.0/1.1"
             % (profile, other)
         )
+    elif code == -0x7100:
+        reason = "buffer"
+        why.append(_HINTS[code] % _in_len())
     elif code in _HINTS:
         why.append(_HINTS[code])
     text = " ".join(text.split())  # mbedTLS verify text spans lines
@@ -355,6 +376,15 @@ def handshake_error(e, hostname, info=None):
     err.code = code
     err.reason = reason
     return err
+
+
+def _in_len():
+    try:
+        import tlsx
+
+        return " (%d bytes)" % tlsx.IN_CONTENT_LEN
+    except (ImportError, AttributeError):
+        return ""
 
 
 # ---- roots and client credentials -------------------------------------------------------

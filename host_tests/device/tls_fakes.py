@@ -46,7 +46,8 @@ def fake_tls(suites=None, set_ciphers=True):
 
 
 def fake_tlsx(fail=None, default=0):
-    calls = []
+    calls = []  # every size asked for
+    state = [default]  # what the context would request
 
     class Tlsx:
         @staticmethod
@@ -54,10 +55,11 @@ def fake_tlsx(fail=None, default=0):
             calls.append(n)
             if fail is not None:
                 raise fail
+            state[0] = n
 
         @staticmethod
         def get_max_fragment_length(ctx):
-            return calls[-1] if calls else default
+            return state[0]
 
     Tlsx.calls = calls
     sys.modules["tlsx"] = Tlsx
