@@ -71,6 +71,7 @@ class ConnInfo:
     sni                server name the client sent (None if none)
     cipher, cipher_id, cipher_iana   negotiated suite (OpenSSL name, id, IANA name)
     version            "TLSv1.2", ...
+    group              the ECDHE group (e.g. "secp256r1", "x25519")
     client_cert_der    the client's certificate (DER) or None; client_cert_chain_der: all
                        it sent, leaf first
     client_cert_sha1, client_cert_sha256   thumbprints, upper-case hex, no separators
@@ -97,6 +98,7 @@ class ConnInfo:
         self.cipher_id = None
         self.cipher_iana = None
         self.version = None
+        self.group = None
         self.client_cert_der = None
         self.client_cert_chain_der = []
         self.client_cert_sha1 = None
@@ -468,6 +470,10 @@ class TLSEndpoint:
         self._snapshot(conn)
         info.version = ssl_conn.get_protocol_version_name()
         info.cipher = ssl_conn.get_cipher_name()
+        try:
+            info.group = ssl_conn.get_group_name()
+        except (AttributeError, SSL.Error):
+            info.group = None
         peer = ssl_conn.get_peer_certificate()
         if peer is not None:
             der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
