@@ -32,7 +32,13 @@ _LAZY = {
 def __getattr__(name):
     mod = _LAZY.get(name)
     if mod is None:
-        raise AttributeError(name)
+        # MicroPython resolves `from . import submodule` by asking the package first.
+        if name.startswith("_") or not name.islower():
+            raise AttributeError(name)
+        try:
+            return __import__("iothub." + name, None, None, ("_",))
+        except ImportError:
+            raise AttributeError(name)
     m = __import__("iothub." + mod, None, None, (name,))
     value = getattr(m, name)
     globals()[name] = value
