@@ -17,14 +17,19 @@ list: the hub host name, `localhost`, `127.0.0.1` (IP) and filler wildcard names
 Azure lists its many service names. None of the filler names matches `<hub>.azure-devices.net`
 (no `*.azure-devices.net`), so host-name tests stay strict.
 
-Sizes (DER) this module produces, against Azure's RSA chain (brief: leaf ~2 KB+ with many
-SANs, intermediate ~1.7 KB; root sizes from iothub-protocol.md 1.5):
-  RSA leaf  ~2.2-2.3 KB    Azure RSA leaf  ~2.0-2.3 KB
-  RSA inter ~1.6-1.7 KB    Azure RSA intermediate (RSA-4096 key) ~1.7 KB
-  RSA root  ~0.9 KB        DigiCert Global Root G2 914 B (not sent by the server)
-  ECC leaf  ~1.6 KB        (Azure's ECC leaf size is not documented; same extensions)
-  ECC inter ~1.1 KB        Microsoft Azure ECC TLS Issuing CA: P-384, ~1.1 KB
-  ECC root  ~0.6 KB        DigiCert Global Root G3 579 B
+Sizes (DER) this module produces (they vary by a few bytes between runs), against Azure's
+where a figure is known (RSA chain: leaf ~2 KB+ with many SANs, intermediate ~1.7 KB, from the
+project brief; roots from iothub-protocol.md 1.5):
+                 here      Azure
+  RSA leaf       ~2370 B   ~2 KB+ (RSA-2048 key, signed by an RSA-4096 issuing CA)
+  RSA inter      ~1625 B   ~1.7 KB (Microsoft Azure RSA TLS Issuing CA, RSA-4096 key)
+  RSA root        ~990 B   914 B (DigiCert Global Root G2; never sent by the server)
+  ECC leaf       ~1780 B   no public figure checked; same extensions as the RSA leaf
+  ECC inter      ~1035 B   no public figure checked (Microsoft Azure ECC TLS Issuing CA, P-384)
+  ECC root        ~655 B   579 B (DigiCert Global Root G3)
+  chain sent: RSA ~3995 B, ECC ~2810 B (leaf + intermediate)
+The stand-in roots are a little larger than DigiCert's (longer names, an extra extension);
+clients hold them, they are not on the wire.
 `TestPKI.sizes()` returns the exact figures of the generated set.
 
 Negative-test material (all for the hub host name unless said otherwise):
