@@ -49,10 +49,8 @@ class LinkState:
 
 
 class C2DMessage:
-    _ids = itertools.count(1)
-
-    def __init__(self, payload, properties, message_id, correlation_id):
-        self.seq = next(self._ids)
+    def __init__(self, seq, payload, properties, message_id, correlation_id):
+        self.seq = seq
         self.payload = payload
         self.properties = properties
         self.message_id = message_id
@@ -80,6 +78,7 @@ class Hub:
         self.c2d = {}
         self.methods = {}
         self._rids = itertools.count(1)
+        self._c2d_ids = itertools.count(1)
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -500,7 +499,9 @@ class Hub:
                     "device %r already has %d pending C2D messages (limit)"
                     % (device_id, C2D_MAX_PENDING)
                 )
-            m = C2DMessage(payload, dict(properties or {}), message_id, correlation_id)
+            m = C2DMessage(
+                next(self._c2d_ids), payload, dict(properties or {}), message_id, correlation_id
+            )
             if m.message_id is None:
                 m.message_id = "c2d-%d" % m.seq
             q.append(m)

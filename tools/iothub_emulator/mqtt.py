@@ -198,7 +198,7 @@ def decode_body(ptype, flags, body):
             flt = c.text("topic filter")
             _check_filter(flt, what)
             q = c.u8("requested QoS")
-            if q & 0xFC:
+            if q & 0xFC or q == 3:
                 raise MQTTError("SUBSCRIBE: requested QoS byte 0x%02x is invalid" % q)  # §3.8.3.1
             topics.append((flt, q))
         if not topics:
@@ -241,6 +241,7 @@ def _decode_connect(c):
         raise MQTTError("CONNECT: password flag set without the user name flag")  # §3.1.2.9
     if protocol != "MQTT" or level != 4:
         # The caller answers CONNACK 1 for these (§3.1.2.2); the rest of the body is not parsed.
+        c.pos = len(c.data)
         return Packet(CONNECT, protocol=protocol, level=level, unsupported=True)
     client_id = c.text("client identifier")
     will = None

@@ -131,11 +131,16 @@ class Link:
             self.send(mqtt.connack(False, 1))
             raise Violation("unsupported protocol %r level %d" % (first.protocol, first.level))
         self.keepalive = min(first.keepalive, KEEPALIVE_CAP_S / 1.5)
-        rc, session_present = self.service.on_connect(self, first)
-        self.send(mqtt.connack(session_present and rc == 0, rc))
+        # The send lock is held from the service's decision until CONNACK is written, so nothing the
+        # service API sends meanwhile (C2D to a restored session, ...) can overtake the CONNACK, and
+        # `connected` is already true when the client reads it.
+        with self._send_lock:
+            rc, session_present = self.service.on_connect(self, first)
+            self.connected = rc == 0
+            if not self.service.faults.stall:
+                self.conn.sendall(mqtt.connack(session_present and rc == 0, rc))
         if rc != 0:
             raise Violation("CONNECT refused with CONNACK %d" % rc)
-        self.connected = True
         self.service.after_connack(self)
         # 2. Packets until DISCONNECT, close, keep-alive timeout or service deadline.
         while True:

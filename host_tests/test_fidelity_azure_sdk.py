@@ -1,0 +1,228 @@
+"""Fidelity check: the official Azure IoT Python device SDK (azure-iot-device 2.14.0, pinned) works
+against the emulator. Where the SDK and the emulator disagree, the emulator is wrong.
+
+The SDK always dials port 8883 and, with GatewayHostName=127.0.0.1 in the connection string, verifies
+the server certificate against 127.0.0.1 with server_verification_cert = the emulator's root. The
+emulator listens on 8883 when that port is free; when it is taken (another hub or test on this
+machine), the harness redirects the SDK's paho connect() from 8883 to the emulator's free port.
+"""
+
+import queue
+import socket
+import time
+
+import paho.mqtt.client as pmqtt
+import pytest
+
+from iothub_emulator import Emulator
+
+pytest.importorskip("azure.iot.device")
+from azure.iot.device import X509, IoTHubDeviceClient, Message, MethodResponse  # noqa: E402
+
+SDK_PORT = 8883
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:ssl.PROTOCOL_TLSv1_2 is deprecated:DeprecationWarning"
+)
+MODEL_ID = "dtmi:com:example:Thermostat;1"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from iothub_emulator.pki import TestPKI
+
+    return TestPKI.load_or_create(str(tmp_path_factory.getbasetemp() / "emulator-pki"))
+
+
+def _port_free(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def emu(pki, tmp_path, monkeypatch):
+    port = SDK_PORT if _port_free(SDK_PORT) else 0
+    e = Emulator(str(tmp_path), pki=pki, port=port)
+    try:
+        e.start()
+    except OSError:  # lost a race for 8883
+        e = Emulator(str(tmp_path), pki=pki, port=0).start()
+    if e.port != SDK_PORT:
+        real_connect = pmqtt.Client.connect
+
+        def connect(self, host, port=1883, *a, **kw):
+            if port == SDK_PORT:
+                port = e.port
+            return real_connect(self, host, port, *a, **kw)
+
+        monkeypatch.setattr(pmqtt.Client, "connect", connect)
+    yield e
+    e.stop()
+
+
+def _client(emu, cs=None, **kw):
+    with open(emu.root_pem_path) as f:
+        ca = f.read()
+    kw.setdefault("connection_retry", False)
+    kw.setdefault("keep_alive", 30)
+    if cs is not None:
+        return IoTHubDeviceClient.create_from_connection_string(
+            cs, server_verification_cert=ca, **kw
+        )
+    return IoTHubDeviceClient.create_from_x509_certificate(server_verification_cert=ca, **kw)
+
+
+@pytest.mark.timeout(60)
+def test_sdk_sas_telemetry_twin_desired_method_c2d(emu):
+    emu.add_device("sdkdev")
+    cs = emu.connection_string("sdkdev")
+    assert cs.endswith(";GatewayHostName=127.0.0.1")
+    client = _client(emu, cs, product_info=MODEL_ID)
+    try:
+        client.connect()
+        info = emu.connect_info("sdkdev")
+        assert info["auth"] == "sas" and info["clean_session"] is False and info["keepalive"] == 30
+        assert info["api_version"] == "2020-09-30" and info["model_id"] == MODEL_ID
+        assert info["device_client_type"].startswith("azure-iot-device-iothub-py/2.14.0")
+
+        # telemetry with system and custom properties
+        msg = Message(
+            '{"t": 21.5}',
+            message_id="m-1",
+            content_encoding="utf-8",
+            content_type="application/json",
+        )
+        msg.correlation_id = "corr 1"
+        msg.custom_properties["unit"] = "°C"
+        msg.custom_properties["a b"] = "c/d&e=f"
+        client.send_message(msg)
+        t = emu.wait_telemetry(1, "sdkdev")[0]
+        assert t["payload"] == b'{"t": 21.5}' and t["qos"] == 1
+        assert t["system_properties"] == {
+            "mid": "m-1",
+            "cid": "corr 1",
+            "ce": "utf-8",
+            "ct": "application/json",
+        }
+        assert t["properties"] == {"unit": "°C", "a b": "c/d&e=f"}
+
+        # twin: get, reported patch, get again
+        assert client.get_twin() == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+        client.patch_twin_reported_properties({"fw": {"version": "1.0.0"}, "tmp": 1})
+        client.patch_twin_reported_properties({"tmp": None})
+        assert emu.twin("sdkdev")["reported"] == {"fw": {"version": "1.0.0"}, "$version": 3}
+        assert client.get_twin()["reported"] == {"fw": {"version": "1.0.0"}, "$version": 3}
+
+        # desired patch pushed
+        patches = queue.Queue()
+        client.on_twin_desired_properties_patch_received = patches.put
+        emu.wait_event(lambda e: e[2] == "subscribe" and any("desired" in f for f, _ in e[3]))
+        version = emu.patch_desired("sdkdev", {"interval": 5, "mode": {"eco": True}})
+        assert patches.get(timeout=5) == {"interval": 5, "mode": {"eco": True}, "$version": version}
+
+        # direct method
+        def on_method(req):
+            body = {"name": req.name, "echo": req.payload}
+            client.send_method_response(MethodResponse.create_from_method_request(req, 207, body))
+
+        client.on_method_request_received = on_method
+        emu.wait_event(lambda e: e[2] == "subscribe" and any("methods" in f for f, _ in e[3]))
+        status, payload = emu.invoke_method("sdkdev", "reboot", {"delay": 2}, timeout=10)
+        assert (status, payload) == (207, {"name": "reboot", "echo": {"delay": 2}})
+
+        # cloud-to-device with properties
+        c2d = queue.Queue()
+        client.on_message_received = c2d.put
+        emu.wait_event(lambda e: e[2] == "subscribe" and any("devicebound" in f for f, _ in e[3]))
+        emu.send_c2d(
+            "sdkdev",
+            b"hello device",
+            {"k": "v/1", "sp ace": "x y"},
+            message_id="c-1",
+            correlation_id="corr-9",
+        )
+        m = c2d.get(timeout=5)
+        assert m.data == b"hello device"
+        assert m.message_id == "c-1" and m.correlation_id == "corr-9"
+        assert m.custom_properties == {"k": "v/1", "sp ace": "x y"}
+        emu.wait_event(lambda e: e[2] == "c2d_complete" and e[3] == "c-1")
+    finally:
+        client.shutdown()
+    assert emu.wait_disconnect("sdkdev") == "DISCONNECT from client"
+
+
+@pytest.mark.timeout(60)
+def test_sdk_x509_thumbprint_and_module(emu, pki, tmp_path):
+    cert, key, sha1, _ = pki.issue_client_cert("sdkx509")
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(key)
+    emu.add_device("sdkx509", x509_thumbprint=sha1)
+    client = _client(
+        emu,
+        x509=X509(str(tmp_path / "c.pem"), str(tmp_path / "k.pem")),
+        hostname=emu.hostname,
+        device_id="sdkx509",
+        gateway_hostname="127.0.0.1",
+    )
+    try:
+        client.connect()
+        assert emu.connect_info("sdkx509")["auth"] == "x509"
+        client.send_message("plain")
+        assert emu.wait_telemetry(1, "sdkx509")[0]["payload"] == b"plain"
+    finally:
+        client.shutdown()
+
+    # A module identity with its own key, through the module client.
+    from azure.iot.device import IoTHubModuleClient
+
+    emu.add_device("sdkdev")
+    emu.add_device("sdkdev", module_id="mod1")
+    with open(emu.root_pem_path) as f:
+        ca = f.read()
+    mc = IoTHubModuleClient.create_from_connection_string(
+        emu.connection_string("sdkdev", "mod1"), server_verification_cert=ca, connection_retry=False
+    )
+    try:
+        mc.connect()
+        assert emu.connected("sdkdev", module_id="mod1")
+        mc.send_message_to_output(Message("to-out"), "out1")
+        t = emu.wait_telemetry(1, "sdkdev")[0]
+        assert (t["module_id"], t["system_properties"], t["payload"]) == (
+            "mod1",
+            {"on": "out1"},
+            b"to-out",
+        )
+        mc.patch_twin_reported_properties({"m": 1})
+        assert emu.twin("sdkdev", module_id="mod1")["reported"] == {"m": 1, "$version": 2}
+    finally:
+        mc.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_sdk_refused_with_a_wrong_key(emu):
+    emu.add_device("sdkdev")
+    cs = emu.connection_string("sdkdev")
+    bad = ";".join(
+        "SharedAccessKey=" + "QUFB" * 11 if p.startswith("SharedAccessKey=") else p
+        for p in cs.split(";")
+    )
+    client = _client(emu, bad)
+    t0 = time.monotonic()
+    try:
+        from azure.iot.device.exceptions import ClientError, CredentialError
+
+        with pytest.raises((CredentialError, ClientError)):
+            client.connect()
+    finally:
+        client.shutdown()
+    assert time.monotonic() - t0 < 20
+    assert (
+        "signature does not match" in [e for e in emu.events if e[2] == "connect"][-1][3]["reason"]
+    )
+    assert [e[3] for e in emu.events if e[2] == "connack"] == [5]
