@@ -17,8 +17,8 @@ except ImportError:
         return x
 
 
-from . import mqtt, sas, topics
-from .clock import require_valid_clock, ticks_add, ticks_diff, ticks_ms, unix_time
+from . import sas, topics
+from .clock import require_valid_clock, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -27,10 +27,9 @@ from .errors import (
     ProtocolError,
     StatusError,
     Timeout,
-    connack_error,
 )
 from .outbox import Outbox
-from .transport import Link
+from .session import Session
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
@@ -150,19 +149,13 @@ class DeviceClient:
         self._log = log
         self._set_credentials(shared_access_key, shared_access_key_name, cert, key)
 
-        self._link = Link()
-        self._tx = bytearray(txbuf)
-        self._rxchunk = bytearray(512)
-        self._max_packet = max_packet
-        self._decoder = mqtt.Decoder(max_packet)
+        self._s = Session(txbuf, max_packet, log=log)
+        self._s.on_publish = self._on_publish
+        self._s.on_puback = self._on_puback
         self._outbox = Outbox(queue_size, queue_policy)
-        self._pid = 0
+        self._s.pid_in_use = self._outbox.has
         self._rid = 0
-        self._subacks = {}
         self._replies = {}
-        self._connack = None
-        self._ping_sent = None
-        self._last_tx = 0
         self._token_expiry = 0
         self._connected_at = 0
         self._desired_version = None
@@ -239,7 +232,7 @@ class DeviceClient:
             self._state = DISCONNECTED
         self._backoff.reset()
         self._retry_at = ticks_ms()
-        if self._link.is_open:
+        if self._s.is_open:
             self._drop("credentials changed", clean=True)
 
     @property
@@ -277,7 +270,7 @@ class DeviceClient:
 
     @property
     def is_connected(self):
-        return self._state == CONNECTED and self._link.is_open
+        return self._state == CONNECTED and self._s.is_open
 
     @property
     def state(self):
@@ -285,7 +278,7 @@ class DeviceClient:
 
     def tls_info(self):
         """Negotiated suite and version (and what the context requested)."""
-        info = {"cipher": self._link.cipher()}
+        info = {"cipher": self._s.link.cipher()}
         ctx = self._ctx
         if ctx is not None:
             info["configured"] = getattr(ctx, "iothub_info", None)
@@ -326,31 +319,24 @@ class DeviceClient:
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
         deadline = ticks_add(ticks_ms(), timeout_ms)
-        self._link.close()
-        self._decoder = mqtt.Decoder(self._max_packet)
         password = self._password()
         ctx = self._context()
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._client_id()))
-        self._link.open(self.host, self.port, ctx, self.hostname, timeout_ms)
+        session_present = self._s.open(
+            self.host,
+            self.port,
+            ctx,
+            self.hostname,
+            self._client_id(),
+            topics.username(self.hostname, self.device_id, self.module_id, self.model_id),
+            password,
+            self.keepalive,
+            self.clean_session,
+            deadline,
+        )
+        password = None
         try:
-            n = mqtt.encode_connect(
-                self._tx,
-                self._client_id(),
-                topics.username(self.hostname, self.device_id, self.module_id, self.model_id),
-                password,
-                self.keepalive,
-                self.clean_session,
-            )
-            password = None
-            self._write(n)
-            self._connack = None
-            self._wait(lambda: self._connack is not None, deadline, "CONNACK")
-            session_present, rc = self._connack
-            if rc != 0:
-                raise connack_error(rc)
             self._state = CONNECTED
-            self._connected_at = ticks_ms()
-            self._ping_sent = None
             self.stats["connects"] += 1
             filters = []
             if self._handlers.get("message"):
@@ -360,29 +346,23 @@ class DeviceClient:
             if self._handlers.get("desired") or self._want_twin:
                 filters += self._twin_filters()
             if filters:
-                self._subscribe(filters, deadline)
+                self._s.subscribe(filters, deadline)
             self._retransmit()
         except BaseException:
-            self._link.close()
-            if self._state == CONNECTED:
-                self._state = DISCONNECTED
+            self._s.close()
+            self._state = DISCONNECTED
             raise
         self._backoff.reset()
         self._retry_at = None
         self._log_line(
-            1, "connected (session present: %s, %s)" % (session_present, self._link.cipher())
+            1, "connected (session present: %s, %s)" % (session_present, self._s.link.cipher())
         )
         self._notify(CONNECTED, None)
         return session_present
 
     def disconnect(self):
         """Send DISCONNECT and close. Queued messages stay queued."""
-        if self._link.is_open:
-            try:
-                self._write(mqtt.encode_disconnect(self._tx))
-            except IoTHubError:
-                pass
-        self._link.close()
+        self._s.close(clean=True)
         self._state = DISCONNECTED
         self._retry_at = None
         self._notify(DISCONNECTED, "closed by the application")
@@ -393,12 +373,7 @@ class DeviceClient:
         return topics.client_id(self.device_id, self.module_id)
 
     def _drop(self, reason, clean=False):
-        if clean and self._link.is_open:
-            try:
-                self._write(mqtt.encode_disconnect(self._tx))
-            except IoTHubError:
-                pass
-        self._link.close()
+        self._s.close(clean)
         was = self._state
         if was == CONNECTED:
             self._state = DISCONNECTED
@@ -476,30 +451,8 @@ class DeviceClient:
 
     # ---- sending -------------------------------------------------------------------
 
-    def _next_pid(self):
-        for _ in range(65535):
-            self._pid = self._pid % 65535 + 1
-            if not self._outbox.has(self._pid) and self._pid not in self._subacks:
-                return self._pid
-        raise IoTHubError("no free MQTT packet id")
-
-    def _write(self, n, payload=None):
-        tx = self._tx
-        if payload is None:
-            self._link.write(memoryview(tx)[:n])
-        elif n + len(payload) <= len(tx):
-            # One buffer, one write: one TLS record per MQTT packet.
-            tx[n : n + len(payload)] = payload
-            self._link.write(memoryview(tx)[: n + len(payload)])
-        else:
-            # Too big for the preallocated buffer: header then payload, no copy of the payload.
-            self._link.write(memoryview(tx)[:n])
-            self._link.write(payload)
-        self._last_tx = ticks_ms()
-
     def _publish(self, topic, payload, qos=0, pid=0, dup=False):
-        n = mqtt.encode_publish_header(self._tx, topic, len(payload), qos, pid, dup)
-        self._write(n, payload)
+        self._s.publish(topic, payload, qos, pid, dup)
 
     def send(
         self,
@@ -553,7 +506,7 @@ class DeviceClient:
                 raise ConnectionLost("not connected (QoS 0 messages are not queued)")
             self._publish(topic, payload)
             return None
-        pid = self._next_pid()
+        pid = self._s.next_pid()
         entry = self._outbox.add(pid, topic, payload)
         if entry is None:
             raise IoTHubError("the offline queue is full (policy %s)" % self._outbox.policy)
@@ -601,18 +554,7 @@ class DeviceClient:
     def _subscribe(self, filters, deadline=None):
         if deadline is None:
             deadline = ticks_add(ticks_ms(), self.timeout_ms)
-        pid = self._next_pid()
-        self._subacks[pid] = None
-        n = mqtt.encode_subscribe(self._tx, pid, [(f, 1) for f in filters])
-        self._write(n)
-        try:
-            self._wait(lambda: self._subacks.get(pid) is not None, deadline, "SUBACK")
-            granted = self._subacks[pid]
-        finally:
-            self._subacks.pop(pid, None)
-        for f, g in zip(filters, granted):
-            if g == 0x80:
-                raise ProtocolError("the hub refused the subscription to %s" % f)
+        self._s.subscribe(filters, deadline)
         self._log_line(2, "subscribed %s" % (filters,))
 
     def _request(self, topic_fn, payload, what, timeout_ms):
@@ -627,7 +569,7 @@ class DeviceClient:
         deadline = ticks_add(ticks_ms(), timeout_ms or self.timeout_ms)
         try:
             self._publish(topic_fn(rid), payload)
-            self._wait(lambda: self._replies.get(rid) is not None, deadline, what + " response")
+            self._s.wait(lambda: self._replies.get(rid) is not None, deadline, what + " response")
             status, version, body = self._replies[rid]
         finally:
             self._replies.pop(rid, None)
@@ -656,13 +598,6 @@ class DeviceClient:
 
     # ---- the loop ------------------------------------------------------------------
 
-    def _wait(self, done, deadline, what):
-        while not done():
-            left = ticks_diff(deadline, ticks_ms())
-            if left <= 0:
-                raise Timeout("no %s from the hub in time" % what)
-            self._pump(min(left, 1000))
-
     def poll(self, timeout_ms=0):
         """Process incoming packets for up to timeout_ms; send PINGREQ on schedule;
         renew the SAS token and reconnect when needed. Returns quickly when idle."""
@@ -678,8 +613,6 @@ class DeviceClient:
                         if self._retry_at is None
                         else min(left, max(ticks_diff(self._retry_at, ticks_ms()), 0))
                     )
-                    from .clock import sleep_ms
-
                     sleep_ms(min(wait, 1000))
                     continue
             if self._token_expiry and self._renew_due():
@@ -688,7 +621,7 @@ class DeviceClient:
                 self._retry_at = ticks_ms()
                 continue
             try:
-                self._pump(max(ticks_diff(deadline, ticks_ms()), 0))
+                self._s.pump(max(ticks_diff(deadline, ticks_ms()), 0))
             except (ConnectionLost, ProtocolError, Timeout) as e:
                 self._lost(e)
                 if not self.auto_reconnect:
@@ -708,59 +641,12 @@ class DeviceClient:
             self._state = RETRYING
             self._notify(RETRYING, delay)
 
-    def _pump(self, timeout_ms):
-        # keepalive first, so a long wait still pings on time
-        now = ticks_ms()
-        ka = self.keepalive * 1000
-        if self._ping_sent is not None:
-            if ticks_diff(now, self._ping_sent) > ka // 2:
-                self._link.close()
-                raise ConnectionLost("no PINGRESP within %d s: dead link" % (ka // 2000))
-        elif ticks_diff(now, self._last_tx) >= ka:
-            self._write(mqtt.encode_pingreq(self._tx))
-            self._ping_sent = now
-        if self._ping_sent is not None:
-            timeout_ms = min(timeout_ms, max(ka // 2 - ticks_diff(now, self._ping_sent), 0) + 1)
-        else:
-            timeout_ms = min(timeout_ms, max(ka - ticks_diff(now, self._last_tx), 0) + 1)
-        n = self._link.read_into(self._rxchunk, timeout_ms)
-        if n:
-            self._decoder.feed(memoryview(self._rxchunk)[:n])
-            while True:
-                pkt = self._decoder.next()
-                if pkt is None:
-                    break
-                self._dispatch(pkt)
-
-    def _dispatch(self, pkt):
-        t = pkt.type
-        if t == mqtt.PUBLISH:
-            self._on_publish(pkt)
-        elif t == mqtt.PUBACK:
-            self._outbox.ack(pkt.pid)
-        elif t == mqtt.SUBACK:
-            if pkt.pid in self._subacks:
-                self._subacks[pkt.pid] = pkt.granted
-        elif t == mqtt.PINGRESP:
-            self._ping_sent = None
-        elif t == mqtt.CONNACK:
-            if self._state == CONNECTED:
-                raise ProtocolError("unexpected CONNACK on an established connection")
-            self._connack = (pkt.session_present, pkt.rc)
-        elif t == mqtt.UNSUBACK:
-            pass
-        else:
-            raise ProtocolError("unexpected packet type %d from the hub" % t)
+    def _on_puback(self, pid):
+        self._outbox.ack(pid)
 
     def _on_publish(self, pkt):
-        topic = pkt.topic
-        payload = pkt.payload
-        handled = self._route(topic, payload)
-        if not handled:
+        if not self._route(pkt.topic, pkt.payload):
             self._log_line(1, "ignored a message on an unexpected topic")
-        if pkt.qos == 1:
-            # Acknowledge after the handler ran: a crash before this means redelivery.
-            self._write(mqtt.encode_puback(self._tx, pkt.pid))
 
     def _route(self, topic, payload):
         if topic.startswith("$iothub/"):

@@ -50,12 +50,19 @@ class Link:
             raise ConnectionLost("TCP connect to %s:%d failed: %s" % (host, port, e))
         try:
             sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
-        except OSError as e:
+        except TLSError:
             self.close()
-            raise TLSError(explain_tls_error(e, server_hostname))
-        except ValueError as e:
+            raise
+        except (OSError, ValueError) as e:
             self.close()
-            raise TLSError("TLS handshake with %s failed: %s" % (server_hostname, e))
+            code = e.args[0] if e.args else None
+            if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
+                raise ConnectionLost(
+                    "TLS handshake with %s: socket error %s" % (server_hostname, e)
+                )
+            from .tlsprofile import handshake_error  # a context not made by tls_context()
+
+            raise handshake_error(e, server_hostname, getattr(ctx, "iothub_info", None))
         sock.setblocking(False)
         self.sock = sock
         p = select.poll()
@@ -154,28 +161,3 @@ def _again(e):
     if code == -30848:  # MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
         return 0
     raise ConnectionLost("read failed: %s" % (e,))
-
-
-_TLS_HINTS = {
-    -9984: "the server certificate did not verify (untrusted root, wrong host name or expired)",
-    -0x7780: "the server sent a fatal alert (no common cipher suite or TLS version?)",
-    -0x6C00: "the server ignored a requested setting or the TLS input buffer is too small",
-    -0x7200: "a TLS record was larger than the input buffer (server ignored max fragment length?)",
-    -0x7080: "no cipher suite in common with the server (ECC profile against an RSA hub, or the reverse?)",
-    -0x7100: "the server's certificate is not usable with the offered suites or it failed to parse",
-}
-
-
-def explain_tls_error(e, hostname):
-    code = e.args[0] if e.args else None
-    text = str(e)
-    hint = _TLS_HINTS.get(code) if isinstance(code, int) else None
-    if hint is None:
-        low = text.lower()
-        if "verif" in low or "cert" in low:
-            hint = _TLS_HINTS[-9984]
-        elif "alert" in low:
-            hint = _TLS_HINTS[-0x7780]
-        elif "timed out" in low or code in (110, 116):
-            hint = "the TLS handshake timed out"
-    return "TLS handshake with %s failed: %s%s" % (hostname, text, ("; " + hint) if hint else "")

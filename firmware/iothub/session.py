@@ -1,0 +1,176 @@
+# One MQTT 3.1.1 session over one TLS link: CONNECT/CONNACK, packet ids, SUBSCRIBE/SUBACK,
+# keepalive pings with dead-link detection, and bounded waits. Shared by DeviceClient and
+# the provisioning client; IoT Hub semantics live in those, not here.
+#
+# Memory: one preallocated transmit buffer (an MQTT packet that fits is written with one
+# write, so one TLS record) and one preallocated receive chunk fed to the decoder.
+from . import mqtt
+from .clock import ticks_add, ticks_diff, ticks_ms
+from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout, connack_error
+from .transport import Link
+
+
+class Session:
+    def __init__(self, txbuf=1024, max_packet=32768, rxchunk=512, log=None):
+        self.link = Link()
+        self.tx = bytearray(txbuf)
+        self._rx = bytearray(rxchunk)
+        self.max_packet = max_packet
+        self.decoder = mqtt.Decoder(max_packet)
+        self.keepalive = 240
+        self._pid = 0
+        self._subacks = {}
+        self._connack = None
+        self._ping_sent = None
+        self._last_tx = 0
+        self.log = log
+        # Callbacks set by the owner:
+        self.on_publish = None  # fn(packet) -> None; QoS 1 is acknowledged after it returns
+        self.on_puback = None  # fn(pid)
+        self.pid_in_use = None  # fn(pid) -> bool (ids of queued messages)
+
+    @property
+    def is_open(self):
+        return self.link.is_open
+
+    def open(
+        self,
+        host,
+        port,
+        ctx,
+        server_hostname,
+        client_id,
+        username,
+        password,
+        keepalive,
+        clean_session,
+        deadline,
+    ):
+        """Connect and wait for CONNACK. Returns session_present; raises on refusal."""
+        self.link.close()
+        self.decoder = mqtt.Decoder(self.max_packet)
+        self.keepalive = keepalive
+        self._ping_sent = None
+        self.link.open(host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1))
+        try:
+            n = mqtt.encode_connect(
+                self.tx, client_id, username, password, keepalive, clean_session
+            )
+            self.write(n)
+            self._connack = None
+            self.wait(lambda: self._connack is not None, deadline, "CONNACK")
+            session_present, rc = self._connack
+            if rc != 0:
+                raise connack_error(rc)
+        except BaseException:
+            self.link.close()
+            raise
+        return session_present
+
+    def close(self, clean=False):
+        if clean and self.link.is_open:
+            try:
+                self.write(mqtt.encode_disconnect(self.tx))
+            except IoTHubError:
+                pass
+        self.link.close()
+
+    def next_pid(self):
+        in_use = self.pid_in_use
+        for _ in range(65535):
+            self._pid = self._pid % 65535 + 1
+            pid = self._pid
+            if pid not in self._subacks and not (in_use is not None and in_use(pid)):
+                return pid
+        raise IoTHubError("no free MQTT packet id")
+
+    def write(self, n, payload=None):
+        tx = self.tx
+        link = self.link
+        if payload is None:
+            link.write(memoryview(tx)[:n])
+        elif n + len(payload) <= len(tx):
+            # One buffer, one write: one TLS record per MQTT packet.
+            tx[n : n + len(payload)] = payload
+            link.write(memoryview(tx)[: n + len(payload)])
+        else:
+            # Larger than the preallocated buffer: header then payload, the payload not copied.
+            link.write(memoryview(tx)[:n])
+            link.write(payload)
+        self._last_tx = ticks_ms()
+
+    def publish(self, topic, payload, qos=0, pid=0, dup=False):
+        n = mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup)
+        self.write(n, payload)
+
+    def subscribe(self, filters, deadline):
+        pid = self.next_pid()
+        self._subacks[pid] = None
+        try:
+            self.write(mqtt.encode_subscribe(self.tx, pid, [(f, 1) for f in filters]))
+            self.wait(lambda: self._subacks.get(pid) is not None, deadline, "SUBACK")
+            granted = self._subacks[pid]
+        finally:
+            self._subacks.pop(pid, None)
+        for f, g in zip(filters, granted):
+            if g == 0x80:
+                raise ProtocolError("the hub refused the subscription to %s" % f)
+
+    def wait(self, done, deadline, what):
+        while not done():
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                raise Timeout("no %s from the hub in time" % what)
+            self.pump(min(left, 1000))
+
+    def pump(self, timeout_ms):
+        """Send PINGREQ when due, then read for up to timeout_ms and dispatch packets."""
+        now = ticks_ms()
+        ka = self.keepalive * 1000
+        if self._ping_sent is not None:
+            waited = ticks_diff(now, self._ping_sent)
+            if waited > ka // 2:
+                self.link.close()
+                raise ConnectionLost("no PINGRESP within %d s: dead link" % (ka // 2000))
+            timeout_ms = min(timeout_ms, ka // 2 - waited + 1)
+        else:
+            idle = ticks_diff(now, self._last_tx)
+            if idle >= ka:
+                self.write(mqtt.encode_pingreq(self.tx))
+                self._ping_sent = now
+                timeout_ms = min(timeout_ms, ka // 2 + 1)
+            else:
+                timeout_ms = min(timeout_ms, ka - idle + 1)
+        n = self.link.read_into(self._rx, timeout_ms)
+        if n:
+            self.decoder.feed(memoryview(self._rx)[:n])
+            while True:
+                pkt = self.decoder.next()
+                if pkt is None:
+                    break
+                self._dispatch(pkt)
+
+    def _dispatch(self, pkt):
+        t = pkt.type
+        if t == mqtt.PUBLISH:
+            if self.on_publish is not None:
+                self.on_publish(pkt)
+            if pkt.qos == 1:
+                self.write(mqtt.encode_puback(self.tx, pkt.pid))
+        elif t == mqtt.PUBACK:
+            if self.on_puback is not None:
+                self.on_puback(pkt.pid)
+        elif t == mqtt.SUBACK:
+            if pkt.pid in self._subacks:
+                self._subacks[pkt.pid] = pkt.granted
+        elif t == mqtt.PINGRESP:
+            self._ping_sent = None
+        elif t == mqtt.CONNACK:
+            if self._connack is not None:
+                raise ProtocolError("a second CONNACK on an established connection")
+            self._connack = (pkt.session_present, pkt.rc)
+        elif t != mqtt.UNSUBACK:
+            raise ProtocolError("unexpected %s packet from the hub" % mqtt.packet_name(t))
+
+    def deadline(self, timeout_ms):
+        return ticks_add(ticks_ms(), timeout_ms)
