@@ -35,6 +35,9 @@
 // Test builds only: count mbedTLS heap use (tlsx.heap_stats()). Routes
 // mbedTLS allocations through counting wrappers around the C library's calloc.
 #if defined(IOTHUB_TLSX_HEAP_STATS) && IOTHUB_TLSX_HEAP_STATS
+#if MICROPY_MBEDTLS_CONFIG_BARE_METAL
+#error "IOTHUB_TLSX_HEAP_STATS is for unix test builds (bare-metal ports allocate from the GC heap)"
+#endif
 #include <stddef.h>
 void *tlsx_heap_calloc(size_t nmemb, size_t size);
 void tlsx_heap_free(void *ptr);

@@ -94,6 +94,27 @@ def openssl_hub(pki, profile):
     return TLSEndpoint(pki, profile, handler=handler, request_client_cert=False).start()
 
 
+class _CountingSocket:
+    """A socket that feeds every byte it sends to a RecordCounter (socket attributes are
+    read-only, so wrap instead of patching)."""
+
+    def __init__(self, sock, counter):
+        self._sock = sock
+        self._counter = counter
+
+    def send(self, data, *a):
+        n = self._sock.send(data, *a)
+        self._counter.feed(bytes(data[:n]))
+        return n
+
+    def sendall(self, data, *a):
+        self._counter.feed(bytes(data))
+        return self._sock.sendall(data, *a)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 class IgnoringHub:
     """A TLS 1.2 server that ignores max_fragment_length (tlslite-ng does not implement
     RFC 6066 section 4, so it skips the extension) and sends 16 KB records, as big cloud
@@ -136,21 +157,9 @@ class IgnoringHub:
 
         sock.settimeout(20.0)
         counter = tlsrecords.RecordCounter(keep=64)
-        real_send = sock.send
-        real_sendall = sock.sendall
-
-        def send(data, *a):
-            counter.feed(bytes(data))
-            return real_send(data, *a)
-
-        def sendall(data, *a):
-            counter.feed(bytes(data))
-            return real_sendall(data, *a)
-
-        sock.send = send
-        sock.sendall = sendall
+        wire = _CountingSocket(sock, counter)
         try:
-            conn = TLSConnection(sock)
+            conn = TLSConnection(wire)
             conn.handshakeServer(
                 certChain=self._chain, privateKey=self._key, settings=self._settings
             )

@@ -84,6 +84,7 @@ def main(argv):
             out["heap"] = {
                 "base": b,
                 "context_peak": ctx_heap[1] - b,
+                "context_held": ctx_heap[0] - b,
                 "handshake_peak": hs_heap[1] - b,
                 "after_handshake": hs_heap[0] - b,
                 "data_peak": data_heap[1] - b,
@@ -98,6 +99,9 @@ def main(argv):
                     s.close()
                 except Exception:
                     pass
+    if base is not None and "heap" in out:
+        # after close only the context (CA certificate, DRBG) should still hold memory
+        out["heap"]["after_close"] = heap()[0] - base[0]
     print(json.dumps(out))
 
 

@@ -143,6 +143,9 @@ int __wrap_mbedtls_ssl_config_defaults(mbedtls_ssl_config *conf, int endpoint, i
 // tree being built and fails on a mismatch.
 typedef struct _tlsx_ssl_context_prefix_t {
     mp_obj_base_t base;
+    #ifdef TLSX_TEST_WRONG_LAYOUT
+    int wrong; // negative test of the run-time check only (never in a board build)
+    #endif
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context ctr_drbg;
     mbedtls_ssl_config conf;
