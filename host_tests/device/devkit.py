@@ -1,0 +1,35 @@
+# Device-side test helpers (run on the unix port): build clients from the test's CFG dict.
+import iothub
+
+
+def log_printer(prefix="LOG"):
+    def log(level, text):
+        print("%s %d %s" % (prefix, level, text))
+
+    return log
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def client(cfg, **kw):
+    """DeviceClient for the emulator described by cfg (profile, port, root, auth...)."""
+    common = dict(tls=cfg["profile"], roots=[read(cfg["root"])], host="127.0.0.1", port=cfg["port"])
+    if cfg.get("verbose"):
+        common["log"] = log_printer()
+    for k in ("keepalive", "sas_ttl", "timeout_ms", "model_id", "queue_size", "auto_reconnect"):
+        if k in cfg:
+            common[k] = cfg[k]
+    common.update(kw)
+    if "cs" in cfg:
+        return iothub.DeviceClient.from_connection_string(cfg["cs"], **common)
+    return iothub.DeviceClient.from_x509(
+        cfg["hostname"],
+        cfg["device_id"],
+        read(cfg["cert"]),
+        read(cfg["key"]),
+        module_id=cfg.get("module_id"),
+        **common,
+    )

@@ -1,0 +1,440 @@
+"""DeviceClient on the real unix port against the emulator over real TLS: every feature,
+both TLS profiles, SAS and X.509, modules, and bad input from both sides."""
+
+import json
+import time
+import uuid
+
+import pytest
+from devproc import DeviceProcess
+
+import mpyrun
+from iothub_emulator import Emulator
+from iothub_emulator.pki import TestPKI
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    return TestPKI.load_or_create(str(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture(scope="module", params=["ecc", "rsa"])
+def emu(request, pki, tmp_path_factory):
+    state = tmp_path_factory.mktemp("emu-" + request.param)
+    with Emulator(str(state), profile=request.param, pki=pki) as e:
+        root = state / "root.der"
+        root.write_bytes(e.root_der)
+        e.root_der_file = str(root)
+        yield e
+
+
+@pytest.fixture
+def ecc_emu(pki, tmp_path):
+    with Emulator(str(tmp_path), profile="ecc", pki=pki) as e:
+        (tmp_path / "root.der").write_bytes(e.root_der)
+        e.root_der_file = str(tmp_path / "root.der")
+        yield e
+
+
+def new_id(prefix="dev"):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+
+
+def sas_cfg(emu, device_id=None, module_id=None, **extra):
+    device_id = device_id or new_id()
+    if emu.device_key(device_id, module_id) is None:
+        emu.add_device(device_id, module_id=module_id)
+    cfg = {
+        "profile": emu.profile,
+        "port": emu.port,
+        "root": emu.root_der_file,
+        "cs": emu.connection_string(device_id, module_id, gateway=False),
+        "device_id": device_id,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def x509_cfg(emu, tmp_path, kind="ec256", ca="self"):
+    device_id = new_id("x509")
+    cert, key, sha1, sha256 = emu.pki.issue_client_cert(device_id, kind=kind, ca=ca)
+    if ca == "self":
+        emu.add_device(device_id, x509_thumbprint=sha1 if kind == "rsa2048" else sha256)
+    else:
+        emu.add_device(device_id, x509_ca=True)
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(key)
+    return {
+        "profile": emu.profile,
+        "port": emu.port,
+        "root": emu.root_der_file,
+        "hostname": emu.hostname,
+        "device_id": device_id,
+        "cert": str(tmp_path / "c.pem"),
+        "key": str(tmp_path / "k.pem"),
+    }, sha256
+
+
+ROUND_TRIP = r"""
+import json, devkit
+c = devkit.client(CFG)
+got = {}
+def on_desired(patch, version):
+    print("DESIRED", json.dumps([patch, version]))
+    got["desired"] = 1
+def on_method(name, payload):
+    print("METHOD", json.dumps([name, payload]))
+    got["method"] = 1
+    if name == "fail":
+        raise RuntimeError("boom")
+    return 201, {"echo": payload}
+def on_message(msg):
+    print("C2D", json.dumps([msg.body.decode(), msg.properties, msg.system_properties, msg.input_name]))
+    got["c2d"] = 1
+c.on_desired = on_desired
+c.on_method = on_method
+c.on_message = on_message
+c.connect()
+print("CIPHER", json.dumps(c.tls_info()["cipher"]))
+c.send({"t": 21.5}, properties={"sensor": "a b", "k&=": "v/%"}, message_id="m-1", correlation_id="c-1")
+c.send("plain text", content_type="text/plain", content_encoding="utf-8")
+c.send(b"\x00\x01binary", qos=0)
+twin = c.get_twin()
+print("TWIN", json.dumps(twin))
+v = c.update_reported({"fw": "1.0", "gone": None})
+print("REPORTED", v)
+print("READY")
+for _ in range(200):
+    c.poll(100)
+    if len(got) == 3:
+        break
+c.poll(300)
+c.disconnect()
+print("DONE", len(got))
+"""
+
+
+def run_round_trip(emu, cfg, module_id=None):
+    dev = DeviceProcess(ROUND_TRIP, cfg)
+    try:
+        dev.expect("READY", 30)
+        device_id = cfg["device_id"]
+        assert emu.wait_connected(device_id, module_id=module_id)
+        v = emu.patch_desired(device_id, {"interval": 5}, module_id=module_id)
+        status, payload = emu.invoke_method(
+            device_id, "echo", {"x": 1}, timeout=10, module_id=module_id
+        )
+        assert (status, payload) == (201, {"echo": {"x": 1}})
+        if module_id is None:
+            emu.send_c2d(
+                device_id, b"hello", properties={"cmd": "led on", "empty": ""}, message_id="c2d-1"
+            )
+        desired = json.loads(dev.expect("DESIRED"))
+        assert desired == [{"interval": 5, "$version": v}, v]
+        if module_id is None:
+            body, props, system, input_name = json.loads(dev.expect("C2D"))
+            assert body == "hello"
+            assert props == {"cmd": "led on", "empty": ""}
+            assert system["mid"] == "c2d-1"
+        assert dev.wait() == 0, dev.output
+    finally:
+        dev.kill()
+    return dev
+
+
+def test_round_trip_sas(emu):
+    cfg = sas_cfg(emu)
+    dev = run_round_trip(emu, cfg)
+    cipher = json.loads(dev.output.split("CIPHER ", 1)[1].splitlines()[0])
+    expected = "ECDSA" if emu.profile == "ecc" else "RSA"
+    assert expected in cipher[0] and cipher[1] == "TLSv1.2"
+    msgs = emu.telemetry(cfg["device_id"])
+    assert [m["payload"] for m in msgs] == [b'{"t":21.5}', b"plain text", b"\x00\x01binary"]
+    first = msgs[0]
+    assert first["properties"] == {"sensor": "a b", "k&=": "v/%"}
+    assert first["system_properties"]["mid"] == "m-1"
+    assert first["system_properties"]["cid"] == "c-1"
+    assert first["system_properties"]["ct"] == "application/json"
+    assert first["system_properties"]["ce"] == "utf-8"
+    assert msgs[0]["qos"] == 1 and msgs[2]["qos"] == 0
+    assert msgs[1]["system_properties"]["ct"] == "text/plain"
+    # property names and values travel percent-encoded on the topic (never "+")
+    assert "sensor=a%20b" in first["topic"] and "k%26%3D=v%2F%25" in first["topic"]
+    reported = emu.twin(cfg["device_id"])["reported"]
+    assert reported["fw"] == "1.0" and "gone" not in reported
+    info = emu.connect_info(cfg["device_id"])
+    assert info["api_version"] == "2021-04-12"
+    assert info["clean_session"] is False and info["keepalive"] == 240
+    assert info["sni"] == emu.hostname
+
+
+@pytest.mark.parametrize("kind", ["ec256", "rsa2048"])
+def test_round_trip_x509(ecc_emu, tmp_path, kind):
+    cfg, sha256 = x509_cfg(ecc_emu, tmp_path, kind)
+    run_round_trip(ecc_emu, cfg)
+    info = ecc_emu.connect_info(cfg["device_id"])
+    assert info["auth"].startswith("x509")
+    conn = [c for c in ecc_emu.endpoint.connections if c.client_cert_sha256 == sha256]
+    assert conn, "the hub saw no TLS client certificate with the device's thumbprint"
+
+
+def test_x509_ca_signed(ecc_emu, tmp_path):
+    cfg, _ = x509_cfg(ecc_emu, tmp_path, "ec256", ca="device-ca")
+    out = mpyrun.run(
+        "CFG=%r\nimport devkit\nc=devkit.client(CFG)\nc.connect()\nc.send(b'x')\nc.disconnect()\nprint('OK')"
+        % cfg
+    )
+    assert out.stdout.strip().endswith("OK"), out.stdout + out.stderr
+    assert ecc_emu.telemetry(cfg["device_id"])[0]["payload"] == b"x"
+
+
+def test_module_identity_and_model_id(ecc_emu):
+    device_id = new_id("edge")
+    ecc_emu.add_device(device_id)
+    cfg = sas_cfg(ecc_emu, device_id, module_id="filter", model_id="dtmi:com:example:Thermostat;1")
+    run_round_trip(ecc_emu, cfg, module_id="filter")
+    msgs = ecc_emu.telemetry(device_id)
+    assert msgs and all(m["module_id"] == "filter" for m in msgs)
+    assert msgs[0]["topic"].startswith("devices/%s/modules/filter/messages/events/" % device_id)
+    info = ecc_emu.connect_info(device_id, "filter")
+    assert info["client_id"] == device_id + "/filter"
+    assert info["model_id"] == "dtmi:com:example:Thermostat;1"
+    assert "model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1" in info["username"]
+
+
+def test_methods_unknown_and_raising_handler(ecc_emu):
+    cfg = sas_cfg(ecc_emu)
+    body = r"""
+import devkit
+c = devkit.client(CFG)
+def on_method(name, payload):
+    if name == "fail":
+        raise RuntimeError("boom")
+    return 200, None
+c.on_method = on_method
+c.connect()
+print("READY")
+for _ in range(60):
+    c.poll(100)
+print("ALIVE", c.is_connected)
+"""
+    dev = DeviceProcess(body, cfg)
+    try:
+        dev.expect("READY")
+        assert ecc_emu.wait_connected(cfg["device_id"])
+        status, payload = ecc_emu.invoke_method(cfg["device_id"], "fail", {}, timeout=10)
+        assert status == 500 and "boom" in payload["error"]
+        status, payload = ecc_emu.invoke_method(cfg["device_id"], "ok", None, timeout=10)
+        assert status == 200 and payload is None
+        assert dev.expect("ALIVE") == "True"
+    finally:
+        dev.kill()
+    # a device with no method handler is not subscribed: the hub answers 404 for it
+    cfg2 = sas_cfg(ecc_emu)
+    dev2 = DeviceProcess(
+        "import devkit\nc=devkit.client(CFG)\nc.connect()\nprint('READY')\nc.poll(3000)\n", cfg2
+    )
+    try:
+        dev2.expect("READY")
+        status, _ = ecc_emu.invoke_method(cfg2["device_id"], "any", {}, timeout=2)
+        assert status == 404
+    finally:
+        dev2.kill()
+
+
+def test_handler_set_after_connect_subscribes(ecc_emu):
+    cfg = sas_cfg(ecc_emu)
+    body = r"""
+import devkit
+c = devkit.client(CFG)
+c.connect()
+got = []
+c.on_message = lambda m: got.append(m)
+print("READY")
+for _ in range(50):
+    c.poll(100)
+    if got:
+        break
+print("GOT", got[0].body.decode() if got else None)
+"""
+    dev = DeviceProcess(body, cfg)
+    try:
+        dev.expect("READY")
+        ecc_emu.send_c2d(cfg["device_id"], b"late")
+        assert dev.expect("GOT") == "late"
+    finally:
+        dev.kill()
+
+
+def device_error(cfg, body):
+    """Run body on the device; return the repr of the exception it raised (printed)."""
+    code = (
+        "CFG=%r\nimport devkit, iothub\ntry:\n%s\nexcept Exception as e:\n    print('ERR', type(e).__name__, e)\n"
+        % (
+            cfg,
+            "\n".join("    " + ln for ln in body.strip().splitlines()),
+        )
+    )
+    out = mpyrun.run(code, timeout=60)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ERR")]
+    assert lines, out.stdout + out.stderr
+    return lines[-1][4:]
+
+
+def test_wrong_key_is_an_authentication_error(ecc_emu):
+    cfg = sas_cfg(ecc_emu)
+    good = cfg["cs"].split("SharedAccessKey=")[1]
+    cfg["cs"] = cfg["cs"].replace(good, "AAAA" + good[4:])
+    err = device_error(cfg, "devkit.client(CFG).connect()")
+    assert err.startswith("AuthenticationError") and "CONNACK 5" in err
+    assert good not in err and good[4:] not in err
+
+
+def test_expired_token_is_refused(pki, tmp_path):
+    # the hub's clock is two hours ahead: the device's fresh token is already expired there
+    with Emulator(str(tmp_path), profile="ecc", pki=pki, clock=lambda: time.time() + 7200) as e:
+        (tmp_path / "r.der").write_bytes(e.root_der)
+        e.root_der_file = str(tmp_path / "r.der")
+        cfg = sas_cfg(e)
+        err = device_error(cfg, "devkit.client(CFG).connect()")
+        assert err.startswith("AuthenticationError")
+        assert any(ev[2] == "connack" and ev[3] == 5 for ev in e.events)
+
+
+@pytest.mark.parametrize(
+    "cs, needle",
+    [
+        ("HostName=h;DeviceId=d", "SharedAccessKey"),
+        ("DeviceId=d;SharedAccessKey=YWJj", "HostName"),
+        ("HostName=h;DeviceId=d;SharedAccessKey=YWJj;DeviceId=e", "DeviceId"),
+        ("HostName=h;DeviceId=d;SharedAccessKey=YWJj;Color=blue", "Color"),
+        ("HostName=h;DeviceId=d;SharedAccessKey=not*base64!", "base64"),
+        ("garbage", "="),
+    ],
+)
+def test_malformed_connection_strings_on_device(ecc_emu, cs, needle):
+    cfg = sas_cfg(ecc_emu)
+    cfg["cs"] = cs
+    err = device_error(cfg, "devkit.client(CFG)")
+    assert err.startswith("ConfigError") and needle in err
+    assert "not*base64!" not in err
+
+
+def test_oversize_message_is_refused_before_sending(ecc_emu):
+    cfg = sas_cfg(ecc_emu)
+    err = device_error(cfg, "c = devkit.client(CFG)\nc.connect()\nc.send(b'x' * 262145)")
+    assert err.startswith("ConfigError") and "262144" in err
+    assert ecc_emu.telemetry(cfg["device_id"]) == []
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        (b"\x30\xff\xff\xff\xff\x7f", "remaining length"),
+        (b"\x10\x02\x00\x04", "CONNECT"),
+        (b"\x36\x05\x00\x01a\x00\x01", "QoS"),
+    ],
+)
+def test_malformed_packets_from_the_hub(ecc_emu, raw, needle):
+    cfg = sas_cfg(ecc_emu, auto_reconnect=False)
+    body = r"""
+import devkit
+c = devkit.client(CFG)
+c.connect()
+print("READY")
+try:
+    for _ in range(50):
+        c.poll(100)
+    print("ERR none")
+except Exception as e:
+    print("ERR", type(e).__name__, e)
+print("CONNECTED", c.is_connected)
+"""
+    dev = DeviceProcess(body, cfg)
+    try:
+        dev.expect("READY")
+        assert ecc_emu.wait_connected(cfg["device_id"])
+        ecc_emu.send_raw(cfg["device_id"], raw)
+        err = dev.expect("ERR")
+        assert err.startswith("ProtocolError") and needle.lower() in err.lower(), err
+        assert dev.expect("CONNECTED") == "False"
+        assert dev.wait() == 0
+    finally:
+        dev.kill()
+    assert ecc_emu.wait_disconnect(cfg["device_id"], timeout=10)
+
+
+def test_puback_timeout_keeps_the_message_queued(ecc_emu):
+    cfg = sas_cfg(ecc_emu)
+    ecc_emu.faults.delay_puback_s = 2.5
+    try:
+        body = r"""
+import devkit, iothub
+c = devkit.client(CFG)
+c.connect()
+try:
+    c.send(b"slow", timeout_ms=1000)
+    print("ERR none")
+except iothub.Timeout as e:
+    print("ERR", e)
+print("QUEUED", c.queued)
+for _ in range(40):
+    c.poll(100)
+    if not c.queued:
+        break
+print("QUEUED", c.queued)
+"""
+        out = mpyrun.run("CFG=%r\n" % cfg + body, timeout=60)
+    finally:
+        ecc_emu.faults.delay_puback_s = 0
+    lines = out.stdout.splitlines()
+    assert any(ln.startswith("ERR no PUBACK") for ln in lines), out.stdout + out.stderr
+    assert [ln for ln in lines if ln.startswith("QUEUED")] == ["QUEUED 1", "QUEUED 0"]
+    assert [m["payload"] for m in ecc_emu.telemetry(cfg["device_id"])] == [b"slow"]
+
+
+def test_dead_link_detected_by_missing_pingresp(ecc_emu):
+    cfg = sas_cfg(ecc_emu, keepalive=2, auto_reconnect=False)
+    body = r"""
+import devkit, time
+c = devkit.client(CFG)
+c.connect()
+print("READY")
+t0 = time.ticks_ms()
+try:
+    while time.ticks_diff(time.ticks_ms(), t0) < 15000:
+        c.poll(200)
+    print("ERR none")
+except Exception as e:
+    print("ERR", type(e).__name__, e)
+print("AFTER_MS", time.ticks_diff(time.ticks_ms(), t0))
+"""
+    dev = DeviceProcess(body, cfg)
+    try:
+        dev.expect("READY")
+        ecc_emu.faults.stall = True
+        err = dev.expect("ERR")
+        after = int(dev.expect("AFTER_MS"))
+    finally:
+        ecc_emu.faults.stall = False
+        dev.kill()
+    assert err.startswith("ConnectionLost") and "PINGRESP" in err
+    assert after <= 2000 + 1000 + 1500, after  # ping due at 2 s, dead after 1 s more (+ slack)
+
+
+def test_records_per_packet_one(ecc_emu):
+    """Each MQTT packet the device sends is one TLS record (one write)."""
+    cfg = sas_cfg(ecc_emu)
+    before = len(ecc_emu.endpoint.connections)
+    code = "CFG=%r\n" % cfg + (
+        "import devkit\nc = devkit.client(CFG)\nc.connect()\n"
+        "for i in range(5):\n    c.send({'i': i}, properties={'a': '1', 'b': '2'})\n"
+        "c.disconnect()\nprint('OK')\n"
+    )
+    out = mpyrun.run(code, timeout=60)
+    assert out.stdout.strip().endswith("OK"), out.stdout + out.stderr
+    conn = ecc_emu.endpoint.connections[before]
+    conn.closed.wait(5)
+    # after the handshake: CONNECT + 5 PUBLISH + DISCONNECT = 7 application-data records
+    app_records = conn.records_in - conn.handshake_records_in
+    assert app_records == 7, (conn.records_in, conn.handshake_records_in)
