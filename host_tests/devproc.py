@@ -62,7 +62,9 @@ class DeviceProcess:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError("device did not exit in %ss; output:\n%s" % (timeout, self.output))
+            raise AssertionError(
+                "device did not exit in %ss; output:\n%s" % (timeout, self.output)
+            ) from None
         self._t.join(5)
         return rc
 
