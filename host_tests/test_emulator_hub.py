@@ -642,6 +642,12 @@ def test_method_round_trip_timeout_and_offline(emu, clients):
         {"name": "a", "got": {"x": [1, 2]}},
     )
     assert emu.invoke_method("dev1", "b", timeout=3) == (500, {"name": "b", "got": None})
+    assert (
+        emu.invoke_method("dev1", "thermostat*getReport", timeout=3)[1]["name"]
+        == "thermostat*getReport"
+    )
+    with pytest.raises(Exception, match="method name"):
+        emu.invoke_method("dev1", "a/b")
     t0 = time.monotonic()
     status, payload = emu.invoke_method("dev1", "slow", timeout=0.5)
     assert status == 504 and payload["errorCode"] == 504101

@@ -491,3 +491,8 @@ def test_registry_persists_and_validates(tmp_path):
     with pytest.raises(RegistryError):
         r.add("bad id with spaces")
     assert normalize_thumbprint("a" * 64) == "A" * 64
+    # Another process (the CLI) edits the file: a running registry sees it and does not overwrite it.
+    again.add("cli-dev", key=KEY)
+    assert r.get("cli-dev")["key"] == KEY
+    r.add("dev4")
+    assert Registry(str(tmp_path)).get("cli-dev") is not None

@@ -414,6 +414,8 @@ class Hub:
 
     def invoke_method(self, device_id, name, payload=None, timeout=30, module_id=None):
         ident = Identity(device_id, module_id)
+        if not name or len(name) > 128 or any(c in name for c in "/?#+\x00"):
+            raise HubError("method name %r: 1..128 characters, no '/', '?', '#' or '+'" % name)
         body = json.dumps(payload).encode() if payload is not None else b""
         if len(body) > METHOD_PAYLOAD_LIMIT:
             raise HubError("method payload of %d bytes exceeds 128 KB" % len(body))

@@ -73,14 +73,29 @@ class Registry:
         self.lock = threading.RLock()
         self.devices = {}
         self.policies = {}
-        if self.path and os.path.exists(self.path):
-            self.load()
+        self._stamp = None
+        self._refresh()
 
-    def load(self):
-        with self.lock, open(self.path) as f:
-            data = json.load(f)
+    def _file_stamp(self):
+        try:
+            st = os.stat(self.path)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return None
+
+    def _refresh(self):
+        """Reload when another process (the CLI) changed the file since we last read or wrote it."""
+        if not self.path:
+            return
+        with self.lock:
+            stamp = self._file_stamp()
+            if stamp is None or stamp == self._stamp:
+                return
+            with open(self.path) as f:
+                data = json.load(f)
             self.devices = data.get("devices", {})
             self.policies = data.get("policies", {})
+            self._stamp = stamp
 
     def save(self):
         if not self.path:
@@ -95,6 +110,7 @@ class Registry:
                     sort_keys=True,
                 )
             os.replace(tmp, self.path)
+            self._stamp = self._file_stamp()
 
     def add(self, device_id, key=None, x509_thumbprint=None, x509_ca=False, module_id=None):
         """Add or replace a device or module identity. Returns the generated key, if any."""
@@ -103,6 +119,7 @@ class Registry:
             _check_id("module id", module_id)
         entry, generated = make_identity(key, x509_thumbprint, x509_ca)
         with self.lock:
+            self._refresh()
             if module_id is None:
                 modules = self.devices.get(device_id, {}).get("modules", {})
                 entry["modules"] = modules
@@ -119,6 +136,7 @@ class Registry:
 
     def remove(self, device_id, module_id=None):
         with self.lock:
+            self._refresh()
             if module_id is None:
                 self.devices.pop(device_id, None)
             else:
@@ -128,6 +146,7 @@ class Registry:
     def get(self, device_id, module_id=None):
         """The identity entry (a copy) or None."""
         with self.lock:
+            self._refresh()
             dev = self.devices.get(device_id)
             if dev is None:
                 return None
@@ -143,18 +162,21 @@ class Registry:
         if key is None:
             key = generated = new_key()
         with self.lock:
+            self._refresh()
             self.policies[name] = {"key": check_key(key), "rights": ["DeviceConnect"]}
             self.save()
         return generated
 
     def policy(self, name):
         with self.lock:
+            self._refresh()
             p = self.policies.get(name)
             return dict(p) if p else None
 
     def listing(self):
         """Identities without keys (for the CLI and admin API)."""
         with self.lock:
+            self._refresh()
             out = []
             for d, e in sorted(self.devices.items()):
                 out.append({"device_id": d, "module_id": None, "auth": e["auth"]})

@@ -88,7 +88,11 @@ class Link:
             self.close_reason = self.close_reason or "malformed packet: %s" % e
         except Violation as e:
             self.close_reason = self.close_reason or str(e)
-        except (OSError, EOFError) as e:
+        except EOFError:
+            info = self.info
+            why = getattr(info, "close_reason", None) or "closed by client"
+            self.close_reason = self.close_reason or "%s (no DISCONNECT)" % why
+        except OSError as e:
             self.close_reason = self.close_reason or "connection error: %s" % e
         finally:
             self.closed = True
@@ -107,7 +111,7 @@ class Link:
         except (socket.timeout, TimeoutError):
             return None
         if not data:
-            raise EOFError("closed by client" if self.close_reason is None else self.close_reason)
+            raise EOFError()
         self.last_rx = time.monotonic()
         return data
 

@@ -181,4 +181,6 @@ def desired_patch(version):
 
 
 def method_request(name, rid):
-    return "$iothub/methods/POST/%s/?$rid=%s" % (quote(name, safe=""), quote(rid, safe=""))
+    # The name goes raw (azure-sdk-for-c takes it from the topic without decoding; a Plug and Play
+    # command arrives as "component*command").
+    return "$iothub/methods/POST/%s/?$rid=%s" % (name, quote(rid, safe=""))
