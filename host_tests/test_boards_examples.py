@@ -1,0 +1,151 @@
+"""boards/examples: the board example runs on the unix port (board parts stubbed) against the
+local hub emulator, and its configuration template is complete.
+
+The example's main.py is the file users deploy to an ESP32 or a Pico W; here the same file runs
+on the MicroPython unix port ($MICROPYTHON) with a config.py made for the emulator. Wi-Fi, NTP and
+the LED fall back to their stand-ins because `network`, `ntptime` and `machine` are absent."""
+
+import ast
+import pathlib
+import threading
+import time
+
+import pytest
+
+import mpyrun
+from iothub_emulator import Emulator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "boards" / "examples"
+TEMPLATE = EXAMPLES / "config_template.py"
+REQUIRED = (
+    "WIFI_SSID",
+    "WIFI_PASSWORD",
+    "CONNECTION_STRING",
+    "DPS_ID_SCOPE",
+    "DPS_REGISTRATION_ID",
+    "DPS_SYMMETRIC_KEY",
+    "TLS_PROFILE",
+    "TELEMETRY_INTERVAL_S",
+    "POLL_MS",
+    "NTP_HOST",
+    "NTP_ATTEMPTS",
+    "NTP_TIMEOUT_S",
+    "LED_PIN",
+)
+
+
+def template_values():
+    tree = ast.parse(TEMPLATE.read_text())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def test_template_defines_every_setting_and_no_secret():
+    values = template_values()
+    missing = [n for n in REQUIRED if n not in values]
+    assert not missing, "config_template.py lacks %s" % missing
+    # a committed template carries no credentials
+    for name in ("WIFI_PASSWORD", "CONNECTION_STRING", "DPS_SYMMETRIC_KEY"):
+        assert values[name] == "", name
+    assert values["TLS_PROFILE"] in ("rsa", "ecc")
+
+
+def test_filled_config_is_git_ignored():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "boards/examples/config.py" in ignored
+
+
+def test_main_imports_without_running_and_explains_missing_config():
+    proc = mpyrun.run(
+        code=(
+            "import main\n"
+            "print('IMPORTED', main.Led().state)\n"
+            "try:\n"
+            "    main.main(cfg=None, max_iterations=1)\n"
+            "except SystemExit as e:\n"
+            "    print('EXIT', e)\n"
+        ),
+        extra_path=[EXAMPLES],
+        timeout=60,
+    )
+    assert "IMPORTED 0" in proc.stdout, proc.stderr
+    assert "EXIT config.py is missing" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def emu(tmp_path):
+    e = Emulator(str(tmp_path / "emu"), profile="ecc").start()
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+def test_example_round_trip_on_unix_port(emu, tmp_path):
+    emu.add_device("example-dev")
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "config.py").write_text(
+        "WIFI_SSID = ''\nWIFI_PASSWORD = ''\n"
+        "CONNECTION_STRING = %r\n"
+        "TLS_PROFILE = 'ecc'\n"
+        "TELEMETRY_INTERVAL_S = 2\nPOLL_MS = 250\n"
+        "PORT = %d\nROOTS = [%r]\n" % (emu.connection_string("example-dev"), emu.port, emu.root_der)
+    )
+    done = {}
+
+    def device():
+        done["proc"] = mpyrun.run(
+            code=(
+                "import main\n"
+                "app = main.main(max_iterations=30)\n"
+                "print('RESULT', app.sent, app.received, app.led.state, app.interval_s)\n"
+            ),
+            extra_path=[cfg_dir, EXAMPLES],
+            timeout=90,
+        )
+
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    emu.wait_connected("example-dev", timeout=30)
+    state = invoke_when_subscribed(emu, "get_state", {})
+    emu.send_c2d("example-dev", b"toggle", properties={"kind": "led"})
+    blink = emu.invoke_method("example-dev", "blink", None, timeout=20)
+    unknown = emu.invoke_method("example-dev", "self_destruct", None, timeout=20)
+    emu.patch_desired("example-dev", {"interval": 2})
+    t.join(100)
+    proc = done.get("proc")
+    assert proc is not None, "the example did not finish"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "no network module" in out and "no ntptime module" in out
+    sent, received, led, interval = (int(x) for x in out.split("RESULT", 1)[1].split()[:4])
+    # telemetry reached the hub with the example's property
+    got = emu.telemetry("example-dev")
+    assert len(got) == sent >= 2
+    assert all(m["properties"].get("source") == "iothub-example" for m in got), got[0]
+    # C2D toggled the LED on, blink toggled it off again
+    assert received == 1 and "LED on" in out and "LED off" in out and led == 0
+    assert state[0] == 200 and state[1]["led"] == 0, state
+    assert blink[0] == 200 and blink[1] == {"led": 0}, blink
+    assert unknown[0] == 404 and "unknown method" in unknown[1]["error"], unknown
+    # the desired interval was applied and reported back
+    assert interval == 2
+    assert emu.twin("example-dev")["reported"].get("interval") == 2
+
+
+def invoke_when_subscribed(emu, name, payload, timeout=30):
+    """The hub answers 404 with an errorCode until the device has subscribed to methods
+    (it does so right after CONNACK); retry until the device itself answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = emu.invoke_method("example-dev", name, payload, timeout=20)
+        if not (status == 404 and isinstance(body, dict) and "errorCode" in body):
+            return status, body
+        if time.monotonic() > deadline:
+            raise AssertionError("the example never subscribed to direct methods: %r" % body)
+        time.sleep(0.1)
