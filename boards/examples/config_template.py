@@ -14,6 +14,7 @@ CONNECTION_STRING = ""
 DPS_ID_SCOPE = ""
 DPS_REGISTRATION_ID = ""
 DPS_SYMMETRIC_KEY = ""  # the device's own key (derive it in the factory from a group key)
+DPS_STATE_FILE = "/provisioning.json"  # where the assignment is kept between boots
 
 # TLS profile: "rsa" (hubs with DigiCert Global Root G2, the default for Azure IoT Hub)
 # or "ecc" (hubs with the ECC server certificate, DigiCert Global Root G3).

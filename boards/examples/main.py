@@ -137,21 +137,20 @@ def make_client(cfg):
     if cs:
         return iothub.DeviceClient.from_connection_string(cs, **kw)
     if setting(cfg, "DPS_ID_SCOPE", ""):
-        # Provisioning is a separate module, loaded only by devices that use it.
-        from iothub import provisioning
+        # Provisioning is a separate module, loaded only by devices that use it. The
+        # assignment is saved, so the device asks DPS again only when nothing is saved.
+        from iothub.provisioning import ProvisioningClient, provision_or_load
 
-        result = provisioning.register(
+        pc = ProvisioningClient(
             cfg.DPS_ID_SCOPE,
             cfg.DPS_REGISTRATION_ID,
             symmetric_key=cfg.DPS_SYMMETRIC_KEY,
             tls=kw["tls"],
+            roots=kw.get("roots"),
         )
-        return iothub.DeviceClient(
-            result.assigned_hub,
-            result.device_id,
-            shared_access_key=cfg.DPS_SYMMETRIC_KEY,
-            **kw,
-        )
+        result = provision_or_load(pc, setting(cfg, "DPS_STATE_FILE", "/provisioning.json"))
+        hub_kw = {k: kw[k] for k in ("host", "port") if k in kw}
+        return result.client(**hub_kw)
     raise ValueError("config.py sets neither CONNECTION_STRING nor DPS_ID_SCOPE")
 
 

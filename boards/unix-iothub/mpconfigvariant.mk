@@ -7,9 +7,9 @@
 #   IOTHUB_TLS_IN / IOTHUB_TLS_OUT : explicit sizes (override the preset)
 #   IOTHUB_TLSX_HEAP_STATS=1 : count mbedTLS heap use (tlsx.heap_stats()); test builds
 # Presets (figures and reasons: README "Board builds"):
-#   ecc   IN 4096 / OUT 2048: holds an Azure-like ECC chain's Certificate message;
+#   ecc   IN 4096 / OUT 2048: holds an Azure-like ECC chain (about 2.8 KB), not an RSA one;
 #         requests MFL 2048
-#   rsa   IN 6144 / OUT 2048: holds an Azure-like RSA chain (~4.1 KB) with headroom;
+#   rsa   IN 6144 / OUT 2048: holds an Azure-like RSA chain (about 4.0 KB) with headroom;
 #         requests MFL 2048
 #   stock IN 16384 / OUT 4096: MicroPython's sizes, works with hubs that ignore MFL
 #         (requests nothing unless IOTHUB_TLSX_DEFAULT_MFL is set)

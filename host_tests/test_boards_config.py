@@ -1,0 +1,243 @@
+"""Board definitions, checked without a MicroPython tree (CI cannot build firmware).
+
+* The buffer presets agree across the unix variant, the ESP32 sdkconfig fragments, the Pico W
+  CMake file and the table in boards/README.md, and each preset's default MFL is the one tlsx
+  derives from its buffers.
+* Each preset's input buffer holds the Certificate message of the chains it claims to support
+  (the emulator's Azure-like chains, generated here), and the small presets cannot take a
+  16 KB record (so the README's warning about hubs that ignore MFL stands).
+* Files the board definitions name exist; manifests include the port's manifest and ours.
+"""
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BOARDS = ROOT / "boards"
+UNIX = BOARDS / "unix-iothub"
+ESP32 = BOARDS / "IOTHUB_ESP32"
+PICO = BOARDS / "IOTHUB_PICO_W"
+COMMON_H = BOARDS / "common" / "mbedtls_config_iothub.h"
+PRESETS = ("rsa", "ecc", "stock")
+TLS_RECORD_MAX = 16384
+HANDSHAKE_FRAMING = 4 + 3  # handshake header + certificate_list length
+CERT_FRAMING = 3  # per-certificate length
+
+
+def readme_presets():
+    text = (BOARDS / "README.md").read_text()
+    rows = {}
+    for m in re.finditer(r"^\| (rsa|ecc|stock) \| (\d+) \| (\d+) \| (\d+) \|", text, re.M):
+        rows[m.group(1)] = tuple(int(x) for x in m.group(2, 3, 4))
+    return rows
+
+
+def unix_presets():
+    text = (UNIX / "mpconfigvariant.mk").read_text()
+    out = {}
+    for m in re.finditer(
+        r"ifeq \(\$\(IOTHUB_TLS_BUFFERS\),(\w+)\)\nIOTHUB_TLS_IN \?= (\d+)\nIOTHUB_TLS_OUT \?= (\d+)",
+        text.replace("else ifeq", "ifeq"),
+    ):
+        out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+def esp32_presets():
+    out = {}
+    for preset in PRESETS:
+        text = (ESP32 / ("sdkconfig.tls_" + preset)).read_text()
+        i = int(re.search(r"^CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=(\d+)$", text, re.M).group(1))
+        o = int(re.search(r"^CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=(\d+)$", text, re.M).group(1))
+        out[preset] = (i, o)
+    return out
+
+
+def pico_presets():
+    text = (PICO / "mpconfigboard.cmake").read_text()
+    out = {}
+    for m in re.finditer(
+        r'IOTHUB_TLS_BUFFERS STREQUAL "(\w+)"\)\n\s+set\(IOTHUB_TLS_IN (\d+)\)\n\s+set\(IOTHUB_TLS_OUT (\d+)\)',
+        text,
+    ):
+        out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+
+
+def tlsx_default_mfl(i, o):
+    """What tlsx.c derives when a board sets no TLSX_DEFAULT_MFL (see its #if chain)."""
+    if i >= TLS_RECORD_MAX:
+        return 0
+    for size in (4096, 2048, 1024):
+        if min(i, o) >= size:
+            return size
+    return 512
+
+
+def test_presets_agree_everywhere():
+    doc = readme_presets()
+    assert set(doc) == set(PRESETS), doc
+    for name, source in (
+        ("unix variant", unix_presets()),
+        ("ESP32", esp32_presets()),
+        ("Pico W", pico_presets()),
+    ):
+        assert set(source) == set(PRESETS), (name, source)
+        for preset in PRESETS:
+            assert source[preset] == doc[preset][:2], (name, preset, source[preset])
+
+
+def test_documented_default_mfl_is_what_tlsx_derives():
+    for preset, (i, o, mfl) in readme_presets().items():
+        assert mfl == tlsx_default_mfl(i, o), preset
+        assert mfl == 0 or mfl <= min(i, o)
+
+
+def test_tlsx_derivation_matches_its_source():
+    # the #if chain in tlsx.c is what tlsx_default_mfl() mirrors
+    src = (ROOT / "firmware" / "cmodules" / "tlsx" / "tlsx.c").read_text()
+    chain = re.search(r"#ifndef TLSX_DEFAULT_MFL\n(.*?)\n#endif\n#endif", src, re.S).group(1)
+    assert "#if MBEDTLS_SSL_IN_CONTENT_LEN >= 16384\n#define TLSX_DEFAULT_MFL (0)" in chain
+    for size in (4096, 2048, 1024):
+        assert "TLSX_BUF_MIN >= %d\n#define TLSX_DEFAULT_MFL (%d)" % (size, size) in chain
+    assert "#else\n#define TLSX_DEFAULT_MFL (512)" in chain
+
+
+@pytest.fixture(scope="module")
+def chain_sizes(tmp_path_factory):
+    from iothub_emulator.pki import TestPKI
+
+    pki = TestPKI.load_or_create(str(tmp_path_factory.mktemp("boards-pki")))
+    return pki.sizes()
+
+
+def certificate_message(sizes, profile):
+    row = sizes[profile]
+    return HANDSHAKE_FRAMING + 2 * CERT_FRAMING + row["leaf"] + row["intermediate"]
+
+
+def test_input_buffers_hold_the_chains_they_claim(chain_sizes):
+    doc = readme_presets()
+    rsa_msg = certificate_message(chain_sizes, "rsa")
+    ecc_msg = certificate_message(chain_sizes, "ecc")
+    # rsa: both chains, with at least 1 KB to spare for a longer real leaf
+    assert doc["rsa"][0] >= rsa_msg + 1024 and doc["rsa"][0] >= ecc_msg + 1024
+    # ecc: the ECC chain with 1 KB to spare; it makes no claim for RSA hubs
+    assert doc["ecc"][0] >= ecc_msg + 1024
+    assert "ECC (G3) hubs that honour MFL" in (BOARDS / "README.md").read_text()
+    # the sizes the README quotes are the ones the emulator makes (keys vary by a few bytes)
+    text = (BOARDS / "README.md").read_text()
+    quoted = {
+        "rsa": int(re.search(r"(\d+) B DER for RSA", text).group(1)),
+        "ecc": int(re.search(r"and (\d+) B for ECC", text).group(1)),
+    }
+    for profile, n in quoted.items():
+        sent = chain_sizes[profile]["leaf"] + chain_sizes[profile]["intermediate"]
+        assert abs(sent - n) < 200, (profile, sent, n)
+
+
+def test_small_presets_cannot_take_full_records():
+    for preset, (i, _o, mfl) in readme_presets().items():
+        if preset == "stock":
+            assert i >= TLS_RECORD_MAX
+        else:
+            assert i < TLS_RECORD_MAX and mfl > 0, preset
+
+
+def test_common_mbedtls_header():
+    text = COMMON_H.read_text()
+    assert '#include "mbedtls/mbedtls_config_port.h"' in text
+    assert "#define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH" in text
+    assert "#undef MBEDTLS_SSL_PROTO_TLS1_3" in text
+    for name in ("IN", "OUT"):
+        assert "#undef MBEDTLS_SSL_%s_CONTENT_LEN" % name in text
+        assert "#define MBEDTLS_SSL_%s_CONTENT_LEN (IOTHUB_TLS_%s)" % (name, name) in text
+
+
+def test_unix_variant_files():
+    mk = (UNIX / "mpconfigvariant.mk").read_text()
+    assert 'MBEDTLS_CONFIG_FILE = \\"mbedtls_config_iothub.h\\"' in mk
+    assert "-I$(VARIANT_DIR)/../common" in mk
+    assert "MICROPY_PY_BTREE = 0" in mk and "MICROPY_PY_FFI = 0" in mk
+    h = (UNIX / "mpconfigvariant.h").read_text()
+    assert '#include "variants/mpconfigvariant_common.h"' in h
+
+
+def test_esp32_board_files():
+    cmake = (ESP32 / "mpconfigboard.cmake").read_text()
+    assert "set(IDF_TARGET esp32)" in cmake
+    assert "${MICROPY_BOARD_DIR}/sdkconfig.tls_${IOTHUB_TLS_BUFFERS}" in cmake
+    assert "${MICROPY_BOARD_DIR}/sdkconfig.iothub" in cmake
+    assert "boards/sdkconfig.base" in cmake and "boards/sdkconfig.ble" in cmake
+    assert "set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)" in cmake
+    frag = (ESP32 / "sdkconfig.iothub").read_text()
+    assert "CONFIG_MBEDTLS_SSL_MAX_FRAGMENT_LENGTH=y" in frag
+    assert "CONFIG_MBEDTLS_SSL_PROTO_TLS1_3=n" in frag
+    assert "CONFIG_MBEDTLS_ASYMMETRIC_CONTENT_LEN=y" in frag
+    assert "\nCONFIG_MBEDTLS_DYNAMIC_BUFFER=y" not in frag
+    assert (ESP32 / "mpconfigboard.h").is_file()
+
+
+def test_pico_w_board_files():
+    cmake = (PICO / "mpconfigboard.cmake").read_text()
+    assert 'set(PICO_BOARD "pico_w")' in cmake
+    m = re.search(r"set\(MBEDTLS_CONFIG_FILE \$\{MICROPY_BOARD_DIR\}/(\S+)\)", cmake)
+    assert m and (PICO / m.group(1)).resolve() == COMMON_H.resolve()
+    assert "IOTHUB_TLS_IN=${IOTHUB_TLS_IN}" in cmake
+    assert "set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)" in cmake
+    h = (PICO / "mpconfigboard.h").read_text()
+    assert '#include "boards/RPI_PICO_W/mpconfigboard.h"' in h
+
+
+class _Manifest:
+    """Records what a MicroPython manifest.py asks for (the calls of tools/manifestfile.py)."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.includes = []
+        self.packages = []
+        self.requires = []
+        self.meta = {}
+
+    def run(self):
+        api = {
+            "include": lambda p, **kw: self.includes.append(p),
+            "require": lambda name, **kw: self.requires.append(name),
+            "package": lambda name, files=None, base_path=".", opt=None: self.packages.append(
+                (name, base_path)
+            ),
+            "module": lambda *a, **kw: None,
+            "freeze": lambda *a, **kw: None,
+            "metadata": lambda **kw: self.meta.update(kw),
+            "options": None,
+        }
+        exec(compile(self.path.read_text(), str(self.path), "exec"), api)
+        return self
+
+    def local(self, p):
+        return (self.path.parent / p).resolve()
+
+
+def test_firmware_manifest_freezes_the_package():
+    m = _Manifest(ROOT / "firmware" / "manifest.py").run()
+    assert m.packages == [("iothub", ".")]
+    assert (m.local("iothub") / "__init__.py").is_file()
+    assert m.meta.get("version")
+
+
+@pytest.mark.parametrize(
+    "board,port_manifest",
+    [
+        (UNIX, "$(PORT_DIR)/variants/manifest.py"),
+        (ESP32, "$(PORT_DIR)/boards/manifest.py"),
+        (PICO, "$(PORT_DIR)/boards/RPI_PICO_W/manifest.py"),
+    ],
+)
+def test_board_manifests_include_port_and_package(board, port_manifest):
+    m = _Manifest(board / "manifest.py").run()
+    assert m.includes[0] == port_manifest
+    local = [p for p in m.includes if not p.startswith("$(")]
+    assert local == ["../../firmware/manifest.py"]
+    assert m.local(local[0]) == (ROOT / "firmware" / "manifest.py").resolve()

@@ -1,0 +1,149 @@
+"""The device package as firmware and mip see it, and the C module's contract, checked without a
+MicroPython tree.
+
+* Every file in firmware/iothub (found at run time, not a fixed list) compiles with mpy-cross
+  for each board's architecture (ESP32: xtensawin, RP2040: armv6m) and for the host.
+* package.json (mip) lists exactly the device package's files, nothing from tools/ or tests.
+* tlsx: the struct it mirrors is the one the build checks (sslcontext_prefix.txt), both build
+  files run that check and link with the wrap, Python-visible names are unconditional.
+"""
+
+import json
+import pathlib
+import re
+
+import pytest
+
+from iothub_tool import mpy
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PKG = ROOT / "firmware" / "iothub"
+TLSX = ROOT / "firmware" / "cmodules" / "tlsx"
+BOARD_ARCHS = {"esp32": "xtensawin", "rp2": "armv6m", "host": None}
+
+
+def device_files():
+    return sorted(
+        p.relative_to(PKG.parent).as_posix()
+        for p in PKG.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".mpy")
+    )
+
+
+def test_package_has_modules():
+    files = device_files()
+    assert "iothub/__init__.py" in files
+    assert mpy.package_files() == files
+
+
+@pytest.mark.parametrize("board", sorted(BOARD_ARCHS))
+def test_every_device_module_compiles_for_board(board, tmp_path):
+    written = mpy.compile_package(tmp_path, march=BOARD_ARCHS[board])
+    sources = device_files()
+    assert len(written) == len(sources)
+    for rel in sources:
+        if rel.endswith(".py"):
+            out = tmp_path / (rel[:-3] + ".mpy")
+            head = out.read_bytes()[:2]
+            assert head == b"M\x06", (rel, head)  # .mpy version 6 (MicroPython >= 1.19)
+        else:
+            assert (tmp_path / rel).read_bytes() == (PKG.parent / rel).read_bytes()
+
+
+def test_compile_error_names_the_module(tmp_path):
+    src = tmp_path / "src" / "iothub"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("x = 1\n")
+    (src / "broken.py").write_text("def f(:\n")
+    with pytest.raises(mpy.MpyError, match="iothub/broken.py"):
+        mpy.compile_package(tmp_path / "out", src=src)
+
+
+def test_unknown_march_is_refused(tmp_path):
+    with pytest.raises(mpy.MpyError, match="unknown -march"):
+        mpy.compile_package(tmp_path, march="z80")
+
+
+def test_package_json_lists_exactly_the_device_package():
+    data = json.loads((ROOT / "package.json").read_text())
+    assert data == mpy.package_json(), "package.json is stale: run mpy.py --write-package-json"
+    dests = [d for d, _ in data["urls"]]
+    assert dests == device_files()
+    for dest, src in data["urls"]:
+        assert src == "firmware/" + dest and (ROOT / src).is_file()
+        assert not src.startswith(("tools/", "host_tests/", "boards/"))
+    assert data["deps"] == []
+    init = (PKG / "__init__.py").read_text()
+    assert '__version__ = "%s"' % data["version"] in init
+
+
+# ---- the C module -------------------------------------------------------------------------
+
+
+def mirror_members():
+    src = (TLSX / "tlsx.c").read_text()
+    body = re.search(
+        r"typedef struct _tlsx_ssl_context_prefix_t \{\n(.*?)\n\} tlsx_ssl_context_prefix_t;",
+        src,
+        re.S,
+    ).group(1)
+    lines = [ln.strip() for ln in body.splitlines()]
+    # lines of the local negative-test hook (#ifdef TLSX_TEST_WRONG_LAYOUT ... #endif) are not
+    # part of a board build
+    out, skip = [], False
+    for ln in lines:
+        if ln.startswith("#ifdef TLSX_TEST_WRONG_LAYOUT"):
+            skip = True
+        elif ln.startswith("#endif") and skip:
+            skip = False
+        elif not skip and ln:
+            out.append(re.sub(r"\s*//.*$", "", ln))
+    return out
+
+
+def test_mirrored_struct_matches_the_checked_prefix():
+    prefix = (TLSX / "sslcontext_prefix.txt").read_text().split("\n")
+    assert [p for p in prefix if p] == mirror_members()
+
+
+def test_both_build_files_check_layout_and_wrap():
+    mk = (TLSX / "micropython.mk").read_text()
+    cmake = (TLSX / "micropython.cmake").read_text()
+    for text in (mk, cmake):
+        assert "sslcontext_prefix.txt" in text
+        assert "extmod/modtls_mbedtls.c" in text
+        assert "-Wl,--wrap=mbedtls_ssl_config_defaults" in text
+        assert "tlsx.c" in text
+    assert "$(error" in mk and "FATAL_ERROR" in cmake
+    top = (ROOT / "firmware" / "cmodules" / "micropython.cmake").read_text()
+    assert "tlsx/micropython.cmake" in top
+
+
+def test_python_names_are_unconditional():
+    src = (TLSX / "tlsx.c").read_text()
+    table = re.search(r"tlsx_module_globals_table\[\] = \{(.*?)\n\};", src, re.S).group(1)
+    assert "#if" not in table, "qstr scanner on CMake ports: keep module names unconditional"
+    names = re.findall(r"MP_QSTR_(\w+)\)", table)
+    for name in (
+        "set_max_fragment_length",
+        "get_max_fragment_length",
+        "heap_stats",
+        "DEFAULT_MFL",
+        "IN_CONTENT_LEN",
+        "OUT_CONTENT_LEN",
+    ):
+        assert name in names
+    assert "MP_REGISTER_MODULE(MP_QSTR_tlsx, tlsx_user_cmodule);" in src
+    # the module registration is not hidden behind a condition either
+    before = src[: src.index("MP_REGISTER_MODULE")]
+    assert before.count("#if") == before.count("#endif")
+
+
+def test_wrapper_only_touches_client_stream_configs():
+    src = (TLSX / "tlsx.c").read_text()
+    wrap = re.search(r"int __wrap_mbedtls_ssl_config_defaults\(.*?\n\}\n", src, re.S).group(0)
+    assert "__real_mbedtls_ssl_config_defaults(conf, endpoint, transport, preset)" in wrap
+    assert "endpoint == MBEDTLS_SSL_IS_CLIENT" in wrap
+    assert "transport == MBEDTLS_SSL_TRANSPORT_STREAM" in wrap
+    apply = re.search(r"static int tlsx_apply\(.*?\n\}\n", src, re.S).group(0)
+    assert "mbedtls_ssl_conf_max_tls_version(conf, MBEDTLS_SSL_VERSION_TLS1_2)" in apply
