@@ -13,7 +13,7 @@ import mpyrun
 
 
 class DeviceProcess:
-    def __init__(self, body, cfg, heapsize=None):
+    def __init__(self, body, cfg, heapsize=None, extra_path=()):
         code = "CFG = %r\n" % (cfg,) + body
         cmd = [mpyrun.micropython_binary()]
         if heapsize:
@@ -24,7 +24,7 @@ class DeviceProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=mpyrun.mpy_env(),
+            env=mpyrun.mpy_env(extra_path),
             cwd=str(mpyrun.ROOT),
         )
         self.lines = []

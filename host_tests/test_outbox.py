@@ -21,9 +21,12 @@ r.add(1, "t", b"a"); r.add(2, "t", b"b")
 out.append(r.add(3, "t", b"c") is None)
 out.append(len(r))
 out.append(r.has(2))
+out.append(r.oldest_sent())
+r.entries()[1][3] = 7
+out.append(r.oldest_sent())
 """
 
-EXPECTED = [[2, 3, 4], 1, True, False, [2, 4], True, 2, True]
+EXPECTED = [[2, 3, 4], 1, True, False, [2, 4], True, 2, True, None, 7]
 
 
 def run_cases():

@@ -164,6 +164,8 @@ class DeviceClient:
         self._handlers = {}
         self._state = DISCONNECTED
         self._retry_at = None
+        self._resync_at = None
+        self._closed = False
         if backoff is None:
             from .backoff import Backoff
 
@@ -319,6 +321,7 @@ class DeviceClient:
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
         deadline = ticks_add(ticks_ms(), timeout_ms)
+        self._closed = False
         password = self._password()
         ctx = self._context()
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._client_id()))
@@ -358,6 +361,8 @@ class DeviceClient:
             1, "connected (session present: %s, %s)" % (session_present, self._s.link.cipher())
         )
         self._notify(CONNECTED, None)
+        if self._handlers.get("desired"):
+            self._resync_twin()
         return session_present
 
     def disconnect(self):
@@ -365,6 +370,7 @@ class DeviceClient:
         self._s.close(clean=True)
         self._state = DISCONNECTED
         self._retry_at = None
+        self._closed = True
         self._notify(DISCONNECTED, "closed by the application")
 
     close = disconnect
@@ -397,45 +403,59 @@ class DeviceClient:
     # ---- reconnect (driven by poll) -------------------------------------------------
 
     def _maybe_reconnect(self):
-        if self._state == AUTH_FAILED or not self.auto_reconnect:
+        """Attempt a connection when one is due. True when connected."""
+        if self._closed or self._state == AUTH_FAILED or not self.auto_reconnect:
             return False
-        now = ticks_ms()
-        if self._retry_at is None:
-            delay = self._backoff.next_delay_ms()
-            self._retry_at = ticks_add(now, delay)
-            self._state = RETRYING
-            self._notify(RETRYING, delay)
+        if self._retry_at is not None and ticks_diff(self._retry_at, ticks_ms()) > 0:
             return False
-        if ticks_diff(self._retry_at, now) > 0:
-            return False
+        return self._reconnect_now()
+
+    def _reconnect_now(self):
         self._retry_at = None
         try:
             self.connect()
-            self.stats["reconnects"] += 1
-            self._resync_twin()
-            return True
         except AuthenticationError as e:
             self._state = AUTH_FAILED
-            self._log_line(0, str(e))
+            self._log_line(0, str(e) + "; not retrying until the credentials change")
             self._notify(AUTH_FAILED, e.code)
+            return False
         except (IoTHubError, OSError) as e:
             self._state = DISCONNECTED
-            self._log_line(1, "reconnect failed: %s" % (e,))
-        return False
+            self._log_line(1, "connect failed: %s" % (e,))
+            self._schedule_retry()
+            return False
+        self.stats["reconnects"] += 1
+        return True
+
+    def _schedule_retry(self):
+        delay = self._backoff.next_delay_ms()
+        self._retry_at = ticks_add(ticks_ms(), delay)
+        self._state = RETRYING
+        self._log_line(1, "retrying in %d ms" % delay)
+        self._notify(RETRYING, delay)
+
+    def _fetch_twin(self, timeout_ms=None):
+        _, body = self._request(topics.twin_get_topic, b"", "twin GET", timeout_ms)
+        return _loads(body) or {}
 
     def _resync_twin(self):
-        # Desired patches are only pushed while connected: GET the twin and deliver the
-        # desired document once if its $version moved while we were away.
-        if not self._handlers.get("desired") or self._desired_version is None:
-            return
+        # Desired patches are pushed only while connected: after every connect GET the twin
+        # and deliver the desired document once if its $version moved while we were away.
+        self._resync_at = None
         try:
-            doc = self.get_twin()
+            doc = self._fetch_twin()
         except IoTHubError as e:
-            self._log_line(1, "twin re-sync failed: %s" % (e,))
+            if self.is_connected:
+                self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
+                self._resync_at = ticks_add(ticks_ms(), 5000)
             return
         desired = doc.get("desired") or {}
         version = desired.get("$version")
-        if isinstance(version, int) and version > self._desired_version:
+        if not isinstance(version, int):
+            return
+        if self._desired_version is None:
+            self._desired_version = version  # first connect: the application reads the twin itself
+        elif version > self._desired_version:
             self._deliver_desired(desired, version)
 
     def _deliver_desired(self, patch, version):
@@ -506,6 +526,8 @@ class DeviceClient:
                 raise ConnectionLost("not connected (QoS 0 messages are not queued)")
             self._publish(topic, payload)
             return None
+        if not self.is_connected and not self.auto_reconnect:
+            raise ConnectionLost("not connected (auto_reconnect is off: nothing was queued)")
         pid = self._s.next_pid()
         entry = self._outbox.add(pid, topic, payload)
         if entry is None:
@@ -513,7 +535,7 @@ class DeviceClient:
         if self.is_connected:
             try:
                 self._publish(topic, payload, 1, pid)
-                entry[3] = True
+                entry[3] = ticks_ms()
             except ConnectionLost as e:
                 self._lost(e)
         if not block:
@@ -534,10 +556,10 @@ class DeviceClient:
         # After (re)connect: everything still unacknowledged goes out again in order.
         for entry in self._outbox.entries():
             pid, topic, payload, sent = entry
-            self._publish(topic, payload, 1, pid, dup=sent)
-            if sent:
+            self._publish(topic, payload, 1, pid, dup=sent is not None)
+            if sent is not None:
                 self.stats["redelivered"] += 1
-            entry[3] = True
+            entry[3] = ticks_ms()
 
     @property
     def queued(self):
@@ -571,6 +593,9 @@ class DeviceClient:
             self._publish(topic_fn(rid), payload)
             self._s.wait(lambda: self._replies.get(rid) is not None, deadline, what + " response")
             status, version, body = self._replies[rid]
+        except (ConnectionLost, ProtocolError) as e:
+            self._lost(e)
+            raise
         finally:
             self._replies.pop(rid, None)
         if status >= 400:
@@ -579,10 +604,8 @@ class DeviceClient:
 
     def get_twin(self, timeout_ms=None):
         """The twin document {"desired": {...}, "reported": {...}}."""
-        _, body = self._request(topics.twin_get_topic, b"", "twin GET", timeout_ms)
-        doc = _loads(body) or {}
-        desired = doc.get("desired") or {}
-        v = desired.get("$version")
+        doc = self._fetch_twin(timeout_ms)
+        v = (doc.get("desired") or {}).get("$version")
         if isinstance(v, int) and (self._desired_version is None or v > self._desired_version):
             self._desired_version = v
         return doc
@@ -599,28 +622,34 @@ class DeviceClient:
     # ---- the loop ------------------------------------------------------------------
 
     def poll(self, timeout_ms=0):
-        """Process incoming packets for up to timeout_ms; send PINGREQ on schedule;
-        renew the SAS token and reconnect when needed. Returns quickly when idle."""
+        """Process incoming packets for up to timeout_ms; send PINGREQ on schedule; renew
+        the SAS token and reconnect when due. Never blocks longer than timeout_ms (plus one
+        bounded connection attempt when a reconnect is due)."""
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
             if not self.is_connected:
+                if self._state == CONNECTED:  # the link died under a call: back off first
+                    self._lost(ConnectionLost("link closed"))
                 if not self._maybe_reconnect():
                     left = ticks_diff(deadline, ticks_ms())
                     if left <= 0:
                         return
-                    wait = (
-                        left
-                        if self._retry_at is None
-                        else min(left, max(ticks_diff(self._retry_at, ticks_ms()), 0))
-                    )
-                    sleep_ms(min(wait, 1000))
+                    wait = left
+                    if self._retry_at is not None and self.auto_reconnect:
+                        wait = min(left, max(ticks_diff(self._retry_at, ticks_ms()), 0))
+                    sleep_ms(min(wait, 1000) if wait else 0)
                     continue
             if self._token_expiry and self._renew_due():
-                self.stats["renewals"] += 1
-                self._drop("SAS token renewal", clean=True)
-                self._retry_at = ticks_ms()
+                self._renew()
                 continue
+            if self._resync_at is not None and ticks_diff(ticks_ms(), self._resync_at) >= 0:
+                self._resync_twin()
             try:
+                oldest = self._outbox.oldest_sent()
+                if oldest is not None and ticks_diff(ticks_ms(), oldest) > self.timeout_ms:
+                    # A device that keeps publishing never goes idle, so keepalive pings
+                    # alone would not notice a hub that stopped answering.
+                    raise ConnectionLost("no PUBACK for %d ms: dead link" % self.timeout_ms)
                 self._s.pump(max(ticks_diff(deadline, ticks_ms()), 0))
             except (ConnectionLost, ProtocolError, Timeout) as e:
                 self._lost(e)
@@ -629,17 +658,22 @@ class DeviceClient:
             if ticks_diff(deadline, ticks_ms()) <= 0:
                 return
 
+    def _renew(self):
+        # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
+        # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
+        self.stats["renewals"] += 1
+        self._drop("SAS token renewal", clean=True)
+        if not self._reconnect_now() and not self.auto_reconnect:
+            raise ConnectionLost("SAS token renewal: reconnect failed")
+
     def _renew_due(self):
         lifetime = self._token_expiry - self._token_issued
         return unix_time() >= self._token_issued + lifetime * _RENEW_PERCENT // 100
 
     def _lost(self, err):
         self._drop(str(err))
-        if self._retry_at is None and self.auto_reconnect:
-            delay = self._backoff.next_delay_ms()
-            self._retry_at = ticks_add(ticks_ms(), delay)
-            self._state = RETRYING
-            self._notify(RETRYING, delay)
+        if self.auto_reconnect and not self._closed and self._state != AUTH_FAILED:
+            self._schedule_retry()
 
     def _on_puback(self, pid):
         self._outbox.ack(pid)

@@ -1,6 +1,8 @@
 # Bounded queue of QoS 1 messages not yet acknowledged by the hub. Pure: no I/O, no clock.
 #
-# Entries are [pid, topic, payload, sent]; `sent` turns the DUP flag on at retransmission.
+# Entries are [pid, topic, payload, sent_at]; sent_at is None until the message was written,
+# then the adapter's tick count (it turns the DUP flag on at retransmission, and lets the
+# adapter spot a PUBACK that never comes). No clock is read here.
 # The payload is referenced, not copied. When full, the policy decides:
 #   "drop-oldest" (default): the oldest unacknowledged message is dropped, `dropped` counts it
 #   "reject": the new message is refused (send() raises), nothing already queued is lost
@@ -31,7 +33,7 @@ class Outbox:
                 return None
             self._q.pop(0)
             self.dropped += 1
-        entry = [pid, topic, payload, False]
+        entry = [pid, topic, payload, None]
         self._q.append(entry)
         return entry
 
@@ -52,3 +54,10 @@ class Outbox:
 
     def entries(self):
         return list(self._q)
+
+    def oldest_sent(self):
+        """sent_at of the oldest written, unacknowledged entry, or None."""
+        for e in self._q:
+            if e[3] is not None:
+                return e[3]
+        return None

@@ -22,6 +22,10 @@ def client(cfg, **kw):
     for k in ("keepalive", "sas_ttl", "timeout_ms", "model_id", "queue_size", "auto_reconnect"):
         if k in cfg:
             common[k] = cfg[k]
+    if "backoff" in cfg:
+        from iothub.backoff import Backoff
+
+        common["backoff"] = Backoff(*cfg["backoff"])
     common.update(kw)
     if "cs" in cfg:
         return iothub.DeviceClient.from_connection_string(cfg["cs"], **common)

@@ -1,0 +1,463 @@
+"""Field lifecycle under fault injection (issue 4): the device, running the precompiled
+package on the unix port with a device-sized heap, keeps sending numbered QoS 1 messages
+while the emulator misbehaves. For every fault it recovers without a restart, loses no
+message, and the time to recover is recorded (printed at the end of the run).
+
+TLS buffers: on the unix port mbedTLS allocates with the C heap, outside the MicroPython
+heap that -X heapsize bounds (on the Pico W they come from the GC heap; see README)."""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from devproc import DeviceProcess
+
+import mpyrun
+from iothub_emulator import Emulator
+from iothub_emulator.pki import TestPKI
+
+# Smallest heap the whole scenario runs in, found by bisecting with
+# `pytest host_tests/test_lifecycle.py -k smallest_heap` (see test_smallest_heap).
+DEVICE_HEAP = os.environ.get("IOTHUB_TEST_HEAP", "192k")
+RECOVERY = collections.OrderedDict()  # fault -> seconds from fault to the next CONNACK 0
+
+LOOP = r"""
+import devkit, time, json, gc, iothub
+c = devkit.client(CFG)
+def on_state(state, detail):
+    print("STATE", state, detail)
+c.on_connection_state = on_state
+desired = []
+c.on_desired = lambda patch, v: desired.append(v) or print("DESIRED", v)
+c.connect()
+print("READY")
+flag = CFG.get("flag")
+n = CFG["n"]
+i = 0
+while i < n:
+    c.send({"i": i}, message_id=str(i), block=False)
+    i += 1
+    c.poll(CFG["interval_ms"])
+    if flag and c.state == "auth_failed":
+        try:
+            open(flag).close()
+            c.update_credentials(connection_string=CFG["cs"])
+            flag = None
+            print("CREDENTIALS replaced")
+        except OSError:
+            pass
+t0 = time.ticks_ms()
+while (c.queued or not c.is_connected) and time.ticks_diff(time.ticks_ms(), t0) < CFG.get("drain_ms", 20000):
+    c.poll(100)
+    if flag and c.state == "auth_failed":
+        try:
+            open(flag).close()
+            c.update_credentials(connection_string=CFG["cs"])
+            flag = None
+            print("CREDENTIALS replaced")
+        except OSError:
+            pass
+gc.collect()
+print("RESULT", json.dumps({"queued": c.queued, "dropped": c.dropped, "stats": c.stats,
+      "heap": gc.mem_alloc(), "desired": desired, "state": c.state}))
+c.disconnect()
+"""
+
+
+@pytest.fixture(scope="session")
+def mpy_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpy")
+    tool = mpyrun.ROOT / "tools" / "iothub_tool" / "mpy.py"
+    subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True, capture_output=True)
+    assert (out / "iothub" / "client.mpy").exists()
+    return out
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    return TestPKI.load_or_create(str(tmp_path_factory.mktemp("pki")))
+
+
+def make_emu(pki, path, **kw):
+    e = Emulator(str(path), profile="ecc", pki=pki, **kw)
+    e.start()
+    (path / "root.der").write_bytes(e.root_der)
+    e.root_der_file = str(path / "root.der")
+    return e
+
+
+@pytest.fixture
+def emu(pki, tmp_path):
+    e = make_emu(pki, tmp_path)
+    yield e
+    e.faults.reset()
+    e.stop()
+
+
+def cfg_for(emu, **extra):
+    device_id = "life-" + uuid.uuid4().hex[:8]
+    emu.add_device(device_id)
+    cfg = {
+        "profile": "ecc",
+        "port": emu.port,
+        "root": emu.root_der_file,
+        "cs": emu.connection_string(device_id, gateway=False),
+        "device_id": device_id,
+        "n": 30,
+        "interval_ms": 100,
+        "keepalive": 60,
+        "queue_size": 64,
+        "backoff": [200, 3000, 300],  # faster than the field defaults (1 s / 100 s / 5 s)
+        "timeout_ms": 5000,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def start(cfg, mpy_dir, heapsize=DEVICE_HEAP):
+    return DeviceProcess(LOOP, cfg, heapsize=heapsize, extra_path=[mpy_dir])
+
+
+def finish(dev, emu, cfg, timeout=60):
+    result = json.loads(dev.expect("RESULT", timeout))
+    assert dev.wait(10) == 0, dev.output
+    msgs = emu.telemetry(cfg["device_id"])
+    ids = [int(m["system_properties"]["mid"]) for m in msgs]
+    counts = collections.Counter(ids)
+    assert sorted(counts) == list(range(cfg["n"])), "lost: %s\n%s" % (
+        sorted(set(range(cfg["n"])) - set(counts)),
+        dev.output,
+    )
+    # a duplicate is allowed only as an MQTT retransmission (DUP set) of a message whose
+    # PUBACK was lost; the first copy never carries DUP
+    for mid, k in counts.items():
+        if k > 1:
+            copies = [m for m in msgs if m["system_properties"]["mid"] == str(mid)]
+            assert all(m["dup"] for m in copies[1:]), copies
+    assert result["queued"] == 0 and result["dropped"] == 0, result
+    return result, msgs
+
+
+def connack_times(emu, device_id):
+    return [ev[0] for ev in emu.events if ev[1] == device_id and ev[2] == "connack" and ev[3] == 0]
+
+
+def record_recovery(name, emu, device_id, t_fault):
+    after = [t for t in connack_times(emu, device_id) if t > t_fault]
+    assert after, "no reconnect after %s" % name
+    RECOVERY[name] = after[0] - t_fault
+    return RECOVERY[name]
+
+
+def run_fault(emu, mpy_dir, name, inject, heal=None, settle=0.0, **cfg_extra):
+    cfg = cfg_for(emu, **cfg_extra)
+    dev = start(cfg, mpy_dir)
+    try:
+        dev.expect("READY")
+        emu.wait_telemetry(3, cfg["device_id"], timeout=20)
+        t_fault = time.time()
+        inject(cfg)
+        if settle:
+            time.sleep(settle)
+        if heal:
+            heal(cfg)
+        result, msgs = finish(dev, emu, cfg)
+    finally:
+        dev.kill()
+    record_recovery(name, emu, cfg["device_id"], t_fault)
+    assert result["stats"]["reconnects"] >= 1, result
+    return result, msgs, dev
+
+
+def test_drop_mid_publish(emu, mpy_dir):
+    result, msgs, dev = run_fault(
+        emu, mpy_dir, "drop mid-publish", lambda cfg: emu.faults.set(drop_next_publish=1)
+    )
+    assert "STATE retrying" in dev.output
+
+
+def test_connection_reset(emu, mpy_dir):
+    run_fault(emu, mpy_dir, "connection reset", lambda cfg: emu.drop(cfg["device_id"]))
+
+
+def test_stall_detected_by_keepalive(emu, mpy_dir):
+    # no PINGRESP, no PUBACK: the device's keepalive (3 s) finds the dead link
+    run_fault(
+        emu,
+        mpy_dir,
+        "stall (no PINGRESP/PUBACK)",
+        lambda cfg: emu.faults.set(stall=True),
+        heal=lambda cfg: emu.faults.set(stall=False),
+        settle=5.0,
+        keepalive=3,
+        n=60,
+    )
+
+
+def test_connack_3_is_retried(emu, mpy_dir):
+    def inject(cfg):
+        emu.faults.set(refuse_connack=3)
+        emu.drop(cfg["device_id"])
+
+    result, msgs, dev = run_fault(
+        emu,
+        mpy_dir,
+        "CONNACK 3 (server unavailable) for 2 s",
+        inject,
+        heal=lambda cfg: emu.faults.set(refuse_connack=None),
+        settle=2.0,
+    )
+    refused = [ev for ev in emu.events if ev[2] == "connack" and ev[3] == 3]
+    assert len(refused) >= 2, "CONNACK 3 is retriable: expected several attempts"
+    assert "auth_failed" not in dev.output
+
+
+def test_connack_5_is_not_retried_until_credentials_change(emu, mpy_dir, tmp_path):
+    flag = tmp_path / "flag"
+    cfg = cfg_for(emu, flag=str(flag), n=40)
+    dev = start(cfg, mpy_dir)
+    try:
+        dev.expect("READY")
+        emu.wait_telemetry(3, cfg["device_id"], timeout=20)
+        emu.faults.set(refuse_connack=5)
+        t_fault = time.time()
+        emu.drop(cfg["device_id"])
+        dev.expect("STATE auth_failed")
+        time.sleep(3.0)  # backoff max is 3 s: a retrying client would have tried again by now
+        attempts = [
+            ev
+            for ev in emu.events
+            if ev[1] == cfg["device_id"] and ev[2] == "connack" and ev[0] > t_fault
+        ]
+        assert [ev[3] for ev in attempts] == [5], attempts
+        emu.faults.set(refuse_connack=None)
+        flag.write_text("go")  # the application replaces the credentials
+        dev.expect("CREDENTIALS replaced")
+        result, _ = finish(dev, emu, cfg)
+    finally:
+        dev.kill()
+    record_recovery(
+        "CONNACK 5 (not authorized), then new credentials", emu, cfg["device_id"], t_fault
+    )
+
+
+def test_hub_closes_at_token_expiry(pki, tmp_path, mpy_dir):
+    # The hub's clock runs 52 s ahead: a 60 s token expires 8 s after the device made it,
+    # before the device's own renewal at 80 % (48 s). The device recovers with a new token.
+    emu = make_emu(pki, tmp_path, clock=lambda: time.time() + 52)
+    try:
+        cfg = cfg_for(emu, sas_ttl=60, n=120, interval_ms=100)
+        dev = start(cfg, mpy_dir)
+        try:
+            dev.expect("READY")
+            t_fault = time.time()
+            result, _ = finish(dev, emu, cfg, timeout=90)
+        finally:
+            dev.kill()
+        closes = [
+            ev
+            for ev in emu.events
+            if ev[1] == cfg["device_id"] and ev[2] == "disconnect" and "expired" in str(ev[3])
+        ]
+        assert closes, "the hub never closed the connection at token expiry"
+        record_recovery("hub closes at SAS token expiry", emu, cfg["device_id"], closes[0][0] - 0.0)
+        assert t_fault  # recovered, nothing lost (checked in finish)
+    finally:
+        emu.stop()
+
+
+def test_throttling_delayed_pubacks_and_twin_429(emu, mpy_dir):
+    cfg = cfg_for(emu, n=10)
+    emu.faults.set(delay_puback_s=1.0)
+    try:
+        dev = start(cfg, mpy_dir)
+        try:
+            dev.expect("READY")
+            result, _ = finish(dev, emu, cfg)
+        finally:
+            dev.kill()
+    finally:
+        emu.faults.set(delay_puback_s=0)
+    assert result["stats"]["reconnects"] == 0  # slow PUBACKs are not a dead link
+    body = r"""
+import devkit, iothub
+c = devkit.client(CFG)
+c.connect()
+try:
+    c.get_twin()
+    print("ERR none")
+except iothub.StatusError as e:
+    print("ERR", e.status, e.retriable, e)
+"""
+    emu.faults.set(twin_status_override=429)
+    out = mpyrun.run("CFG=%r\n" % cfg + body, extra_path=[mpy_dir], heapsize=DEVICE_HEAP)
+    emu.faults.set(twin_status_override=None)
+    assert "ERR 429 True" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("bad remaining length", b"\x30\xff\xff\xff\xff\x7f"),
+        ("truncated PUBLISH", b"\x30\x03\x00\x09a"),
+        ("oversize packet", b"\x30\xff\xff\x7f"),
+        ("wrong packet type (SUBSCRIBE)", b"\x82\x05\x00\x01\x00\x00\x00"),
+    ],
+)
+def test_malformed_packets(emu, mpy_dir, name, raw):
+    run_fault(
+        emu, mpy_dir, "malformed packet: " + name, lambda cfg: emu.send_raw(cfg["device_id"], raw)
+    )
+
+
+def test_hub_restart_with_outage(emu, mpy_dir):
+    def inject(cfg):
+        emu.endpoint.stop()
+        emu.hub.event(None, "restart", None)
+
+    run_fault(
+        emu,
+        mpy_dir,
+        "hub restart after a 3 s outage",
+        inject,
+        heal=lambda cfg: emu.start(),
+        settle=3.0,
+        n=50,
+    )
+
+
+def test_desired_patch_missed_offline_is_delivered_once(emu, mpy_dir):
+    cfg = cfg_for(emu, n=50)
+    dev = start(cfg, mpy_dir)
+    try:
+        dev.expect("READY")
+        emu.wait_telemetry(3, cfg["device_id"], timeout=20)
+        v1 = emu.patch_desired(cfg["device_id"], {"a": 1})
+        dev.expect("DESIRED")
+        emu.faults.set(refuse_connack=3)
+        emu.drop(cfg["device_id"])
+        v2 = emu.patch_desired(cfg["device_id"], {"a": 2})  # while the device is offline
+        time.sleep(1.0)
+        emu.faults.set(refuse_connack=None)
+        result, _ = finish(dev, emu, cfg)
+    finally:
+        dev.kill()
+    assert result["desired"] == [v1, v2], result
+
+
+def test_no_secret_in_verbose_logs(emu, mpy_dir, tmp_path):
+    """Every log line and error text at the most verbose level, across a wrong key, a
+    refused CONNACK, a malformed packet and a renewal: no key, signature or private key."""
+    cfg = cfg_for(emu, verbose=True, n=20)
+    key = cfg["cs"].split("SharedAccessKey=")[1]
+    dev = start(cfg, mpy_dir)
+    try:
+        dev.expect("READY")
+        emu.wait_telemetry(3, cfg["device_id"], timeout=20)
+        emu.send_raw(cfg["device_id"], b"\x30\xff\xff\xff\xff\x7f")
+        time.sleep(1)
+        result, _ = finish(dev, emu, cfg)
+    finally:
+        dev.kill()
+    wrong = dict(cfg, cs=cfg["cs"].replace(key, "B" + key[1:]))
+    out = mpyrun.run(
+        "CFG=%r\nimport devkit\ntry:\n    devkit.client(CFG).connect()\nexcept Exception as e:\n    print('ERR', repr(e))\n"
+        % wrong,
+        extra_path=[mpy_dir],
+    )
+    x509_cert, x509_key, _, sha256 = emu.pki.issue_client_cert(
+        "x-" + cfg["device_id"], kind="ec256"
+    )
+    (tmp_path / "k.pem").write_bytes(
+        b"-----BEGIN EC PRIVATE KEY-----\nAAAA"
+        + x509_key[40:80]
+        + b"\n-----END EC PRIVATE KEY-----\n"
+    )
+    (tmp_path / "c.pem").write_bytes(x509_cert)
+    bad_key = mpyrun.run(
+        "import devkit, iothub\ntry:\n    iothub.tls_context('ecc', cert=devkit.read(%r), key=devkit.read(%r))\nexcept Exception as e:\n    print('ERR', repr(e))\n"
+        % (str(tmp_path / "c.pem"), str(tmp_path / "k.pem")),
+        extra_path=[mpy_dir],
+    )
+    text = dev.output + out.stdout + out.stderr + bad_key.stdout + bad_key.stderr
+    assert "LOG" in dev.output and "ERR" in out.stdout and "ERR" in bad_key.stdout
+    sig_fragments = [key, key[:16], "B" + key[1:17]]
+    for s in sig_fragments:
+        assert s not in text
+    assert "sig=" not in text and "SharedAccessSignature" not in text
+    body = b"".join(x509_key.splitlines()[1:-1]).decode()
+    for i in range(0, len(body) - 16, 16):
+        assert body[i : i + 16] not in text
+
+
+@pytest.mark.slow
+def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir):
+    """About two minutes: 60 s tokens renewed at 48 s while sending every 100 ms, with
+    connection drops on top; heap after collect must not grow and nothing is lost."""
+    emu = make_emu(pki, tmp_path)
+    try:
+        body = LOOP.replace(
+            '    c.poll(CFG["interval_ms"])\n',
+            '    c.poll(CFG["interval_ms"])\n    if i % 100 == 0:\n        gc.collect()\n        print("HEAPAT", i, gc.mem_alloc())\n',
+            1,
+        )
+        cfg = cfg_for(emu, sas_ttl=60, n=1100, interval_ms=100)
+        dev = DeviceProcess(body, cfg, heapsize=DEVICE_HEAP, extra_path=[mpy_dir])
+        try:
+            dev.expect("READY")
+            for _ in range(3):
+                time.sleep(25)
+                emu.drop(cfg["device_id"])
+            result, _ = finish(dev, emu, cfg, timeout=180)
+        finally:
+            dev.kill()
+        heap = [int(ln.split()[2]) for ln in dev.lines if ln.startswith("HEAPAT")]
+        assert result["stats"]["renewals"] >= 2, result
+        # after the first samples (first renewal, first reconnect), no growth
+        steady = heap[3:]
+        assert max(steady) - min(steady) < 2048, heap
+        print(
+            "\nsoak: %d messages, renewals %d, reconnects %d, heap after collect %s"
+            % (cfg["n"], result["stats"]["renewals"], result["stats"]["reconnects"], heap)
+        )
+        RECOVERY["soak heap samples (bytes)"] = heap
+    finally:
+        emu.stop()
+
+
+def test_smallest_heap(emu, mpy_dir):
+    """The smallest -X heapsize (in KiB, .mpy package) under which the fault scenario
+    (connect, drop, reconnect, 30 messages) completes, found by bisection."""
+
+    def ok(kib):
+        cfg = cfg_for(emu, n=15, interval_ms=50)
+        dev = start(cfg, mpy_dir, heapsize="%dk" % kib)
+        try:
+            dev.expect("READY", 20)
+            emu.drop(cfg["device_id"])
+            finish(dev, emu, cfg, timeout=40)
+            return True
+        except AssertionError:
+            return False
+        finally:
+            dev.kill()
+
+    lo, hi = 64, 256
+    assert ok(hi)
+    while hi - lo > 4:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    RECOVERY["smallest -X heapsize for the fault scenario (KiB, 64-bit unix, .mpy)"] = hi
+    assert hi <= int(DEVICE_HEAP.rstrip("k")), hi
+
+
+def pytest_terminal_summary_hook():  # pragma: no cover - called from conftest
+    return RECOVERY
