@@ -158,9 +158,11 @@ def encode_payload(payload):
     if payload is None:
         return None
     try:
-        return _dumps(payload)
+        text = _dumps(payload)
+        json.loads(text)  # MicroPython writes repr() for what JSON cannot hold
     except (TypeError, ValueError) as e:
         raise ConfigError("DPS payload must be JSON-serialisable: %s" % (e,))
+    return text
 
 
 def register_body(registration_id, payload_json=None):

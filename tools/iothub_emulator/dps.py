@@ -25,8 +25,8 @@ name's registration id: CONNACK 2.
 
 Fault switches (attributes, set directly): `throttle` (int: answer the next n requests with
 429 and retry-after), `fail_assignment` ((errorCode, message): complete the next assignment
-with status "failed"), `omit_operation_id` (int: leave operationId out of the next n 202
-replies), `retry_after` (seconds, None to send no retry-after), `retry_after_first` (put
+with status "failed"), `omit_operation_id` / `omit_operation_id_query` (int: leave
+operationId out of the next n 202 replies to register requests / status queries), `retry_after` (seconds, None to send no retry-after), `retry_after_first` (put
 retry-after before $rid in the reply topic, as azure-sdk-for-c's tests do).
 """
 
@@ -250,6 +250,7 @@ class DPSEmulator:
         self.throttle = 0
         self.fail_assignment = None
         self.omit_operation_id = 0
+        self.omit_operation_id_query = 0
         self.retry_after_first = False
         self._op_seq = itertools.count(1)
 
@@ -452,7 +453,7 @@ class DPSEmulator:
                     "status": "assigning",
                 },
             }
-            if self.take("omit_operation_id"):
+            if self.take("omit_operation_id_query"):
                 del body["operationId"]
             return 202, body, self.retry_after
         return 200, self._assign(op, op_id, now), None
