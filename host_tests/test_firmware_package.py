@@ -66,7 +66,9 @@ def test_unknown_march_is_refused(tmp_path):
 
 def test_package_json_lists_exactly_the_device_package():
     data = json.loads((ROOT / "package.json").read_text())
-    assert data == mpy.package_json(), "package.json is stale: run mpy.py --write-package-json"
+    assert data == mpy.package_json(), (
+        "package.json is stale: run `python tools/iothub_tool/mpy.py --write-package-json`"
+    )
     dests = [d for d, _ in data["urls"]]
     assert dests == device_files()
     for dest, src in data["urls"]:
