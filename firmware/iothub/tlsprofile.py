@@ -44,9 +44,6 @@ _DEFAULT_ROOT = {
 }
 MFL_SIZES = (512, 1024, 2048, 4096)
 
-_OID_EC = b"\x2a\x86\x48\xce\x3d\x02\x01"
-_OID_RSA = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"
-_CURVES = {b"\x2a\x86\x48\xce\x3d\x03\x01\x07": "P-256", b"\x2b\x81\x04\x00\x22": "P-384"}
 
 _mfl_warned = False  # one warning per boot
 _ctx_class = None  # (tls.SSLContext, our subclass), made on first use
@@ -85,7 +82,9 @@ def tls_context(
     root_list = _roots(profile, roots)
     client = None
     if cert is not None:
-        client = _client_credentials(cert, key)
+        from .pem import client_credentials
+
+        client = client_credentials(cert, key)
 
     tls = _tls_module()
     ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
@@ -228,9 +227,9 @@ def _context_type(tls):
                 code = e.args[0] if e.args else None
                 if isinstance(code, int) and code >= 0:
                     raise  # a socket error (reset, timeout): not a TLS verdict
-                raise handshake_error(e, server_hostname, getattr(self, "iothub_info", None))
+                raise _explain(e, server_hostname, getattr(self, "iothub_info", None))
             except ValueError as e:
-                raise handshake_error(e, server_hostname, getattr(self, "iothub_info", None))
+                raise _explain(e, server_hostname, getattr(self, "iothub_info", None))
             info = getattr(self, "iothub_info", None)
             if do_handshake_on_connect and info is not None:
                 info["negotiated"] = TLSInfo(s, self).as_dict()
@@ -303,91 +302,17 @@ def _request_mfl(ctx, size):
     return {"requested": True, "size": size, "reason": "requested through tlsx"}
 
 
-# ---- handshake errors -------------------------------------------------------------------
-
-_ALERT = -0x7780  # MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE
-_HINTS = {
-    -0x6E80: "the server offered a TLS version older than 1.2, which this client refuses",
-    -0x7200: "a TLS record was larger than the input buffer (did the server ignore max fragment length?)",
-    -0x2700: "the server certificate did not verify",
-    -0x7080: "no cipher suite in common with the server",
-    -0x7100: "a handshake message (likely the server's certificate chain) does not fit this "
-    "firmware's TLS input buffer%s: mbedTLS reassembles it there whatever the max fragment "
-    "length; use the ECC profile or firmware with a larger MBEDTLS_SSL_IN_CONTENT_LEN",
-}
-
-
 def handshake_error(e, hostname, info=None):
-    """A TLSError that says in plain words why a handshake failed (e: the firmware's error).
+    """A TLSError saying in plain words why a handshake failed (see iothub.tlserrors)."""
+    from .tlserrors import handshake_error as explain
 
-    The result has `.code` (the mbedTLS error code or None) and `.reason`: "untrusted",
-    "expired", "not-yet-valid", "hostname", "refused" (fatal alert), "buffer" (a handshake
-    message larger than the input buffer) or "other"."""
-    profile = (info or {}).get("profile")
-    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
-    text = str(e.args[-1] if e.args else e).strip()
-    low = text.lower()
-    why = []
-    reason = "other"
-    if isinstance(e, ValueError) or code == -0x2700:
-        if "expired" in low:
-            reason = "expired"
-            why.append("the server certificate has expired (or the device clock is wrong)")
-        if "future" in low:
-            reason = "not-yet-valid"
-            why.append("the server certificate is not valid yet: is the device clock set?")
-        if "cn" in low or "common name" in low:
-            reason = "hostname"
-            why.append("the server certificate is not valid for host name %r" % hostname)
-        if "trusted" in low:
-            reason = "untrusted"
-            names = ", ".join(r["name"] for r in (info or {}).get("roots", ())) or "?"
-            why.append(
-                "the server certificate does not chain to a trusted root (this context trusts: %s). "
-                "RSA hubs chain to DigiCert Global Root G2 (profile 'rsa'), ECC hubs to G3 "
-                "(profile 'ecc'); gateways and private CAs need roots=" % names
-            )
-        if not why:
-            why.append("the server certificate was refused")
-    elif code == _ALERT:
-        reason = "refused"
-        if profile == "ecc":
-            other = "an RSA hub (use profile 'rsa')"
-        elif profile == "rsa":
-            other = "an ECC hub (use profile 'ecc')"
-        else:
-            other = "a server with other suites"
-        why.append(
-            "the server refused the handshake (fatal alert): most likely it accepts none of the "
-            "%r profile's cipher suites, i.e. it is %s, or it only speaks TLS 1.0/1.1"
-            % (profile, other)
-        )
-    elif code == -0x7100:
-        reason = "buffer"
-        why.append(_HINTS[code] % _in_len())
-    elif code in _HINTS:
-        why.append(_HINTS[code])
-    text = " ".join(text.split())  # mbedTLS verify text spans lines
-    if code is not None:
-        text = "%s, mbedTLS -0x%04X" % (text, -code) if code < 0 else "%s, %d" % (text, code)
-    err = TLSError(
-        "TLS handshake with %s failed: %s (%s)" % (hostname, "; ".join(why) or "error", text)
-    )
-    err.code = code
-    err.reason = reason
-    return err
+    return explain(e, hostname, info)
 
 
-def _in_len():
-    try:
-        import tlsx
-
-        return " (%d bytes)" % tlsx.IN_CONTENT_LEN
-    except (ImportError, AttributeError):
-        return ""
+_explain = handshake_error
 
 
-# ---- roots and client credentials -------------------------------------------------------
+# ---- roots --------------------------------------------------------------------------------
 
 
 def _roots(profile, roots):
@@ -405,237 +330,14 @@ def _roots(profile, roots):
         raise ConfigError(
             "roots= must be a list of DER or PEM certificates, got %s" % type(roots).__name__
         )
+    from .pem import certs
+
     for i, r in enumerate(items):
-        for der in _certs(r, "roots[%d]" % i):
+        for der in certs(r, "roots[%d]" % i):
             out.append(("custom", der))
     if not out:
         raise ConfigError("roots= is empty: at least one root certificate is needed")
     return out
-
-
-def _client_credentials(cert, key):
-    certs = _certs(cert, "cert")
-    if len(certs) != 1:
-        raise ConfigError(
-            "cert= holds %d certificates; give the device certificate only (the firmware sends one)"
-            % len(certs)
-        )
-    cert_der = certs[0]
-    key_der = _key(key)
-    ck = _cert_public_key(cert_der, "cert")
-    kk = _private_key_public(key_der)
-    if ck[0] != kk[0]:
-        raise ConfigError(
-            "key= is an %s key but cert= holds an %s key: they do not belong together"
-            % (kk[0].upper(), ck[0].upper())
-        )
-    if ck[0] == "rsa":
-        bits = len(ck[2]) * 8
-        if bits < 2048 or bits > 4096:
-            raise ConfigError("cert= holds an RSA-%d key; RSA-2048 to 4096 is supported" % bits)
-        if ck[2] != kk[2]:
-            raise ConfigError("key= does not match cert= (different RSA modulus)")
-        return cert_der, key_der, "RSA-%d" % bits
-    curve = _CURVES.get(ck[1])
-    if curve is None:
-        raise ConfigError(
-            "cert= holds an EC key on an unsupported curve; EC P-256 or P-384 is supported"
-        )
-    if kk[1] is not None and kk[1] != ck[1]:
-        raise ConfigError("key= is on another curve than cert=: they do not belong together")
-    if kk[2] is not None and kk[2] != ck[2]:
-        raise ConfigError("key= does not match cert= (different EC public key)")
-    return cert_der, key_der, "EC " + curve
-
-
-def _as_bytes(data, what):
-    if isinstance(data, str):
-        return data.encode()
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    raise ConfigError("%s must be bytes or str (PEM or DER), got %s" % (what, type(data).__name__))
-
-
-def _is_pem(b):
-    return b.lstrip()[:10] == b"-----BEGIN"
-
-
-def _pem_blocks(b, what):
-    """[(label, der)] of a PEM text. Errors name the block, never its content."""
-    out = []
-    pos = 0
-    while True:
-        start = b.find(b"-----BEGIN ", pos)
-        if start < 0:
-            break
-        eol = b.find(b"-----", start + 11)
-        if eol < 0:
-            raise ConfigError("%s: malformed PEM header" % what)
-        label = b[start + 11 : eol]
-        end_marker = b"-----END " + label + b"-----"
-        end = b.find(end_marker, eol + 5)
-        if end < 0:
-            raise ConfigError("%s: PEM block %s has no END line" % (what, label.decode()))
-        body = b[eol + 5 : end]
-        if b"Proc-Type:" in body or b"ENCRYPTED" in label:
-            raise ConfigError(
-                "%s: encrypted PEM is not supported; give the key without a passphrase" % what
-            )
-        try:
-            der = binascii.a2b_base64(b"".join(body.split()))
-        except ValueError:
-            raise ConfigError("%s: PEM block %s is not valid base64" % (what, label.decode()))
-        out.append((label.decode(), der))
-        pos = end + len(end_marker)
-    if not out:
-        raise ConfigError("%s: no PEM block found" % what)
-    return out
-
-
-def _certs(data, what):
-    """DER certificates from one PEM (one or more CERTIFICATE blocks) or DER input."""
-    b = _as_bytes(data, what)
-    if _is_pem(b):
-        ders = [der for label, der in _pem_blocks(b, what) if label == "CERTIFICATE"]
-        if not ders:
-            raise ConfigError("%s: PEM without a CERTIFICATE block" % what)
-    else:
-        ders = []
-        pos = 0
-        try:
-            while pos < len(b):
-                tag, s, e = _tlv(b, pos)
-                if tag != 0x30:
-                    raise ValueError
-                ders.append(b[pos:e])
-                pos = e
-        except (ValueError, IndexError):
-            raise ConfigError("%s: neither PEM nor a DER certificate" % what)
-        if not ders:
-            raise ConfigError("%s: empty" % what)
-    for der in ders:
-        _cert_public_key(der, what)
-    return ders
-
-
-def _key(data):
-    b = _as_bytes(data, "key")
-    if _is_pem(b):
-        blocks = [(lb, d) for lb, d in _pem_blocks(b, "key") if lb.endswith("PRIVATE KEY")]
-        if len(blocks) != 1:
-            raise ConfigError("key: expected one PEM PRIVATE KEY block, found %d" % len(blocks))
-        b = blocks[0][1]
-    try:
-        tag, s, e = _tlv(b, 0)
-        if tag != 0x30 or e != len(b):
-            raise ValueError
-    except (ValueError, IndexError):
-        raise ConfigError("key: neither PEM nor a DER private key")
-    return b
-
-
-# ---- a little DER -----------------------------------------------------------------------
-
-
-def _tlv(b, i):
-    tag = b[i]
-    n = b[i + 1]
-    i += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if k < 1 or k > 3:
-            raise ValueError
-        n = int.from_bytes(b[i : i + k], "big")
-        i += k
-    if i + n > len(b):
-        raise ValueError
-    return tag, i, i + n
-
-
-def _items(b, s, e):
-    out = []
-    while s < e:
-        t, cs, ce = _tlv(b, s)
-        out.append((t, cs, ce))
-        s = ce
-    return out
-
-
-def _int_bytes(b, s, e):
-    while s < e - 1 and b[s] == 0:
-        s += 1
-    return b[s:e]
-
-
-def _spki(b, s, e):
-    # SubjectPublicKeyInfo -> ("ec", curve oid, point) | ("rsa", None, modulus)
-    alg, bits = _items(b, s, e)[:2]
-    a = _items(b, alg[1], alg[2])
-    oid = b[a[0][1] : a[0][2]]
-    key = b[bits[1] + 1 : bits[2]]  # skip the unused-bits byte
-    if oid == _OID_EC:
-        return ("EC", b[a[1][1] : a[1][2]], key)
-    if oid == _OID_RSA:
-        n = _items(key, 0, len(key))
-        n = _items(key, n[0][1], n[0][2])[0]
-        return ("RSA", None, _int_bytes(key, n[1], n[2]))
-    raise ValueError
-
-
-def _cert_public_key(der, what):
-    try:
-        cert = _items(der, 0, len(der))[0]
-        tbs = _items(der, cert[1], cert[2])[0]
-        f = _items(der, tbs[1], tbs[2])
-        if f[0][0] == 0xA0:  # explicit version
-            f = f[1:]
-        r = _spki(der, f[5][1], f[5][2])
-    except (ValueError, IndexError):
-        raise ConfigError("%s: not a valid X.509 certificate with an RSA or EC key" % what)
-    return (r[0].lower(), r[1], r[2])
-
-
-def _private_key_public(der):
-    """("rsa", None, modulus) or ("ec", curve oid or None, public point or None)."""
-    try:
-        top = _items(der, 0, len(der))[0]
-        f = _items(der, top[1], top[2])
-        if f[1][0] == 0x30:  # PKCS#8: version, algorithm, OCTET STRING key
-            a = _items(der, f[1][1], f[1][2])
-            oid = der[a[0][1] : a[0][2]]
-            inner = der[f[2][1] : f[2][2]]
-            if oid == _OID_RSA:
-                return _rsa_private(inner)
-            if oid == _OID_EC:
-                curve = der[a[1][1] : a[1][2]] if len(a) > 1 and a[1][0] == 0x06 else None
-                kind, c2, pub = _ec_private(inner)
-                return (kind, curve or c2, pub)
-            raise ConfigError("key: unsupported key algorithm; RSA or EC keys are supported")
-        if f[1][0] == 0x04:  # SEC1 ECPrivateKey
-            return _ec_private(der)
-        if f[1][0] == 0x02:  # PKCS#1 RSAPrivateKey
-            return _rsa_private(der)
-    except (ValueError, IndexError):
-        pass
-    raise ConfigError("key: not a valid private key (PKCS#8, SEC1 EC or PKCS#1 RSA expected)")
-
-
-def _rsa_private(der):
-    f = _items(der, *_items(der, 0, len(der))[0][1:])
-    return ("rsa", None, _int_bytes(der, f[1][1], f[1][2]))
-
-
-def _ec_private(der):
-    f = _items(der, *_items(der, 0, len(der))[0][1:])
-    curve = pub = None
-    for t, s, e in f[2:]:
-        if t == 0xA0:
-            c = _items(der, s, e)[0]
-            curve = der[c[1] : c[2]]
-        elif t == 0xA1:
-            bs = _items(der, s, e)[0]
-            pub = der[bs[1] + 1 : bs[2]]
-    return ("ec", curve, pub)
 
 
 def _hex(b):
