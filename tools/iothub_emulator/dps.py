@@ -542,8 +542,10 @@ class DPSEmulator:
                     return ("ok", g, mode, ("key", key))
             else:
                 ca_der = base64.b64decode(g["ca_der"])
-                if _chain_ok(st.cert_chain, ca_der, rid, now):
-                    if ca_der == self.pki.device_ca_der:
+                depth = _chain_depth(st.cert_chain, ca_der, rid, now)
+                if depth is not None:
+                    if depth == 0 and ca_der == self.pki.device_ca_der:
+                        # the hub emulator accepts leaves its device CA signed directly
                         return ("ok", g, mode, ("ca", None))
                     return ("ok", g, mode, ("thumbprint", _thumbprints(st.cert_chain[0])[1]))
         if mode == "symmetricKey":
@@ -586,34 +588,40 @@ def _check_leaf(der, rid, now):
     return None
 
 
-def _chain_ok(chain, ca_der, rid, now):
-    """The leaf (CN = registration id) chains to the CA through the intermediates sent."""
+def _chain_depth(chain, ca_der, rid, now):
+    """How many intermediates (sent by the device) lie between its leaf (CN = registration id)
+    and the CA, or None when the leaf does not chain to the CA."""
     from cryptography import x509
 
     if not chain or _check_leaf(chain[0], rid, now):
-        return False
+        return None
     ca = x509.load_der_x509_certificate(ca_der)
     certs = [x509.load_der_x509_certificate(d) for d in chain]
     cur = certs[0]
-    for _ in range(len(certs)):
-        try:
-            cur.verify_directly_issued_by(ca)
-            return True
-        except Exception:  # ValueError (issuer name), InvalidSignature, TypeError
-            pass
+    for depth in range(len(certs)):
+        if _issued_by(cur, ca):
+            return depth
         for inter in certs[1:]:
-            try:
-                bc = inter.extensions.get_extension_for_class(x509.BasicConstraints).value
-            except x509.ExtensionNotFound:
-                continue
-            if not bc.ca or inter is cur:
-                continue
-            try:
-                cur.verify_directly_issued_by(inter)
-            except Exception:
-                continue
-            cur = inter
-            break
+            if inter is not cur and _is_ca(inter) and _issued_by(cur, inter):
+                cur = inter
+                break
         else:
-            return False
-    return False
+            return None
+    return None
+
+
+def _issued_by(cert, issuer):
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except Exception:  # ValueError (issuer name), InvalidSignature, TypeError (key type)
+        return False
+
+
+def _is_ca(cert):
+    from cryptography import x509
+
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
