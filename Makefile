@@ -17,7 +17,7 @@ PORT ?= /dev/ttyACM0
 APT_PACKAGES := mosquitto ca-certificates openssl
 STAMP := $(VENV)/.installed
 
-.PHONY: all setup apt venv test lint format spell pytest demo bench mpy deploy repl clean
+.PHONY: all setup apt venv test lint format spell pytest demo bench mpy deploy repl package-json clean
 
 all: test
 
@@ -63,6 +63,17 @@ bench: setup
 # Precompile the device package to .mpy (build/mpy/iothub/*.mpy).
 mpy: $(STAMP)
 	$(PY) tools/iothub_tool/mpy.py --out build/mpy
+
+# Copy the device package (.mpy for the board's bytecode), config.py and the example main.py to a board.
+deploy: $(STAMP)
+	$(PY) tools/iothub_tool/deploy.py --port $(PORT)
+
+repl: $(STAMP)
+	$(BIN)/mpremote connect $(PORT) repl
+
+# Refresh package.json (mip) after adding or removing a device module.
+package-json: $(STAMP)
+	$(PY) tools/iothub_tool/mpy.py --write-package-json
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -397,8 +397,9 @@ def test_no_secret_in_verbose_logs(emu, mpy_dir, tmp_path):
 
 @pytest.mark.slow
 def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir):
-    """About two minutes: 60 s tokens renewed at 48 s while sending every 100 ms, with
-    connection drops on top; heap after collect must not grow and nothing is lost."""
+    """About two minutes: 15 s tokens renewed at 12 s (about nine renewals) while sending
+    every 100 ms, with two connection drops on top; the heap after collect must not grow
+    and nothing is lost."""
     emu = make_emu(pki, tmp_path)
     try:
         body = LOOP.replace(
@@ -406,18 +407,18 @@ def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir):
             '    c.poll(CFG["interval_ms"])\n    if i % 100 == 0:\n        gc.collect()\n        print("HEAPAT", i, gc.mem_alloc())\n',
             1,
         )
-        cfg = cfg_for(emu, sas_ttl=60, n=1100, interval_ms=100)
+        cfg = cfg_for(emu, sas_ttl=15, n=1100, interval_ms=100)
         dev = DeviceProcess(body, cfg, heapsize=DEVICE_HEAP, extra_path=[mpy_dir])
         try:
             dev.expect("READY")
-            for _ in range(3):
-                time.sleep(25)
+            for _ in range(2):
+                time.sleep(40)
                 emu.drop(cfg["device_id"])
             result, _ = finish(dev, emu, cfg, timeout=180)
         finally:
             dev.kill()
         heap = [int(ln.split()[2]) for ln in dev.lines if ln.startswith("HEAPAT")]
-        assert result["stats"]["renewals"] >= 2, result
+        assert result["stats"]["renewals"] >= 5, result
         # after the first samples (first renewal, first reconnect), no growth
         steady = heap[3:]
         assert max(steady) - min(steady) < 2048, heap

@@ -129,8 +129,8 @@ class DeviceClient:
             raise ConfigError(
                 "keepalive must be 1..%d s (IoT Hub limit), got %r" % (MAX_KEEPALIVE, keepalive)
             )
-        if sas_ttl < 60:
-            raise ConfigError("sas_ttl must be at least 60 s, got %r" % (sas_ttl,))
+        if sas_ttl < 10:
+            raise ConfigError("sas_ttl must be at least 10 s, got %r" % (sas_ttl,))
         self.hostname = hostname
         self.device_id = device_id
         self.module_id = module_id
@@ -549,7 +549,7 @@ class DeviceClient:
                 raise Timeout(
                     "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
                 )
-            self.poll(min(left, 1000))
+            self._step(min(left, 1000))
         return pid
 
     def _retransmit(self):
@@ -627,36 +627,37 @@ class DeviceClient:
         bounded connection attempt when a reconnect is due)."""
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
-            if not self.is_connected:
-                if self._state == CONNECTED:  # the link died under a call: back off first
-                    self._lost(ConnectionLost("link closed"))
-                if not self._maybe_reconnect():
-                    left = ticks_diff(deadline, ticks_ms())
-                    if left <= 0:
-                        return
-                    wait = left
-                    if self._retry_at is not None and self.auto_reconnect:
-                        wait = min(left, max(ticks_diff(self._retry_at, ticks_ms()), 0))
-                    sleep_ms(min(wait, 1000) if wait else 0)
-                    continue
-            if self._token_expiry and self._renew_due():
-                self._renew()
-                continue
-            if self._resync_at is not None and ticks_diff(ticks_ms(), self._resync_at) >= 0:
-                self._resync_twin()
-            try:
-                oldest = self._outbox.oldest_sent()
-                if oldest is not None and ticks_diff(ticks_ms(), oldest) > self.timeout_ms:
-                    # A device that keeps publishing never goes idle, so keepalive pings
-                    # alone would not notice a hub that stopped answering.
-                    raise ConnectionLost("no PUBACK for %d ms: dead link" % self.timeout_ms)
-                self._s.pump(max(ticks_diff(deadline, ticks_ms()), 0))
-            except (ConnectionLost, ProtocolError, Timeout) as e:
-                self._lost(e)
-                if not self.auto_reconnect:
-                    raise
+            self._step(max(ticks_diff(deadline, ticks_ms()), 0))
             if ticks_diff(deadline, ticks_ms()) <= 0:
                 return
+
+    def _step(self, timeout_ms):
+        """One turn of the loop: a reconnect attempt (or a wait for one), or one read."""
+        if not self.is_connected:
+            if self._state == CONNECTED:  # the link died under a call: back off first
+                self._lost(ConnectionLost("link closed"))
+            if not self._maybe_reconnect():
+                wait = timeout_ms
+                if self._retry_at is not None and self.auto_reconnect:
+                    wait = min(wait, max(ticks_diff(self._retry_at, ticks_ms()), 0))
+                sleep_ms(min(wait, 1000))
+            return
+        if self._token_expiry and self._renew_due():
+            self._renew()
+            return
+        if self._resync_at is not None and ticks_diff(ticks_ms(), self._resync_at) >= 0:
+            self._resync_twin()
+        try:
+            oldest = self._outbox.oldest_sent()
+            if oldest is not None and ticks_diff(ticks_ms(), oldest) > self.timeout_ms:
+                # A device that keeps publishing never goes idle, so keepalive pings alone
+                # would not notice a hub that stopped answering.
+                raise ConnectionLost("no PUBACK for %d ms: dead link" % self.timeout_ms)
+            self._s.pump(timeout_ms)
+        except (ConnectionLost, ProtocolError, Timeout) as e:
+            self._lost(e)
+            if not self.auto_reconnect:
+                raise
 
     def _renew(self):
         # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session

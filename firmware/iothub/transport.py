@@ -160,4 +160,10 @@ def _again(e):
         return None
     if code == -30848:  # MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
         return 0
+    if code == -0x7100:  # MBEDTLS_ERR_SSL_BAD_INPUT_DATA on read
+        raise ConnectionLost(
+            "read failed: a TLS record was larger than this firmware's TLS input buffer (the "
+            "hub ignored max fragment length?); use a firmware with the stock 16 KB buffer (%s)"
+            % (e,)
+        )
     raise ConnectionLost("read failed: %s" % (e,))
