@@ -274,6 +274,7 @@ class ProvisioningClient:
         self.key_name = key_name
         self.keepalive = keepalive
         self._ctx = ssl_context
+        self._own_ctx = ssl_context is not None  # the application's: kept
         self._log = log
         self._rid = 0
         self._reply = None
@@ -430,6 +431,8 @@ class ProvisioningClient:
             raise Timeout("DPS: no assignment after %d requests" % _MAX_REQUESTS)
         finally:
             s.close(clean=ok)
+            if not self._own_ctx:
+                self._ctx = None  # a one-off link: do not keep the TLS context around
 
 
 def _idle(s, delay_ms):
