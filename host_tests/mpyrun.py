@@ -29,9 +29,17 @@ def micropython_binary():
     return found
 
 
+def frozen():
+    """IOTHUB_FROZEN=1: test the package frozen into $MICROPYTHON instead of firmware/."""
+    return os.environ.get("IOTHUB_FROZEN") == "1"
+
+
 def mpy_env(extra_path=()):
     env = dict(os.environ)
-    paths = [str(p) for p in extra_path] + [str(FIRMWARE), str(DEVICE_HELPERS), ".frozen"]
+    if frozen():
+        paths = [".frozen", str(DEVICE_HELPERS)]
+    else:
+        paths = [str(p) for p in extra_path] + [str(FIRMWARE), str(DEVICE_HELPERS), ".frozen"]
     env["MICROPYPATH"] = ":".join(paths)
     return env
 
