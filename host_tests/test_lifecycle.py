@@ -116,6 +116,7 @@ def cfg_for(emu, **extra):
         "queue_size": 64,
         "backoff": [200, 3000, 300],  # faster than the field defaults (1 s / 100 s / 5 s)
         "timeout_ms": 5000,
+        "verbose": True,  # every scenario logs at its most verbose; finish() checks for secrets
     }
     cfg.update(extra)
     return cfg
@@ -125,9 +126,19 @@ def start(cfg, mpy_dir, heapsize=DEVICE_HEAP):
     return DeviceProcess(LOOP, cfg, heapsize=heapsize, extra_path=[mpy_dir])
 
 
+def assert_no_secret(text, cfg):
+    key = cfg["cs"].split("SharedAccessKey=")[1]
+    for fragment in (key, key[:12], key[-12:]):
+        assert fragment not in text, "the device key appears in the device's output"
+    assert "sig=" not in text and "SharedAccessSignature" not in text
+
+
 def finish(dev, emu, cfg, timeout=60):
     result = json.loads(dev.expect("RESULT", timeout))
     assert dev.wait(10) == 0, dev.output
+    if cfg.get("verbose"):
+        assert "LOG " in dev.output
+    assert_no_secret(dev.output, cfg)
     msgs = emu.telemetry(cfg["device_id"])
     ids = [int(m["system_properties"]["mid"]) for m in msgs]
     counts = collections.Counter(ids)
