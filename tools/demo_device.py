@@ -53,10 +53,21 @@ client.on_method = on_method
 client.on_message = on_message
 client.connect()
 info = client.tls_info()
-print("device | TLS %s" % (info["cipher"],))
-conf = info.get("configured")
-if conf:
-    print("device | TLS configured: %s" % (conf,))
+conf = info.get("configured") or {}
+print("device | TLS negotiated: %s %s" % (info["cipher"][1], info["cipher"][0]))
+print(
+    "device | TLS verified: %s, server name %s (SNI), trusted root SHA-256 %s..."
+    % (conf.get("verify"), hostname, conf["roots"][0]["sha256"][:16])
+)
+print(
+    "device | TLS offered (%s profile): %s"
+    % (conf.get("profile"), ", ".join(conf.get("suites", ())))
+)
+mfl = conf.get("mfl") or {}
+print(
+    "device | TLS max fragment length: %s (%s)"
+    % (mfl.get("size") if mfl.get("requested") else "not requested", mfl.get("reason"))
+)
 client.send(
     {"temperature": 21.5, "humidity": 40},
     properties={"sensor": "bme280", "alert level": "low"},
