@@ -222,6 +222,21 @@ def test_throttled_429_then_assigned(env):
     assert regs[1][0] - replies[0][0] >= 0.95  # the retry waited retry-after
 
 
+def test_no_retry_after_backoff_and_default_poll(env):
+    # 429 without retry-after: exponential backoff with jitter; 202 without it: the default
+    # poll interval, both clamped to max_retry_s
+    env.dps.retry_after = None
+    env.dps.throttle = 1
+    key = env.dps.add_enrollment("thr-2")
+    out = device(env.cfg("thr-2", symmetric_key=key, max_retry_s=1))
+    _assigned(out, env.hub, "thr-2")
+    replies = [e[3] for e in events(env.dps, "thr-2", "reply")]
+    assert [r["status"] for r in replies] == [429, 202, 200]
+    assert all("retry-after" not in r["topic"] for r in replies)
+    backoff, poll = out["stats"]["waits_ms"]
+    assert 0 <= backoff <= 1000 and poll == 1000
+
+
 def test_assigning_polls_retry_after_first_and_missing_operation_ids(env):
     env.dps.assigning_polls = 2
     env.dps.retry_after_first = True  # $dps/registrations/res/202/?retry-after=0&$rid=1
@@ -345,8 +360,15 @@ def test_timeouts_are_bounded(env):
     t0 = time.monotonic()
     out = device(env.cfg("slow-dps", symmetric_key=key, timeout_ms=1500))
     e = _err(out)
-    assert e["type"] == "Timeout"
+    assert e["type"] == "Timeout" and "CONNACK" in e["text"]
     assert 1.4 <= out["elapsed_ms"] / 1000 < 4 and time.monotonic() - t0 < 10
+    # a DPS that accepts the connection and the subscription, then never answers
+    env.dps.service.faults.stall = False
+    env.dps.ignore_requests = True
+    out = device(env.cfg("slow-dps", symmetric_key=key, timeout_ms=2000))
+    e = _err(out)
+    assert e["type"] == "Timeout" and "did not answer the register request" in e["text"]
+    assert out["elapsed_ms"] < 4000
 
 
 # ---- re-provisioning --------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import json
 import os
 import queue
 import ssl
+import threading
+import time
 
 import paho.mqtt.client as pmqtt
 import pytest
@@ -243,7 +245,18 @@ def sdk(emus, monkeypatch):
     monkeypatch.setattr(pmqtt.Client, "connect", connect)
     with open(dps.root_pem_path) as f:
         ca = f.read()
-    return hub, dps, ca
+    before = set(threading.enumerate())
+    yield hub, dps, ca
+    # After a failed register() the SDK keeps its connection; when the emulator goes away it
+    # starts a reconnect timer (a non-daemon threading.Timer) that the interpreter would
+    # wait for at exit. Close the DPS side now and cancel what the SDK starts.
+    dps.stop()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        for t in set(threading.enumerate()) - before:
+            if isinstance(t, threading.Timer):
+                t.cancel()
+        time.sleep(0.05)
 
 
 def test_sdk_symmetric_group_registration(sdk):
@@ -354,3 +367,19 @@ def test_sdk_x509_group_with_intermediate_chain(sdk, pki, tmp_path):
     with pytest.raises(Exception) as ei:
         client.register()
     assert "401" in repr(ei.value) or "401" in str(ei.value.__cause__)
+
+
+def test_start_dps_for_serve(emus, tmp_path):
+    import argparse
+
+    hub, _ = emus
+    p = argparse.ArgumentParser()
+    dps_cli.add_serve_options(p)
+    assert dps_cli.start_dps(hub, p.parse_args([])) is None  # no --dps-port: no DPS
+    dps = dps_cli.start_dps(hub, p.parse_args(["--dps-port", "0", "--id-scope", "0neTEST"]))
+    try:
+        info = json.loads((tmp_path / dps_cli.STATE_FILE).read_text())
+        assert info["port"] == dps.port and info["id_scope"] == "0neTEST"
+        assert info["hostname"] == "global.azure-devices-provisioning.net"
+    finally:
+        dps.stop()

@@ -385,7 +385,13 @@ class ProvisioningClient:
                     s.publish(dt.query_topic(rid, op), b"")
                     stats["polls"] += 1
                 stats["requests"] += 1
-                s.wait(lambda: self._reply is not None, deadline, "DPS reply")
+                try:
+                    s.wait(lambda: self._reply is not None, deadline, "reply")
+                except Timeout:
+                    raise Timeout(
+                        "DPS did not answer the %s request within the %d ms timeout"
+                        % ("status" if op else "register", timeout_ms)
+                    )
                 status, retry_after, payload = self._reply
                 self._reply = None
                 step = dt.next_step(

@@ -23,11 +23,16 @@ the emulator's (DPS documents the errorCode = status * 1000 + n scheme, not ever
 Wrong ID scope: CONNACK 5. Malformed user name: CONNACK 4; client id other than the user
 name's registration id: CONNACK 2.
 
-Fault switches (attributes, set directly): `throttle` (int: answer the next n requests with
-429 and retry-after), `fail_assignment` ((errorCode, message): complete the next assignment
-with status "failed"), `omit_operation_id` / `omit_operation_id_query` (int: leave
-operationId out of the next n 202 replies to register requests / status queries), `retry_after` (seconds, None to send no retry-after), `retry_after_first` (put
-retry-after before $rid in the reply topic, as azure-sdk-for-c's tests do).
+Fault switches (attributes, set directly):
+  throttle                  int: answer the next n requests with 429 (and retry-after)
+  fail_assignment           (errorCode, message): complete the next assignment as "failed"
+  omit_operation_id         int: leave operationId out of the next n 202 replies to register
+  omit_operation_id_query   the same for 202 replies to status queries
+  retry_after               seconds in 202/429 replies (None: send no retry-after)
+  retry_after_first         put retry-after before $rid in the reply topic (azure-sdk-for-c's
+                            test topic has that order)
+  ignore_requests           read register/status requests and never answer
+  service.faults.stall      answer nothing at all, CONNACK and SUBACK included.
 """
 
 import base64
@@ -179,6 +184,9 @@ class DPSService:
             self.event(link.name, "unsubscribed_request", topic)
         dps = self.dps
         self.event(link.name, kind, {"rid": rid, "operationId": params.get("operationId")})
+        if dps.ignore_requests:
+            self.event(link.name, "fault", "ignore_requests: no reply")
+            return
         if dps.take("throttle"):
             return self._reply(link, st, 429, rid, _error(429001, "Throttled"), dps.retry_after)
         if kind == "register":
@@ -252,6 +260,7 @@ class DPSEmulator:
         self.omit_operation_id = 0
         self.omit_operation_id_query = 0
         self.retry_after_first = False
+        self.ignore_requests = False
         self._op_seq = itertools.count(1)
 
     # ---- lifecycle ----------------------------------------------------------------------------
