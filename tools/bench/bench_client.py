@@ -1,0 +1,664 @@
+"""Device-client figures: wire cost of one telemetry message, heap by import, heap across
+many sends, and the smallest heap for the demo scenario -- all measured in one run.
+
+The device is the real MicroPython unix port running the iothub package (as .py sources
+and as .mpy compiled by mpy-cross); the hub is the emulator over real TLS on loopback,
+whose endpoint counts every byte and TLS record on the wire.
+
+    python tools/bench/bench_client.py [--quick] [--sends 1000] [--mp BINARY] [--json FILE]
+
+ 1. One QoS 1 message (64-byte JSON body, two custom properties) on an open connection,
+    ECC and RSA hub: TLS bytes and records each way (hub counters sampled just before and
+    just after the send), MQTT bytes (device link counters), TLS overhead per record,
+    records per MQTT packet; and the same message written as umqtt.simple writes it
+    (five writes: header, topic length, topic, packet id, payload) over a context from
+    iothub.tls_context, with the ratio ours / baseline.
+ 2. GC heap retained after `import iothub`, after `import iothub.client` (+ its deps),
+    after what connect() adds, and by a DeviceClient object; .py and .mpy.
+ 3. Heap after gc.collect() every 100 of N QoS 1 sends on one connection (slope), and the
+    garbage per call (gc.mem_alloc delta with the collector off).
+ 4. The smallest `-X heapsize` under which tools/demo_device.py (connect, telemetry with
+    properties, twin get, reported patch, desired patch, method, C2D) completes; bisected,
+    .py and .mpy. On the unix port mbedTLS allocates its TLS buffers with the C allocator,
+    outside the MicroPython heap: these figures are the Python side only.
+
+Not a test: it prints what this run measured (host_tests/test_bench_client_smoke.py runs
+--quick). `make bench` runs it with the defaults.
+"""
+
+import argparse
+import ast
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+if str(ROOT / "tools") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tools"))
+
+from iothub_emulator import Emulator  # noqa: E402
+from iothub_emulator.pki import TestPKI  # noqa: E402
+from iothub_tool.mpy import compile_package  # noqa: E402
+
+DEVICE = HERE / "device_client_bench.py"
+DEMO_DEVICE = ROOT / "tools" / "demo_device.py"
+FIRMWARE = ROOT / "firmware"
+
+BODY = '{"temperature":21.5,"humidity":40.25,"pressure":1013.25,"seq":1}'
+PROPS = {"sensor": "bme280", "alert": "low"}
+assert len(BODY) == 64
+# A syntactically valid connection string for the no-network import measurement.
+DUMMY_CS = "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=" + "A" * 43 + "="
+
+
+def micropython():
+    env = os.environ.get("MICROPYTHON")
+    if env:
+        return env
+    return str(ROOT / ".venv" / "bin" / "micropython")
+
+
+def device_env(pkg_dir):
+    """MICROPYPATH with only the package under test (sources or .mpy) on it."""
+    return dict(os.environ, MICROPYPATH="%s:.frozen" % pkg_dir)
+
+
+def revision():
+    """Commit of the measured package, '+changes' when its files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=str(ROOT),
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "firmware/iothub"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=str(ROOT),
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + (" +local changes" if dirty else "")
+
+
+class DeviceFailed(Exception):
+    pass
+
+
+def run_device(binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None):
+    """Run device_client_bench.py MODE; answer its marks; return its last JSON line."""
+    cmd = [binary]
+    if heapsize:
+        cmd += ["-X", "heapsize=%d" % heapsize]
+    fd, cfg_path = tempfile.mkstemp(prefix="bench-cfg-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f)  # a file: argv elements >= 256 chars crash the unix port
+    cmd += [str(DEVICE), mode, cfg_path]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=str(ROOT),
+    )
+    killer = threading.Timer(timeout, proc.kill)  # bounds every wait below
+    killer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if line.startswith("MARK "):
+                _, name, data = line.split(" ", 2)
+                if on_mark is not None:
+                    on_mark(name, json.loads(data))
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+        rc = proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.unlink(cfg_path)
+    out = [ln for ln in lines if ln.strip() and not ln.startswith("MARK ")]
+    if rc != 0 or not out:
+        raise DeviceFailed("device %s exited %s:\n%s" % (mode, rc, "\n".join(lines[-30:])))
+    return json.loads(out[-1])
+
+
+# ---- 1. bytes on the wire ---------------------------------------------------------------------
+
+
+def _snap(conn):
+    return {
+        "bytes_in": conn.bytes_in,
+        "bytes_out": conn.bytes_out,
+        "sizes_in": list(conn.record_sizes_in),
+        "sizes_out": list(conn.record_sizes_out),
+    }
+
+
+def _window(a, b):
+    """Wire traffic between two snapshots of the same connection."""
+    return {
+        "tls_in": b["bytes_in"] - a["bytes_in"],
+        "tls_out": b["bytes_out"] - a["bytes_out"],
+        "records_in": b["sizes_in"][len(a["sizes_in"]) :],
+        "records_out": b["sizes_out"][len(a["sizes_out"]) :],
+    }
+
+
+def measure_wire(binary, pki, state, profile):
+    with Emulator(os.path.join(state, "wire-" + profile), profile=profile, pki=pki) as emu:
+        device_id = "bench-wire-" + profile
+        emu.add_device(device_id)
+        root = os.path.join(state, "root-%s.der" % profile)
+        pathlib.Path(root).write_bytes(emu.root_der)
+        cfg = {
+            "cs": emu.connection_string(device_id, gateway=False),
+            "profile": profile,
+            "root": root,
+            "port": emu.port,
+            "body": BODY,
+            "props": PROPS,
+        }
+        marks = {}
+
+        def on_mark(name, data):
+            conn = emu.endpoint.connections[-1]
+            marks[name] = (conn, _snap(conn), data)
+
+        dev = run_device(binary, "wire", cfg, device_env(FIRMWARE), on_mark=on_mark)
+        ours_conn, a, ours_before = marks["ours_before"]
+        conn2, b, ours_after = marks["ours_after"]
+        base_conn, c, _ = marks["base_before"]
+        conn4, d, base_after = marks["base_after"]
+        if ours_conn is not conn2 or base_conn is not conn4 or ours_conn is base_conn:
+            raise SystemExit("wire: marks were sampled on unexpected connections")
+        ours = _window(a, b)
+        base = _window(c, d)
+        la, lb = ours_before["link"], ours_after["link"]
+        ours.update(
+            mqtt_out=lb["out"] - la["out"],
+            mqtt_in=lb["in"] - la["in"],
+            writes=lb["writes"] - la["writes"],
+            cipher=ours_before["cipher"][0],
+            hub_cipher=ours_conn.cipher,
+        )
+        base.update(
+            mqtt_out=base_after["publish"],
+            mqtt_in=base_after["puback"],
+            writes=base_after["writes"],
+            hub_cipher=base_conn.cipher,
+        )
+        tel = emu.telemetry(device_id)
+        if len(tel) != 2 or any(bytes(m["payload"]) != BODY.encode() for m in tel):
+            raise SystemExit("wire: the hub did not record both messages intact: %r" % (tel,))
+        if any(m["properties"] != PROPS for m in tel):
+            raise SystemExit("wire: properties arrived changed: %r" % (tel,))
+    for r in (ours, base):
+        n_in, n_out = len(r["records_in"]), len(r["records_out"])
+        r["overhead_in"] = (r["tls_in"] - r["mqtt_out"]) / n_in if n_in else 0
+        r["overhead_out"] = (r["tls_out"] - r["mqtt_in"]) / n_out if n_out else 0
+    return {"ours": ours, "base": base, "device": dev}
+
+
+# ---- 2. heap by import --------------------------------------------------------------------------
+
+
+def package_deps(pkg=FIRMWARE / "iothub"):
+    """{module: set of sibling modules it imports at module level} from the sources."""
+    deps = {}
+    for path in sorted(pkg.glob("*.py")):
+        name = path.stem
+        deps[name] = set()
+        for node in ast.parse(path.read_text()).body:  # top level only (lazy imports are not)
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    deps[name].add(node.module.split(".")[0])
+                else:
+                    deps[name].update(a.name for a in node.names)
+    return deps
+
+
+def leaves_first(names, deps):
+    order, seen = [], set()
+
+    def visit(n):
+        if n in seen or n not in deps:
+            return
+        seen.add(n)
+        for d in sorted(deps[n]):
+            visit(d)
+        order.append(n)
+
+    for n in sorted(names):
+        visit(n)
+    return order
+
+
+def measure_imports(binary, pkg_dirs, root):
+    cfg = {"cs": DUMMY_CS, "profile": "ecc", "root": root}
+    out = {}
+    for kind, d in pkg_dirs.items():
+        r = run_device(binary, "imports", cfg, device_env(d))
+        suffix = ".mpy" if kind == "mpy" else ".py"
+        if not str(r["client_file"]).endswith(suffix):
+            raise SystemExit(
+                "imports %s: loaded %s, not a %s file" % (kind, r["client_file"], suffix)
+            )
+        loaded = [m.split(".", 1)[1] for m in r["modules_all"] if "." in m]
+        order = leaves_first(loaded, package_deps())
+        r["per_module"] = run_device(binary, "modules", {"order": order}, device_env(d))
+        r["order"] = order
+        out[kind] = r
+    return out
+
+
+# ---- 3. heap across sends -----------------------------------------------------------------------
+
+
+def slope(samples):
+    """Least-squares slope of heap (bytes) over sends."""
+    n = len(samples)
+    mx = sum(s[0] for s in samples) / n
+    my = sum(s[1] for s in samples) / n
+    sxx = sum((s[0] - mx) ** 2 for s in samples)
+    sxy = sum((s[0] - mx) * (s[1] - my) for s in samples)
+    return sxy / sxx if sxx else 0.0
+
+
+def measure_sends(binary, pki, state, pkg_dirs, n, every, garbage_n):
+    out = {}
+    with Emulator(os.path.join(state, "sends"), profile="ecc", pki=pki) as emu:
+        root = os.path.join(state, "root-ecc.der")
+        pathlib.Path(root).write_bytes(emu.root_der)
+        for kind, d in pkg_dirs.items():
+            device_id = "bench-sends-" + kind
+            emu.add_device(device_id)
+            cfg = {
+                "cs": emu.connection_string(device_id, gateway=False),
+                "profile": "ecc",
+                "root": root,
+                "port": emu.port,
+                "body": BODY,
+                "props": PROPS,
+                "n": n,
+                "every": every,
+                "warmup": 10,
+                "garbage_n": garbage_n,
+            }
+            r = run_device(binary, "sends", cfg, device_env(d), timeout=300)
+            r["slope"] = slope(r["samples"])
+            out[kind] = r
+    return out
+
+
+# ---- 4. smallest heap for the demo scenario -----------------------------------------------------
+
+
+def demo_once(binary, emu, root, env, heapsize, timeout=40):
+    """Run tools/demo_device.py under -X heapsize and act as the service side.
+    Returns (completed, reason)."""
+    device_id = "heap-%d-%s" % (heapsize, uuid.uuid4().hex[:6])
+    emu.add_device(device_id)
+    cmd = [binary, "-X", "heapsize=%d" % heapsize, str(DEMO_DEVICE), emu.hostname]
+    cmd += [
+        str(emu.port),
+        emu.profile,
+        root,
+        "sas",
+        emu.connection_string(device_id, gateway=False),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(ROOT)
+    )
+    lines = []
+    ready = threading.Event()
+    bad = threading.Event()
+
+    def reader():
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "device | READY" in line:
+                ready.set()
+            if "MemoryError" in line or " raised " in line:
+                bad.set()
+        ready.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        if not ready.wait(timeout) or proc.poll() is not None:
+            return False, _last(lines) or "no READY"
+        emu.patch_desired(device_id, {"interval_s": 30})
+        status, payload = emu.invoke_method(device_id, "reboot", {"delay": 5}, timeout=10)
+        if status != 200 or payload != {"scheduled_in_s": 5}:
+            return False, "method answered %s %s; %s" % (status, payload, _last(lines))
+        emu.send_c2d(device_id, b"led:on", properties={"command": "led"}, message_id="c2d-1")
+        end = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < end and not bad.is_set():
+            time.sleep(0.02)
+        if proc.poll() is None:
+            return False, "did not finish: %s" % _last(lines)
+        t.join(5)
+        if proc.returncode != 0 or bad.is_set():
+            return False, _last(lines)
+        if not any("round trip complete" in ln for ln in lines):
+            return False, _last(lines)
+        tel = emu.telemetry(device_id)
+        if len(tel) != 1 or tel[0]["properties"].get("sensor") != "bme280":
+            return False, "telemetry not recorded by the hub"
+        if emu.twin(device_id)["reported"].get("firmware") != "1.0.0":
+            return False, "reported property not recorded by the hub"
+        return True, "ok"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        t.join(5)
+
+
+def _last(lines):
+    for ln in reversed(lines):
+        if ln.strip():
+            return ln.strip()
+    return ""
+
+
+def bisect_heap(run, lo, hi, step):
+    """Smallest heap (multiple of step) for which run(heap) succeeds, given run(hi) succeeds.
+    Returns (size or None, trials, last failure reason)."""
+    trials = []
+    ok, why = run(hi)
+    trials.append((hi, ok))
+    if not ok:
+        return None, trials, why
+    ok, why_lo = run(lo)
+    trials.append((lo, ok))
+    if ok:
+        return lo, trials, None
+    fail_reason = why_lo
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            mid = lo + step
+        ok, why = run(mid)
+        trials.append((mid, ok))
+        if ok:
+            hi = mid
+        else:
+            lo = mid
+            fail_reason = why
+    return hi, trials, fail_reason
+
+
+def measure_min_heap(binary, pki, state, pkg_dirs, lo, hi, step):
+    out = {}
+    with Emulator(os.path.join(state, "heap"), profile="ecc", pki=pki) as emu:
+        root = os.path.join(state, "root-ecc.der")
+        pathlib.Path(root).write_bytes(emu.root_der)
+        for kind, d in pkg_dirs.items():
+            env = device_env(d)
+            size, trials, why = bisect_heap(
+                lambda h, env=env: demo_once(binary, emu, root, env, h), lo, hi, step
+            )
+            confirm = None
+            if size is not None:  # the same size once more: is it stable?
+                confirm = demo_once(binary, emu, root, env, size)[0]
+            out[kind] = {
+                "min": size,
+                "trials": trials,
+                "below": why,
+                "confirmed": confirm,
+            }
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def _ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def report(res, args):
+    w = res["wire"]
+    p = print
+    p("iothub device-client figures -- %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    p(
+        "device: MicroPython unix port %s (%s); hub: the emulator on loopback"
+        % (res["mp_version"], args.mp)
+    )
+    p("package: firmware/iothub at %s" % res["revision"])
+    p("")
+    p(
+        "1. One QoS 1 telemetry message, %d-byte JSON body, 2 custom properties, open connection"
+        % len(BODY)
+    )
+    topic = w["ecc"]["device"]["topic"]
+    p("   topic (%d B): %s" % (len(topic), topic))
+    cols = [("ecc", "ours"), ("rsa", "ours"), ("ecc", "base"), ("rsa", "base")]
+    p(
+        "   %-34s %12s %12s %14s %14s"
+        % ("", "iothub ECC", "iothub RSA", "umqtt-like ECC", "umqtt-like RSA")
+    )
+
+    def row(name, fn, fmt="%12s %12s %14s %14s"):
+        vals = tuple(fn(w[prof][who]) for prof, who in cols)
+        p("   %-34s " % name + fmt % vals)
+
+    p("   %-34s %s" % ("suite (device / hub)", w["ecc"]["ours"]["cipher"]))
+    p("   %-34s %s" % ("", w["rsa"]["ours"]["cipher"]))
+    row("MQTT PUBLISH bytes  device->hub", lambda r: r["mqtt_out"])
+    row("MQTT PUBACK bytes   hub->device", lambda r: r["mqtt_in"])
+    row("writes by the client", lambda r: r["writes"])
+    row("TLS records         device->hub", lambda r: len(r["records_in"]))
+    row("TLS records         hub->device", lambda r: len(r["records_out"]))
+    row("TLS bytes           device->hub", lambda r: r["tls_in"])
+    row("TLS bytes           hub->device", lambda r: r["tls_out"])
+    row("TLS bytes           total", lambda r: r["tls_in"] + r["tls_out"])
+    row(
+        "TLS overhead/record device->hub",
+        lambda r: r["overhead_in"],
+        "%12.1f %12.1f %14.1f %14.1f",
+    )
+    row(
+        "TLS overhead/record hub->device",
+        lambda r: r["overhead_out"],
+        "%12.1f %12.1f %14.1f %14.1f",
+    )
+    row(
+        "TLS records per MQTT packet (d->h)",
+        lambda r: len(r["records_in"]),
+        "%12d %12d %14d %14d",
+    )
+    for prof in ("ecc", "rsa"):
+        o, b = w[prof]["ours"], w[prof]["base"]
+        p(
+            "   %s ours/umqtt-like: bytes device->hub %.2f, bytes both ways %.2f, records device->hub %.2f"
+            % (
+                prof.upper(),
+                _ratio(o["tls_in"], b["tls_in"]),
+                _ratio(o["tls_in"] + o["tls_out"], b["tls_in"] + b["tls_out"]),
+                _ratio(len(o["records_in"]), len(b["records_in"])),
+            )
+        )
+    p(
+        "   (record sizes seen device->hub, ours ECC: %s; umqtt-like ECC: %s)"
+        % (w["ecc"]["ours"]["records_in"], w["ecc"]["base"]["records_in"])
+    )
+    p("")
+
+    im = res["imports"]
+    p(
+        "2. GC heap retained (gc.mem_alloc after gc.collect, delta from before the import), unix port"
+    )
+    p("   %-56s %8s %8s" % ("", ".py", ".mpy"))
+    nclient = len(im["py"]["modules_client"])
+    extra = [m[7:] for m in im["py"]["modules_all"] if m not in im["py"]["modules_client"]]
+    for key, name in (
+        ("package", "import iothub"),
+        ("client", "import iothub.client (+ deps: %d modules in all)" % nclient),
+        ("connect", "+ modules connect() loads (%s)" % ", ".join(extra)),
+        ("object", "one DeviceClient object (buffers, session), extra"),
+    ):
+        p("   %-56s %8d %8d" % (name, im["py"][key], im["mpy"][key]))
+    p("   per module, leaves first (.py / .mpy):")
+    per_py, per_mpy = im["py"]["per_module"], im["mpy"]["per_module"]
+    names = sorted(per_py, key=lambda m: -per_py[m])
+    for i in range(0, len(names), 4):
+        p(
+            "     "
+            + "  ".join(
+                "%-10s %6d /%6d" % (m, per_py[m], per_mpy.get(m, 0)) for m in names[i : i + 4]
+            )
+        )
+    dev = w["ecc"]["device"]
+    p(
+        "   a connected DeviceClient (.py, ECC, object + TLS context + session): %d B;"
+        % dev["heap_connected"]
+    )
+    p(
+        "   of a TLS session, wrap_socket (handshake done) adds %d B of GC heap: mbedTLS"
+        % dev["heap_tls_session"]
+    )
+    p("   allocates its context and record buffers with C malloc on the unix port, outside it")
+    missing = sorted(set(dev["modules_connected"]) - set(im["py"]["modules_all"]))
+    if missing:
+        p("   NOTE: connect() also loaded %s, not counted above" % ", ".join(missing))
+    p("")
+
+    s = res["sends"]
+    n = args.sends
+    p("3. Heap across %d QoS 1 sends on one connection (ECC), gc.collect() before each sample" % n)
+    p("   %-14s %s" % ("after sends", " ".join("%6d" % x[0] for x in s["py"]["samples"])))
+    for kind in ("py", "mpy"):
+        base0 = s[kind]["samples"][0][1]
+        p(
+            "   %-14s %s"
+            % (
+                "." + kind + " heap-h0",
+                " ".join("%6d" % (x[1] - base0) for x in s[kind]["samples"]),
+            )
+        )
+    for kind in ("py", "mpy"):
+        r = s[kind]
+        growth = r["samples"][-1][1] - r["samples"][0][1]
+        p(
+            "   .%-4s slope %+.3f B/send (%+.1f B per 100 sends), first->last %+d B, %.2f ms/send"
+            % (kind, r["slope"], r["slope"] * 100, growth, r["ms_per_send"])
+        )
+    p("   garbage per call (gc.mem_alloc delta, collector off, mean of %d calls):" % args.garbage_n)
+    p("   %-56s %8s %8s" % ("", ".py", ".mpy"))
+    for key, name in (
+        ("send_qos1", "send(body, 2 properties) QoS 1, until its PUBACK"),
+        ("send_qos0", "send(body, 2 properties, qos=0)"),
+        ("telemetry_topic", "  topics.telemetry_topic(dev, None, 2 properties)"),
+        ("events_prefix", "    topics._events_prefix(dev, None)"),
+        ("items", "    topics._items(2 properties, sort=True)"),
+        ("quote", "    sas.quote('bme280') (nothing to escape)"),
+        ("props_size", "  client._props_size(2 properties)"),
+        ("session_publish", "  Session.publish(topic, body) (encode + write)"),
+        ("poll_idle", "poll(0) with nothing to read"),
+    ):
+        p("   %-56s %8.1f %8.1f" % (name, s["py"]["garbage"][key], s["mpy"]["garbage"][key]))
+    p("")
+
+    h = res["min_heap"]
+    p(
+        "4. Smallest -X heapsize for the demo scenario (tools/demo_device.py, ECC, SAS), bisected %d..%d, step %d"
+        % (args.heap_lo, args.heap_hi, args.heap_step)
+    )
+    for kind in ("py", "mpy"):
+        r = h[kind]
+        if r["min"] is None:
+            p("   .%-4s did not complete even at %d: %s" % (kind, args.heap_hi, r["below"]))
+            continue
+        p(
+            "   .%-4s %6d B (%.1f KiB)  [%d trials; rerun at that size: %s]"
+            % (
+                kind,
+                r["min"],
+                r["min"] / 1024,
+                len(r["trials"]),
+                "ok" if r["confirmed"] else "FAILED",
+            )
+        )
+        p("         one step below fails with: %s" % (r["below"] or "-"))
+    p("   (package as .py or .mpy; the demo script itself is compiled from source in both;")
+    p("    the TLS context and its record buffers live outside this heap on the unix port)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    ap.add_argument("--sends", type=int, default=None, help="QoS 1 sends for item 3 (1000)")
+    ap.add_argument("--mp", default=micropython(), help="MicroPython binary ($MICROPYTHON)")
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--state", default=None, help="PKI/emulator state dir (default: temporary)")
+    args = ap.parse_args(argv)
+    if args.sends is None:
+        args.sends = 200 if args.quick else 1000
+    args.every = max(args.sends // 10, 1)
+    args.garbage_n = 20 if args.quick else 100
+    args.heap_lo, args.heap_hi = 8 * 1024, 256 * 1024
+    args.heap_step = 16384 if args.quick else 256
+
+    state = args.state or tempfile.mkdtemp(prefix="iothub-bench-client-")
+    try:
+        res = run_all(args, state)
+    finally:
+        if args.state is None:
+            shutil.rmtree(state, ignore_errors=True)
+    report(res, args)
+    print("")
+    print("measured in %.0f s" % res["seconds"])
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+def run_all(args, state):
+    t0 = time.monotonic()
+    pki = TestPKI.load_or_create(os.path.join(state, "pki"))
+    mpy_dir = os.path.join(state, "mpy")
+    compile_package(mpy_dir)
+    pkg_dirs = {"py": str(FIRMWARE), "mpy": mpy_dir}
+    ver = subprocess.run(
+        [args.mp, "-c", "import sys; print(sys.version.split('; ')[1])"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    res = {"mp_version": ver, "revision": revision()}
+    res["wire"] = {p: measure_wire(args.mp, pki, state, p) for p in ("ecc", "rsa")}
+    res["imports"] = measure_imports(args.mp, pkg_dirs, os.path.join(state, "root-ecc.der"))
+    res["sends"] = measure_sends(
+        args.mp, pki, state, pkg_dirs, args.sends, args.every, args.garbage_n
+    )
+    res["min_heap"] = measure_min_heap(
+        args.mp, pki, state, pkg_dirs, args.heap_lo, args.heap_hi, args.heap_step
+    )
+    res["seconds"] = time.monotonic() - t0
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(main())
