@@ -178,7 +178,10 @@ def mode_wire():
 
     # Baseline: same context configuration, same topic and payload, umqtt.simple's writes.
     cs = iothub.parse_connection_string(CFG["cs"])
-    ctx = iothub.tls_context(CFG["profile"], roots=[read(CFG["root"])])
+    root = read(CFG["root"])
+    h4 = heap()
+    ctx = iothub.tls_context(CFG["profile"], roots=[root])
+    h5 = heap()  # one more context, every module already loaded
     raw = socket.socket()
     raw.settimeout(20)
     raw.connect(socket.getaddrinfo("127.0.0.1", CFG["port"])[0][-1])
@@ -216,6 +219,7 @@ def mode_wire():
                 "body_len": len(payload),
                 "heap_connected": h1 - h0,
                 "heap_tls_session": h3 - h2,
+                "heap_tls_context": h5 - h4,
                 "modules_preloaded": preloaded,
                 "modules_connected": mods,
             }
