@@ -514,9 +514,13 @@ class DeviceClient:
             content_type,
             content_encoding,
         )
-        size = len(payload) + _props_size(
-            properties, message_id, correlation_id, content_type, content_encoding
-        )
+        # The encoded topic is never shorter than the property names and values it carries,
+        # so the exact count (which allocates) is needed only near the limit.
+        size = len(payload) + len(topic)
+        if size > D2C_MAX:
+            size = len(payload) + _props_size(
+                properties, message_id, correlation_id, content_type, content_encoding
+            )
         if size > D2C_MAX:
             raise ConfigError(
                 "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)

@@ -17,6 +17,7 @@ class Session:
         self._rx = bytearray(rxchunk)
         self.max_packet = max_packet
         self.decoder = mqtt.Decoder(max_packet)
+        self._pkt = mqtt.Packet()  # refilled for every received packet (no allocation)
         self.keepalive = 240
         self._pid = 0
         self._subacks = {}
@@ -144,13 +145,14 @@ class Session:
         n = self.link.read_into(self._rx, timeout_ms)
         if n:
             self.decoder.feed(memoryview(self._rx)[:n])
-            while True:
-                pkt = self.decoder.next()
-                if pkt is None:
-                    break
+            pkt = self._pkt
+            # .topic/.payload of a refilled packet are read from the decoder's buffer: the
+            # handlers take them (or copies) before the next feed().
+            while self.decoder.next(pkt) is not None:
                 self._dispatch(pkt)
 
     def _dispatch(self, pkt):
+        """Act on one packet. on_publish must read .topic/.payload before returning."""
         t = pkt.type
         if t == mqtt.PUBLISH:
             if self.on_publish is not None:

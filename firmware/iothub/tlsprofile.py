@@ -315,6 +315,17 @@ _explain = handshake_error
 # ---- roots --------------------------------------------------------------------------------
 
 
+def _single_der(b):
+    # SEQUENCE with a two-byte length spanning exactly the input: one DER certificate
+    return (
+        isinstance(b, (bytes, bytearray))
+        and len(b) > 4
+        and b[0] == 0x30
+        and b[1] == 0x82
+        and 4 + (b[2] << 8 | b[3]) == len(b)
+    )
+
+
 def _roots(profile, roots):
     if roots is None:
         from .roots import ROOT_G2, ROOT_G3
@@ -330,9 +341,14 @@ def _roots(profile, roots):
         raise ConfigError(
             "roots= must be a list of DER or PEM certificates, got %s" % type(roots).__name__
         )
-    from .pem import certs
-
     for i, r in enumerate(items):
+        if _single_der(r):
+            # One DER certificate: the firmware checks it when it loads it; the PEM/ASN.1
+            # helpers (7-14 KB of heap) are loaded only for PEM or unusual input.
+            out.append(("custom", bytes(r)))
+            continue
+        from .pem import certs
+
         for der in certs(r, "roots[%d]" % i):
             out.append(("custom", der))
     if not out:
