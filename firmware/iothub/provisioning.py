@@ -252,8 +252,8 @@ class ProvisioningClient:
         from . import sas
 
         if group_key is not None:
+            # only the derived key is stored; the group key is not kept on the object
             symmetric_key = sas.derive_device_key(group_key, self.registration_id)
-            group_key = None  # the group key is not kept
         elif symmetric_key is not None:
             sas.decode_key(symmetric_key)  # fail now on a damaged key, not at register()
         self._key = symmetric_key
