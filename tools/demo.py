@@ -37,8 +37,14 @@ def main(argv=None):
         default=os.environ.get("MICROPYTHON") or str(ROOT / ".venv/bin/micropython"),
     )
     args = ap.parse_args(argv)
-    if args.mode != "hub":
-        raise SystemExit("demo mode %r is not available yet" % args.mode)
+    if args.mode == "dps":
+        import demo_dps
+
+        raise SystemExit(
+            demo_dps.main(
+                ["--profile", args.profile] + (["--state", args.state] if args.state else [])
+            )
+        )
 
     state = args.state or tempfile.mkdtemp(prefix="iothub-demo-")
     with Emulator(state, profile=args.profile) as emu:

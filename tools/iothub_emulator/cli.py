@@ -128,6 +128,9 @@ def cmd_serve(args):
     )
     print("  device CA (for --x509-ca devices):    %s" % info["device_ca_pem"])
     print("  admin API:                            %s" % info["admin_url"])
+    from . import dps_cli
+
+    dps = dps_cli.start_dps(emu, args)  # prints its own line when --dps-port is given
     print("  state:                                %s" % path, flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,6 +144,8 @@ def cmd_serve(args):
                     _print_event(ev)
                 seen = len(evs)
     finally:
+        if dps is not None:
+            dps.stop()
         emu.stop()
         try:
             os.remove(path)
@@ -321,7 +326,12 @@ def build_parser():
     )
     s.add_argument("--hub-name", default="emulated-hub")
     s.add_argument("--quiet", action="store_true", help="do not print hub events")
+    from . import dps_cli
+
+    dps_cli.add_serve_options(s)
     s.set_defaults(fn=cmd_serve)
+
+    dps_cli.add_parser(sub)
 
     d = sub.add_parser("device", help="registry: add, list, connection-string")
     dsub = d.add_subparsers(dest="action", required=True)
