@@ -28,6 +28,7 @@ from .errors import (
     StatusError,
     Timeout,
 )
+from .jsonc import dumps as _dumps
 from .outbox import Outbox
 from .session import Session
 
@@ -40,13 +41,6 @@ CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 RETRYING = "retrying"
 AUTH_FAILED = "auth_failed"
-
-
-def _dumps(obj):
-    try:
-        return json.dumps(obj, separators=(",", ":"))
-    except TypeError:  # older MicroPython json.dumps without separators
-        return json.dumps(obj)
 
 
 def _loads(payload):

@@ -16,6 +16,7 @@ except ImportError:
 
 
 from .errors import ConfigError, IoTHubError, ProtocolError, StatusError
+from .jsonc import dumps as _dumps
 from .sas import quote, unquote
 
 API_VERSION = "2019-03-31"  # iot-dps-mqtt-support.md; azure-sdk-for-c, python SDK
@@ -144,13 +145,6 @@ def register_topic(rid):
 
 def query_topic(rid, operation_id):
     return _QUERY + _rid(rid) + "&operationId=" + quote(_text(operation_id, "operation id"))
-
-
-def _dumps(obj):
-    try:
-        return json.dumps(obj, separators=(",", ":"))
-    except TypeError:  # older MicroPython json.dumps without separators
-        return json.dumps(obj)
 
 
 def encode_payload(payload):

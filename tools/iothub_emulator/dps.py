@@ -50,6 +50,7 @@ from . import auth, mqtt, sas
 from .dps_store import Store, derive_device_key
 from .faults import Faults
 from .session import Link, Violation
+from .tlsserver import ServedEndpoint
 
 DEFAULT_HOSTNAME = "global.azure-devices-provisioning.net"
 DEFAULT_ID_SCOPE = "0ne00000E41"
@@ -218,7 +219,7 @@ def _error(code, message):
     }
 
 
-class DPSEmulator:
+class DPSEmulator(ServedEndpoint):
     """A DPS on loopback that assigns devices to `hub` (an iothub_emulator.Emulator)."""
 
     def __init__(
@@ -287,24 +288,6 @@ class DPSEmulator:
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
-
-    def __enter__(self):
-        return self.start() if self.endpoint is None else self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self.endpoint.port if self.endpoint is not None else None
-
-    @property
-    def root_der(self):
-        return self.pki.root_der(self.profile)
-
-    @property
-    def root_pem_path(self):
-        return self.pki.root_pem_path(self.profile)
 
     @property
     def connections(self):

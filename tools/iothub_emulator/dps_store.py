@@ -13,11 +13,13 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
-import json
 import os
 import re
 import secrets
 import threading
+
+from .jsonfile import JsonFile
+from .registry import RegistryError, normalize_thumbprint
 
 FILENAME = "dps.json"
 _REG_RE = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")  # iothub-protocol.md 4.1
@@ -61,10 +63,10 @@ def check_registration_id(rid):
 
 
 def _normalize_thumbprint(tp):
-    s = re.sub(r"[\s:]", "", str(tp)).upper()
-    if len(s) not in (40, 64) or not re.fullmatch(r"[0-9A-F]+", s):
-        raise EnrollmentError("x509 thumbprint must be 40 (SHA-1) or 64 (SHA-256) hex digits")
-    return s
+    try:
+        return normalize_thumbprint(tp)
+    except RegistryError as e:
+        raise EnrollmentError(str(e)) from None
 
 
 def ca_der_from(data):
@@ -93,30 +95,19 @@ class Store:
         self.individual = {}  # lower-case registration id -> entry
         self.groups = {}  # group id -> entry
         self.registrations = {}  # lower-case registration id -> record
-        self._stamp = None
+        self._file = JsonFile(self.path)
         self.refresh()
 
     # ---- persistence ------------------------------------------------------------------------
 
-    def _file_stamp(self):
-        try:
-            st = os.stat(self.path)
-            return (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            return None
-
     def refresh(self):
         """Reload if another process changed the file since we last read or wrote it."""
         with self.lock:
-            stamp = self._file_stamp()
-            if stamp is None or stamp == self._stamp:
-                return
-            with open(self.path) as f:
-                data = json.load(f)
-            self.individual = data.get("individual", {})
-            self.groups = data.get("groups", {})
-            self.registrations = data.get("registrations", {})
-            self._stamp = stamp
+            data = self._file.load_if_changed()
+            if data is not None:
+                self.individual = data.get("individual", {})
+                self.groups = data.get("groups", {})
+                self.registrations = data.get("registrations", {})
 
     @contextlib.contextmanager
     def editing(self):
@@ -133,20 +124,13 @@ class Store:
                     fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _save(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "individual": self.individual,
-                    "groups": self.groups,
-                    "registrations": self.registrations,
-                },
-                f,
-                indent=1,
-                sort_keys=True,
-            )
-        os.replace(tmp, self.path)
-        self._stamp = self._file_stamp()
+        self._file.save(
+            {
+                "individual": self.individual,
+                "groups": self.groups,
+                "registrations": self.registrations,
+            }
+        )
 
     # ---- enrollments ------------------------------------------------------------------------
 

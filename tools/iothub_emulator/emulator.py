@@ -18,11 +18,12 @@ import time
 from .faults import Faults
 from .hub import Hub
 from .registry import Registry
+from .tlsserver import ServedEndpoint
 
 STATE_FILE = "emulator.json"  # what a running `serve` writes for the CLI: ports, URLs, CA paths
 
 
-class Emulator:
+class Emulator(ServedEndpoint):
     def __init__(
         self,
         state_dir,
@@ -84,25 +85,7 @@ class Emulator:
         self.admin = AdminServer(self, port).start()
         return self.admin.url
 
-    def __enter__(self):
-        return self.start() if self.endpoint is None else self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # ---- endpoint facts ---------------------------------------------------------------------
-
-    @property
-    def port(self):
-        return self.endpoint.port if self.endpoint is not None else None
-
-    @property
-    def root_der(self):
-        return self.pki.root_der(self.profile)
-
-    @property
-    def root_pem_path(self):
-        return self.pki.root_pem_path(self.profile)
 
     @property
     def events(self):

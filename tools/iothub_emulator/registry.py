@@ -7,11 +7,12 @@ An identity authenticates with exactly one of: a symmetric key (SAS), a register
 """
 
 import base64
-import json
 import os
 import re
 import secrets
 import threading
+
+from .jsonfile import JsonFile
 
 FILENAME = "registry.json"
 _ID_RE = re.compile(
@@ -70,47 +71,27 @@ def make_identity(key=None, x509_thumbprint=None, x509_ca=False):
 class Registry:
     def __init__(self, state_dir=None):
         self.path = os.path.join(state_dir, FILENAME) if state_dir else None
+        self._file = JsonFile(self.path) if self.path else None
         self.lock = threading.RLock()
         self.devices = {}
         self.policies = {}
-        self._stamp = None
         self._refresh()
-
-    def _file_stamp(self):
-        try:
-            st = os.stat(self.path)
-            return (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            return None
 
     def _refresh(self):
         """Reload when another process (the CLI) changed the file since we last read or wrote it."""
-        if not self.path:
+        if self._file is None:
             return
         with self.lock:
-            stamp = self._file_stamp()
-            if stamp is None or stamp == self._stamp:
-                return
-            with open(self.path) as f:
-                data = json.load(f)
-            self.devices = data.get("devices", {})
-            self.policies = data.get("policies", {})
-            self._stamp = stamp
+            data = self._file.load_if_changed()
+            if data is not None:
+                self.devices = data.get("devices", {})
+                self.policies = data.get("policies", {})
 
     def save(self):
-        if not self.path:
+        if self._file is None:
             return
         with self.lock:
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(
-                    {"devices": self.devices, "policies": self.policies},
-                    f,
-                    indent=1,
-                    sort_keys=True,
-                )
-            os.replace(tmp, self.path)
-            self._stamp = self._file_stamp()
+            self._file.save({"devices": self.devices, "policies": self.policies})
 
     def add(self, device_id, key=None, x509_thumbprint=None, x509_ca=False, module_id=None):
         """Add or replace a device or module identity. Returns the generated key, if any."""

@@ -520,3 +520,28 @@ def _describe(exc):
         parts = [e[2] if len(e) > 2 else str(e) for e in exc.args[0]]
         return "TLS: " + "; ".join(parts) if parts else "TLS error"
     return "%s: %s" % (type(exc).__name__, exc)
+
+
+class ServedEndpoint:
+    """What the hub and DPS emulators share: a TLSEndpoint in .endpoint (None when stopped),
+    a TestPKI in .pki and a TLS profile in .profile; start() returns self."""
+
+    endpoint = None
+
+    def __enter__(self):
+        return self.start() if self.endpoint is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self):
+        return self.endpoint.port if self.endpoint is not None else None
+
+    @property
+    def root_der(self):
+        return self.pki.root_der(self.profile)
+
+    @property
+    def root_pem_path(self):
+        return self.pki.root_pem_path(self.profile)
