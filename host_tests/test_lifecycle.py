@@ -37,31 +37,33 @@ c.on_desired = lambda patch, v: desired.append(v) or print("DESIRED", v)
 c.connect()
 print("READY")
 flag = CFG.get("flag")
+
+
+def new_credentials_when_flagged(flag):
+    # After an authentication refusal, the test creates `flag` when the application may
+    # replace the credentials (here with the same, now accepted, connection string).
+    if flag and c.state == "auth_failed":
+        try:
+            open(flag).close()
+        except OSError:
+            return flag
+        c.update_credentials(connection_string=CFG["cs"])
+        print("CREDENTIALS replaced")
+        return None
+    return flag
+
+
 n = CFG["n"]
 i = 0
 while i < n:
     c.send({"i": i}, message_id=str(i), block=False)
     i += 1
     c.poll(CFG["interval_ms"])
-    if flag and c.state == "auth_failed":
-        try:
-            open(flag).close()
-            c.update_credentials(connection_string=CFG["cs"])
-            flag = None
-            print("CREDENTIALS replaced")
-        except OSError:
-            pass
+    flag = new_credentials_when_flagged(flag)
 t0 = time.ticks_ms()
 while (c.queued or not c.is_connected) and time.ticks_diff(time.ticks_ms(), t0) < CFG.get("drain_ms", 20000):
     c.poll(100)
-    if flag and c.state == "auth_failed":
-        try:
-            open(flag).close()
-            c.update_credentials(connection_string=CFG["cs"])
-            flag = None
-            print("CREDENTIALS replaced")
-        except OSError:
-            pass
+    flag = new_credentials_when_flagged(flag)
 gc.collect()
 print("RESULT", json.dumps({"queued": c.queued, "dropped": c.dropped, "stats": c.stats,
       "heap": gc.mem_alloc(), "desired": desired, "state": c.state}))
