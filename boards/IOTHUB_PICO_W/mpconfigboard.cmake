@@ -3,11 +3,18 @@
 # frozen in. Built outside the MicroPython tree (see README "Board builds"):
 #   cd micropython/ports/rp2
 #   make BOARD_DIR=<repo>/boards/IOTHUB_PICO_W \
-#        USER_C_MODULES=<repo>/firmware/cmodules/micropython.cmake
-# Buffer preset (CMake variable, pass with CMAKE_ARGS="-DIOTHUB_TLS_BUFFERS=ecc"):
+#        USER_C_MODULES=<repo>/firmware/cmodules/micropython.cmake \
+#        IOTHUB_TLS_BUFFERS=rsa BUILD=build-IOTHUB_PICO_W-rsa
+# Buffer preset, IOTHUB_TLS_BUFFERS (a make variable, which make passes on to CMake in
+# the environment, or -DIOTHUB_TLS_BUFFERS=... in an exported CMAKE_ARGS):
 #   rsa   (default) IN 6144 / OUT 2048, requests MFL 2048: RSA (G2) and ECC (G3) hubs
 #   ecc   IN 4096 / OUT 2048, requests MFL 2048: ECC hubs only (smaller handshake peak)
 #   stock IN 16384 / OUT 4096, requests nothing by default: hubs that ignore MFL
+# Do not pass CMAKE_ARGS on make's command line: ports/rp2/Makefile appends the board
+# and USER_C_MODULES to CMAKE_ARGS, and a command-line value replaces all of that
+# (the stock RPI_PICO gets built, without tlsx).
+# The preset is fixed when a build directory is first configured: use one BUILD=
+# directory per preset (the build stops if IOTHUB_TLS_BUFFERS asks for another one).
 # On rp2 mbedTLS allocates from the MicroPython GC heap: the input buffer is one
 # contiguous GC block per connection.
 
@@ -32,8 +39,14 @@ endif()
 # --- iothub ---
 set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)
 
-if(NOT IOTHUB_TLS_BUFFERS)
-    set(IOTHUB_TLS_BUFFERS rsa)
+if(NOT DEFINED IOTHUB_TLS_BUFFERS)
+    # First configure of this build directory (no -D): the make variable / environment.
+    if(DEFINED ENV{IOTHUB_TLS_BUFFERS} AND NOT "$ENV{IOTHUB_TLS_BUFFERS}" STREQUAL "")
+        set(_iothub_preset "$ENV{IOTHUB_TLS_BUFFERS}")
+    else()
+        set(_iothub_preset rsa)
+    endif()
+    set(IOTHUB_TLS_BUFFERS "${_iothub_preset}" CACHE STRING "iothub TLS buffer preset: rsa, ecc or stock")
 endif()
 if(IOTHUB_TLS_BUFFERS STREQUAL "rsa")
     set(IOTHUB_TLS_IN 6144)
@@ -54,4 +67,13 @@ set(MBEDTLS_CONFIG_FILE ${MICROPY_BOARD_DIR}/../common/mbedtls_config_iothub.h)
 list(APPEND MICROPY_DEF_BOARD
     IOTHUB_TLS_IN=${IOTHUB_TLS_IN}
     IOTHUB_TLS_OUT=${IOTHUB_TLS_OUT}
+)
+message(STATUS "iothub: TLS buffer preset ${IOTHUB_TLS_BUFFERS} (IN ${IOTHUB_TLS_IN} / OUT ${IOTHUB_TLS_OUT})")
+
+# rp2's Makefile configures a build directory once: stop any later build of it that
+# asks for another preset instead of silently building the configured one.
+add_custom_target(iothub_tls_preset_check ALL
+    COMMAND ${CMAKE_COMMAND} -DIOTHUB_TLS_BUFFERS=${IOTHUB_TLS_BUFFERS}
+        -P ${MICROPY_BOARD_DIR}/check_preset.cmake
+    VERBATIM
 )
