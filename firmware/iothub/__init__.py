@@ -16,7 +16,7 @@ _LAZY = {
     "device_resource_uri": "sas",
     "parse_connection_string": "connstr",
     "DeviceClient": "client",
-    "Message": "client",
+    "Message": "inbound",
     "ConfigError": "errors",
     "IoTHubError": "errors",
     "TLSError": "errors",

@@ -7,7 +7,6 @@
 # resubscribe and twin re-sync after reconnect, redelivery of unacknowledged QoS 1
 # messages (DUP flag), and answering methods. What the application decides: its
 # handlers, what to send, and how long a call may wait.
-import json
 
 try:
     from micropython import const
@@ -25,12 +24,13 @@ from .errors import (
     ConnectionLost,
     IoTHubError,
     ProtocolError,
-    StatusError,
     Timeout,
 )
+from .inbound import Inbound, Message  # noqa: F401 - Message re-exported
 from .jsonc import dumps as _dumps
 from .outbox import Outbox
 from .session import Session
+from .twin import Twin
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
@@ -43,51 +43,7 @@ RETRYING = "retrying"
 AUTH_FAILED = "auth_failed"
 
 
-def _loads(payload):
-    if not payload:
-        return None
-    try:
-        return json.loads(payload)
-    except ValueError:
-        raise ProtocolError("the hub sent a payload that is not valid JSON")
-
-
-class Message:
-    """A cloud-to-device (or module input) message."""
-
-    def __init__(self, body, properties, system_properties, input_name=None):
-        self.body = body
-        self.properties = properties
-        self.system_properties = system_properties
-        self.input_name = input_name
-
-    @property
-    def message_id(self):
-        return self.system_properties.get("mid")
-
-    @property
-    def correlation_id(self):
-        return self.system_properties.get("cid")
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return "<Message %d bytes, properties=%r>" % (len(self.body), self.properties)
-
-
-def _split_properties(props):
-    app = {}
-    system = {}
-    for k, v in props.items():
-        if k.startswith("$."):
-            system[k[2:]] = v
-        else:
-            app[k] = v
-    return app, system
-
-
-class DeviceClient:
+class DeviceClient(Twin, Inbound):
     def __init__(
         self,
         hostname,
@@ -258,10 +214,6 @@ class DeviceClient:
             return [topics.module_inputs_subscribe_topic(self.device_id, self.module_id)]
         return [topics.c2d_subscribe_topic(self.device_id)]
 
-    def _twin_filters(self):
-        self._twin_subscribed = True
-        return [topics.TWIN_RES_SUB, topics.TWIN_DESIRED_SUB]
-
     # ---- connection ----------------------------------------------------------------
 
     @property
@@ -428,41 +380,6 @@ class DeviceClient:
         self._log_line(1, "retrying in %d ms" % delay)
         self._notify(RETRYING, delay)
 
-    def _fetch_twin(self, timeout_ms=None):
-        _, body = self._request(topics.twin_get_topic, b"", "twin GET", timeout_ms)
-        return _loads(body) or {}
-
-    def _resync_twin(self):
-        # Desired patches are pushed only while connected: after every connect GET the twin
-        # and deliver the desired document once if its $version moved while we were away.
-        self._resync_at = None
-        try:
-            doc = self._fetch_twin()
-        except IoTHubError as e:
-            if self.is_connected:
-                self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
-                self._resync_at = ticks_add(ticks_ms(), 5000)
-            return
-        desired = doc.get("desired") or {}
-        version = desired.get("$version")
-        if not isinstance(version, int):
-            return
-        if self._desired_version is None:
-            self._desired_version = version  # first connect: the application reads the twin itself
-        elif version > self._desired_version:
-            self._deliver_desired(desired, version)
-
-    def _deliver_desired(self, patch, version):
-        if self._desired_version is not None and version <= self._desired_version:
-            return
-        self._desired_version = version
-        fn = self._handlers.get("desired")
-        if fn is not None:
-            try:
-                fn(patch, version)
-            except Exception as e:
-                self._log_line(0, "on_desired raised %r" % (e,))
-
     # ---- sending -------------------------------------------------------------------
 
     def _publish(self, topic, payload, qos=0, pid=0, dup=False):
@@ -577,46 +494,6 @@ class DeviceClient:
         self._s.subscribe(filters, deadline)
         self._log_line(2, "subscribed %s" % (filters,))
 
-    def _request(self, topic_fn, payload, what, timeout_ms):
-        self._want_twin = True
-        if not self.is_connected:
-            raise ConnectionLost("not connected")
-        if not self._twin_subscribed:
-            self._subscribe(self._twin_filters())
-        self._rid += 1
-        rid = str(self._rid)
-        self._replies[rid] = None
-        deadline = ticks_add(ticks_ms(), timeout_ms or self.timeout_ms)
-        try:
-            self._publish(topic_fn(rid), payload)
-            self._s.wait(lambda: self._replies.get(rid) is not None, deadline, what + " response")
-            status, version, body = self._replies[rid]
-        except (ConnectionLost, ProtocolError) as e:
-            self._lost(e)
-            raise
-        finally:
-            self._replies.pop(rid, None)
-        if status >= 400:
-            raise StatusError(status, what, body)
-        return version, body
-
-    def get_twin(self, timeout_ms=None):
-        """The twin document {"desired": {...}, "reported": {...}}."""
-        doc = self._fetch_twin(timeout_ms)
-        v = (doc.get("desired") or {}).get("$version")
-        if isinstance(v, int) and (self._desired_version is None or v > self._desired_version):
-            self._desired_version = v
-        return doc
-
-    def update_reported(self, patch, timeout_ms=None):
-        """PATCH reported properties (None deletes a member). Returns the new version."""
-        if not isinstance(patch, dict):
-            raise ConfigError("reported properties must be a dict")
-        version, _ = self._request(
-            topics.twin_reported_topic, _dumps(patch).encode(), "twin reported PATCH", timeout_ms
-        )
-        return version
-
     # ---- the loop ------------------------------------------------------------------
 
     def poll(self, timeout_ms=0):
@@ -676,72 +553,6 @@ class DeviceClient:
 
     def _on_puback(self, pid):
         self._outbox.ack(pid)
-
-    def _on_publish(self, pkt):
-        if not self._route(pkt.topic, pkt.payload):
-            self._log_line(1, "ignored a message on an unexpected topic")
-
-    def _route(self, topic, payload):
-        if topic.startswith("$iothub/"):
-            r = topics.parse_twin_response(topic)
-            if r is not None:
-                status, rid, version = r
-                if rid in self._replies:
-                    self._replies[rid] = (status, version, payload)
-                return True
-            version = topics.parse_desired_topic(topic)
-            if version is not None:
-                patch = _loads(payload) or {}
-                if not version:
-                    version = patch.get("$version", 0)
-                self._deliver_desired(patch, version)
-                return True
-            m = topics.parse_method_topic(topic)
-            if m is not None:
-                self._answer_method(m[0], m[1], payload)
-                return True
-            return False
-        props = None
-        input_name = None
-        if self.module_id:
-            r = topics.parse_module_input_topic(topic, self.device_id, self.module_id)
-            if r is not None:
-                input_name, props = r
-        else:
-            props = topics.parse_c2d_topic(topic, self.device_id)
-        if props is None:
-            return False
-        app, system = _split_properties(props)
-        fn = self._handlers.get("message")
-        if fn is not None:
-            try:
-                fn(Message(bytes(payload), app, system, input_name))
-            except Exception as e:
-                self._log_line(0, "on_message raised %r" % (e,))
-        return True
-
-    def _answer_method(self, name, rid, payload):
-        fn = self._handlers.get("method")
-        if fn is None:
-            status, result = 404, {"error": "no handler for method %s" % name}
-        else:
-            try:
-                try:
-                    arg = _loads(payload)
-                except ProtocolError:
-                    arg = bytes(payload)
-                r = fn(name, arg)
-                if isinstance(r, tuple) and len(r) == 2:
-                    status, result = r
-                else:
-                    status, result = 200, r
-                if not isinstance(status, int) or not 0 <= status <= 65535:
-                    raise ValueError("method handler returned status %r" % (status,))
-            except Exception as e:
-                status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
-                self._log_line(0, "method %s raised %r" % (name, e))
-        body = b"" if result is None else _dumps(result).encode()
-        self._publish(topics.method_response_topic(status, rid), body)
 
 
 def _props_size(properties, *values):

@@ -1,9 +1,21 @@
 # Compact JSON for payloads on the wire: no spaces after "," and ":" (fewer bytes per message).
 import json
 
+from .errors import ProtocolError
+
 
 def dumps(obj):
     try:
         return json.dumps(obj, separators=(",", ":"))
     except TypeError:  # MicroPython builds whose json.dumps has no separators argument
         return json.dumps(obj)
+
+
+def loads(payload):
+    """JSON from the hub; None for an empty payload; ProtocolError when it is not JSON."""
+    if not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise ProtocolError("the hub sent a payload that is not valid JSON")
