@@ -2,9 +2,11 @@
 # mbedTLS record buffers sized for Azure IoT Hub chains, and the iothub package frozen in.
 # Built outside the MicroPython tree (see README "Board builds"):
 #   cd micropython/ports/esp32
-#   make BOARD_DIR=<repo>/boards/IOTHUB_ESP32 \
-#        USER_C_MODULES=<repo>/firmware/cmodules/micropython.cmake
-# Buffer preset (CMake variable, pass with CMAKE_ARGS="-DIOTHUB_TLS_BUFFERS=ecc"):
+#   make BOARD_DIR=<repo>/boards/IOTHUB_ESP32 BUILD=build-IOTHUB_ESP32-rsa \
+#        CMAKE_ARGS="-DUSER_C_MODULES=<repo>/firmware/cmodules/micropython.cmake -DIOTHUB_TLS_BUFFERS=rsa"
+# (A CMAKE_ARGS given on make's command line replaces the one ports/esp32/Makefile builds,
+# USER_C_MODULES included: put both in it, as above, or the module is silently left out.)
+# Buffer preset (CMake variable IOTHUB_TLS_BUFFERS, or the environment variable of that name):
 #   rsa   (default) IN 6144 / OUT 2048, requests MFL 2048: RSA (G2) and ECC (G3) hubs
 #   ecc   IN 4096 / OUT 2048, requests MFL 2048: ECC hubs only (smaller handshake peak)
 #   stock IN 16384 / OUT 4096, requests nothing by default: hubs that ignore MFL
@@ -12,6 +14,9 @@
 
 set(IDF_TARGET esp32)
 
+if(NOT IOTHUB_TLS_BUFFERS AND DEFINED ENV{IOTHUB_TLS_BUFFERS})
+    set(IOTHUB_TLS_BUFFERS $ENV{IOTHUB_TLS_BUFFERS})
+endif()
 if(NOT IOTHUB_TLS_BUFFERS)
     set(IOTHUB_TLS_BUFFERS rsa)
 endif()
