@@ -99,7 +99,7 @@ class DeviceClient(Twin, Inbound):
         self._log = log
         self._set_credentials(shared_access_key, shared_access_key_name, cert, key)
 
-        self._s = Session(txbuf, max_packet, log=log)
+        self._s = Session(txbuf, max_packet)
         self._s.on_publish = self._on_publish
         self._s.on_puback = self._on_puback
         self._outbox = Outbox(queue_size, queue_policy)
@@ -107,9 +107,8 @@ class DeviceClient(Twin, Inbound):
         self._rid = 0
         self._replies = {}
         self._token_expiry = 0
-        self._connected_at = 0
+        self._token_issued = 0
         self._desired_version = None
-        self._twin_subscribed = False
         self._want_twin = False
         self._handlers = {}
         self._state = DISCONNECTED

@@ -348,7 +348,7 @@ class ProvisioningClient:
         deadline = ticks_add(ticks_ms(), timeout_ms)
         stats = self.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
         log = self._log
-        s = Session(_TXBUF, _MAX_REPLY, log=log)
+        s = Session(_TXBUF, _MAX_REPLY)
         s.on_publish = self._on_publish
         password = self._password()
         _log_to(

@@ -5,13 +5,13 @@
 # Memory: one preallocated transmit buffer (an MQTT packet that fits is written with one
 # write, so one TLS record) and one preallocated receive chunk fed to the decoder.
 from . import mqtt
-from .clock import ticks_add, ticks_diff, ticks_ms
+from .clock import ticks_diff, ticks_ms
 from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout, connack_error
 from .transport import Link
 
 
 class Session:
-    def __init__(self, txbuf=1024, max_packet=32768, rxchunk=512, log=None):
+    def __init__(self, txbuf=1024, max_packet=32768, rxchunk=512):
         self.link = Link()
         self.tx = bytearray(txbuf)
         self._rx = bytearray(rxchunk)
@@ -24,7 +24,6 @@ class Session:
         self._connack = None
         self._ping_sent = None
         self._last_tx = 0
-        self.log = log
         # Callbacks set by the owner:
         self.on_publish = None  # fn(packet) -> None; QoS 1 is acknowledged after it returns
         self.on_puback = None  # fn(pid)
@@ -173,6 +172,3 @@ class Session:
             self._connack = (pkt.session_present, pkt.rc)
         elif t != mqtt.UNSUBACK:
             raise ProtocolError("unexpected %s packet from the hub" % mqtt.packet_name(t))
-
-    def deadline(self, timeout_ms):
-        return ticks_add(ticks_ms(), timeout_ms)

@@ -10,15 +10,17 @@ from .jsonc import loads as _loads
 
 class Twin:
     def _twin_filters(self):
-        self._twin_subscribed = True
         return [topics.TWIN_RES_SUB, topics.TWIN_DESIRED_SUB]
 
     def _request(self, topic_fn, payload, what, timeout_ms):
-        self._want_twin = True
         if not self.is_connected:
             raise ConnectionLost("not connected")
-        if not self._twin_subscribed:
-            self._subscribe(self._twin_filters())
+        if not self._want_twin:
+            # first twin request: subscribe to the responses (connect() renews it later);
+            # a desired handler subscribed them already
+            if not self._handlers.get("desired"):
+                self._subscribe(self._twin_filters())
+            self._want_twin = True
         self._rid += 1
         rid = str(self._rid)
         self._replies[rid] = None
