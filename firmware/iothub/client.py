@@ -401,6 +401,8 @@ class DeviceClient(Twin, Inbound):
 
         On Timeout the message is still queued and will be delivered after reconnect:
         do not send it again. With block=False it is queued and sent by poll().
+        The payload is queued by reference, not copied: do not modify a bytearray until
+        its message is acknowledged (`queued` drops).
         """
         if qos not in (0, 1):
             raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
