@@ -463,7 +463,7 @@ def test_smallest_heap(emu, mpy_dir):
         finally:
             dev.kill()
 
-    lo, hi = 64, 256
+    lo, hi = 16, 256
     assert ok(hi)
     while hi - lo > 4:
         mid = (lo + hi) // 2
@@ -471,7 +471,8 @@ def test_smallest_heap(emu, mpy_dir):
             hi = mid
         else:
             lo = mid
-    RECOVERY["smallest -X heapsize for the fault scenario (KiB, 64-bit unix, .mpy)"] = hi
+    kind = "frozen package" if mpyrun.frozen() else ".mpy package"
+    RECOVERY["smallest -X heapsize for the fault scenario (KiB, %s)" % kind] = hi
     assert hi <= int(DEVICE_HEAP.rstrip("k")), hi
 
 

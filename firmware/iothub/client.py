@@ -364,9 +364,12 @@ class DeviceClient(Twin, Inbound):
             self._log_line(0, str(e) + "; not retrying until the credentials change")
             self._notify(AUTH_FAILED, e.code)
             return False
-        except (IoTHubError, OSError) as e:
+        except (IoTHubError, OSError, MemoryError) as e:
+            # MemoryError: the heap is too fragmented for a handshake right now; the link's
+            # buffers are released, so back off and try again rather than end the loop.
             self._state = DISCONNECTED
-            self._log_line(1, "connect failed: %s" % (e,))
+            why = "out of memory" if isinstance(e, MemoryError) else e
+            self._log_line(1, "connect failed: %s" % (why,))
             self._schedule_retry()
             return False
         self.stats["reconnects"] += 1

@@ -48,7 +48,7 @@ class Session:
     ):
         """Connect and wait for CONNACK. Returns session_present; raises on refusal."""
         self.link.close()
-        self.decoder = mqtt.Decoder(self.max_packet)
+        self.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
         self.keepalive = keepalive
         self._ping_sent = None
         self.link.open(host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1))

@@ -50,7 +50,7 @@ class Link:
             raise ConnectionLost("TCP connect to %s:%d failed: %s" % (host, port, e))
         try:
             sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
-        except TLSError:
+        except (TLSError, MemoryError):
             self.close()
             raise
         except (OSError, ValueError) as e:
