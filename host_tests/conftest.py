@@ -1,11 +1,38 @@
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The pure core runs unchanged on CPython too: tests import it from firmware/.
 for p in (ROOT / "firmware", ROOT / "tools", ROOT / "host_tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The emulator's test PKI, generated once per run (no private key is committed)."""
+    from iothub_emulator.pki import TestPKI
+
+    return TestPKI.load_or_create(tmp_path_factory.getbasetemp() / "tls-state")
+
+
+@pytest.fixture
+def endpoint(pki):
+    """endpoint(profile="ecc", **kw): a started TLSEndpoint, stopped after the test."""
+    from iothub_emulator.tlsserver import TLSEndpoint
+
+    started = []
+
+    def make(profile="ecc", **kw):
+        ep = TLSEndpoint(pki, profile, **kw).start()
+        started.append(ep)
+        return ep
+
+    yield make
+    for ep in started:
+        ep.stop()
 
 
 def pytest_terminal_summary(terminalreporter):

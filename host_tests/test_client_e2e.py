@@ -10,12 +10,6 @@ from devproc import DeviceProcess
 
 import mpyrun
 from iothub_emulator import Emulator
-from iothub_emulator.pki import TestPKI
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(str(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture(scope="module", params=["ecc", "rsa"])

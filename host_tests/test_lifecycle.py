@@ -19,7 +19,6 @@ from devproc import DeviceProcess
 
 import mpyrun
 from iothub_emulator import Emulator
-from iothub_emulator.pki import TestPKI
 
 # Smallest heap the whole scenario runs in, found by bisecting with
 # `pytest host_tests/test_lifecycle.py -k smallest_heap` (see test_smallest_heap).
@@ -80,11 +79,6 @@ def mpy_dir(tmp_path_factory):
     subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True, capture_output=True)
     assert (out / "iothub" / "client.mpy").exists()
     return out
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(str(tmp_path_factory.mktemp("pki")))
 
 
 def make_emu(pki, path, **kw):

@@ -25,25 +25,6 @@ from iothub_emulator.pki import NEGATIVE_KINDS, TestPKI
 from iothub_emulator.tlsserver import TLSEndpoint
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(tmp_path_factory.getbasetemp() / "tls-state")
-
-
-@pytest.fixture
-def endpoint(pki):
-    started = []
-
-    def make(profile="ecc", **kw):
-        ep = TLSEndpoint(pki, profile, **kw).start()
-        started.append(ep)
-        return ep
-
-    yield make
-    for ep in started:
-        ep.stop()
-
-
 def client_ctx(pki, profile, ciphers=None, cert=None, tmp_path=None):
     ctx = ssl.create_default_context(cafile=pki.root_pem_path(profile))
     if ciphers:

@@ -17,7 +17,6 @@ from tlslite.utils.codec import Parser
 
 import mpyrun
 from iothub_emulator import tlsrecords
-from iothub_emulator.pki import TestPKI
 from iothub_emulator.tlsserver import TLSEndpoint
 
 pytestmark = pytest.mark.needs_mfl
@@ -41,11 +40,6 @@ def tlsx_caps():
         )
     default, inlen, outlen = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"default": default, "in": inlen, "out": outlen, "max": min(inlen, outlen)}
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(tmp_path_factory.getbasetemp() / "tls-state")
 
 
 def _handshake_bodies(raw, want_type):

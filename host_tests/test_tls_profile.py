@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 import iothub
 import mpyrun
 from iothub.errors import ConfigError, TLSError
-from iothub_emulator.pki import TestPKI
 
 G3_SHA256 = "31AD6648F8104138C738F39EA4320133393E3A18CC02296EF97C2AC9EF6731D0"
 G2_SHA256 = "CB3CCBB76031E5E0138F8DD39A23F9DE47FFC35E43C1144CEA27D46A5AB1CB5F"
@@ -32,11 +31,6 @@ SUITES = {
         "TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA384",
     ],
 }
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(tmp_path_factory.getbasetemp() / "tls-state")
 
 
 def _self_signed(key, cn="odd"):

@@ -13,8 +13,6 @@ from tlslite.messages import ClientHello, RecordHeader3
 from tlslite.utils.codec import Parser
 
 import mpyrun
-from iothub_emulator.pki import TestPKI
-from iothub_emulator.tlsserver import TLSEndpoint
 
 ECDSA_SUITES = [
     CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
@@ -30,25 +28,6 @@ RSA_SUITES = [
 ]
 SCSV = CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV
 EXPECTED = {"ecc": ECDSA_SUITES, "rsa": RSA_SUITES}
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(tmp_path_factory.getbasetemp() / "tls-state")
-
-
-@pytest.fixture
-def endpoint(pki):
-    started = []
-
-    def make(profile="ecc", **kw):
-        ep = TLSEndpoint(pki, profile, **kw).start()
-        started.append(ep)
-        return ep
-
-    yield make
-    for ep in started:
-        ep.stop()
 
 
 def echo_handler(conn):
