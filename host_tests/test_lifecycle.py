@@ -110,6 +110,7 @@ def cfg_for(emu, **extra):
         "interval_ms": 100,
         "keepalive": 60,
         "queue_size": 64,
+        "queue_bytes": 16384,  # 30 messages of ~200 B fit: no scenario may lose one
         "backoff": [200, 3000, 300],  # faster than the field defaults (1 s / 100 s / 5 s)
         "timeout_ms": 5000,
         "verbose": True,  # every scenario logs at its most verbose; finish() checks for secrets

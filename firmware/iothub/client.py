@@ -1,5 +1,5 @@
 # DeviceClient: the adapter that owns the link, the clock and retries, and drives the
-# pure core (topics, sas, mqtt). Blocking API with callbacks; every wait is bounded.
+# pure core (topics, sas, mqtt, outbox). Blocking API with callbacks; every wait is bounded.
 #
 # What the client does on its own: keepalive pings and dead-link detection, PUBACK
 # tracking, SAS renewal (reconnect with a fresh token once 80 % of its lifetime has
@@ -7,6 +7,13 @@
 # resubscribe and twin re-sync after reconnect, redelivery of unacknowledged QoS 1
 # messages (DUP flag), and answering methods. What the application decides: its
 # handlers, what to send, and how long a call may wait.
+#
+# RAM: a telemetry-only client loads only this module, session, transport, mqtt, outbox,
+# topics, sas, clock and errors. Twin, C2D/method routing, JSON, backoff and the TLS
+# profile code load when first used; the TLS profile and connection-string code are
+# unloaded again once the context is made. The send path allocates nothing for a bytes
+# payload whose properties equal the previous send's: the encoded topic is cached and
+# the PUBLISH is encoded straight into the outbox ring, from which it is written.
 
 try:
     from micropython import const
@@ -16,8 +23,10 @@ except ImportError:
         return x
 
 
-from . import sas, topics
-from .clock import require_valid_clock, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
+import sys
+
+from . import mqtt, topics
+from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -26,15 +35,13 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .inbound import Inbound, Message  # noqa: F401 - Message re-exported
-from .jsonc import dumps as _dumps
 from .outbox import Outbox
 from .session import Session
-from .twin import Twin
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
+_TICKS_SPAN = const(0x1FFFFFFF)  # longest span (ms) ticks_diff measures on every port
 
 # Connection states reported to on_connection_state(state, detail)
 CONNECTED = "connected"
@@ -42,8 +49,28 @@ DISCONNECTED = "disconnected"
 RETRYING = "retrying"
 AUTH_FAILED = "auth_failed"
 
+_BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocates per call
 
-class DeviceClient(Twin, Inbound):
+
+def _unload(*names):
+    # Drop package modules needed only to build something (the object built keeps no
+    # reference to them): their bytecode is freed at the next collection.
+    pkg = sys.modules.get("iothub")
+    for n in names:
+        if sys.modules.pop("iothub." + n, None) is not None and pkg is not None:
+            try:
+                delattr(pkg, n)
+            except AttributeError:
+                pass
+
+
+def _positive(v, what):
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise ConfigError("%s must be a positive int (milliseconds), got %r" % (what, v))
+    return v
+
+
+class DeviceClient:
     def __init__(
         self,
         hostname,
@@ -69,57 +96,59 @@ class DeviceClient(Twin, Inbound):
         auto_reconnect=True,
         backoff=None,
         queue_size=16,
+        queue_bytes=4096,
         queue_policy="drop-oldest",
         ssl_context=None,
         log=None,
     ):
         if not hostname or not device_id:
             raise ConfigError("hostname and device_id are required")
-        if not 0 < keepalive <= MAX_KEEPALIVE:
+        if not isinstance(keepalive, int) or not 0 < keepalive <= MAX_KEEPALIVE:
             raise ConfigError(
                 "keepalive must be 1..%d s (IoT Hub limit), got %r" % (MAX_KEEPALIVE, keepalive)
             )
-        if sas_ttl < 10:
-            raise ConfigError("sas_ttl must be at least 10 s, got %r" % (sas_ttl,))
+        if not isinstance(sas_ttl, int) or sas_ttl < 10:
+            raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (sas_ttl,))
         self.hostname = hostname
         self.device_id = device_id
         self.module_id = module_id
+        # Checked now (a "/" in an id would break every topic) and kept: built once.
+        self._cid = topics.client_id(device_id, module_id)
+        self._user = topics.username(hostname, device_id, module_id, model_id)
         self.host = host or hostname
         self.port = port
         self.model_id = model_id
         self.keepalive = keepalive
         self.sas_ttl = sas_ttl
         self.clean_session = clean_session
-        self.timeout_ms = timeout_ms
+        self.timeout_ms = _positive(timeout_ms, "timeout_ms")
         self.auto_reconnect = auto_reconnect
         self._tls_profile = tls
         self._roots = roots
         self._mfl = max_fragment_length
-        self._ctx = ssl_context
         self._log = log
+        self._ctx = None
+        self._tlsinfo = None
+        if ssl_context is not None:
+            self._use_context(ssl_context)
         self._set_credentials(shared_access_key, shared_access_key_name, cert, key)
 
         self._s = Session(txbuf, max_packet)
         self._s.on_publish = self._on_publish
         self._s.on_puback = self._on_puback
-        self._outbox = Outbox(queue_size, queue_policy)
-        self._s.pid_in_use = self._outbox.has
-        self._rid = 0
-        self._replies = {}
-        self._token_expiry = 0
-        self._token_issued = 0
-        self._desired_version = None
-        self._want_twin = False
+        self._outbox = Outbox(queue_size, queue_policy, queue_bytes)
+        self._s.pid_in_use = self._pid_in_use
+        self._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
+        self._tkey = None  # what the cached telemetry topic was built from
+        self._topic = None
+        self._renew_at = None  # tick count when the SAS token is due for renewal
+        self._renew_unix = 0
         self._handlers = {}
+        self._tw = None  # twin state (iothub.twin), made on first use
         self._state = DISCONNECTED
         self._retry_at = None
-        self._resync_at = None
         self._closed = False
-        if backoff is None:
-            from .backoff import Backoff
-
-            backoff = Backoff()
-        self._backoff = backoff
+        self._backoff = backoff  # iothub.backoff.Backoff() made at the first failure
         self.on_connection_state = None
         self.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0}
 
@@ -130,6 +159,7 @@ class DeviceClient(Twin, Inbound):
         from .connstr import parse_connection_string
 
         cs = parse_connection_string(connection_string)
+        _unload("connstr")
         if cs.get("x509"):
             raise ConfigError(
                 "this connection string says x509=true: use DeviceClient.from_x509(...) "
@@ -152,6 +182,22 @@ class DeviceClient(Twin, Inbound):
             raise ConfigError("from_x509 needs both the device certificate and its private key")
         return cls(hostname, device_id, module_id=module_id, cert=cert, key=key, **kw)
 
+    def _use_context(self, ctx):
+        # An application's own context is accepted only if it verifies the server.
+        try:
+            import tls
+        except ImportError:
+            tls = None
+        want = getattr(tls, "CERT_REQUIRED", 2)
+        if getattr(ctx, "verify_mode", None) != want:
+            raise ConfigError(
+                "ssl_context must verify the hub's certificate (verify_mode CERT_REQUIRED); "
+                "iothub never connects without verification"
+            )
+        self._ctx = ctx
+        self._tlsinfo = getattr(ctx, "iothub_info", None)
+        self._owned = False
+
     def _set_credentials(self, sak, sak_name, cert, key):
         if sak is not None and cert is not None:
             raise ConfigError("give either a shared access key or an X.509 certificate, not both")
@@ -159,12 +205,17 @@ class DeviceClient(Twin, Inbound):
             raise ConfigError(
                 "no credentials: give a shared access key or an X.509 certificate and key"
             )
-        self._key = sas.decode_key(sak) if isinstance(sak, str) else sak
+        if isinstance(sak, str):
+            from .sas import decode_key
+
+            sak = decode_key(sak)
+        self._key = sak
         self._key_name = sak_name
         self._cert = cert
         self._pkey = key
-        if cert is not None or self._ctx is None or getattr(self._ctx, "_iothub_owned", False):
+        if cert is not None or self._ctx is None or self._owned:
             self._ctx = None  # rebuilt at the next connect with the new credentials
+            self._owned = True
 
     def update_credentials(
         self, *, connection_string=None, shared_access_key=None, cert=None, key=None
@@ -174,6 +225,7 @@ class DeviceClient(Twin, Inbound):
             from .connstr import parse_connection_string
 
             cs = parse_connection_string(connection_string)
+            _unload("connstr")
             if cs["HostName"] != self.hostname or cs["DeviceId"] != self.device_id:
                 raise ConfigError("the new connection string is for another hub or device")
             shared_access_key = cs.get("SharedAccessKey")
@@ -181,37 +233,60 @@ class DeviceClient(Twin, Inbound):
         self._log_line(1, "credentials replaced; reconnecting")
         if self._state == AUTH_FAILED:
             self._state = DISCONNECTED
-        self._backoff.reset()
+        if self._backoff is not None:
+            self._backoff.reset()
         self._retry_at = ticks_ms()
         if self._s.is_open:
             self._drop("credentials changed", clean=True)
 
-    @property
-    def uses_x509(self):
-        return self._cert is not None
-
     # ---- handlers (setting one subscribes to its topic) ---------------------------
 
-    def _handler_prop(name, sub):  # noqa: N805 - class-body helper
+    def _handler_prop(name):  # noqa: N805 - class-body helper
         def get(self):
             return self._handlers.get(name)
 
         def set_(self, fn):
             self._handlers[name] = fn
+            if name == "desired" and fn is not None:
+                self._twin()
             if fn is not None and self.is_connected:
-                self._subscribe(sub(self))
+                self._subscribe(self._filters(name))
 
         return property(get, set_)
 
-    on_message = _handler_prop("message", lambda s: s._c2d_filters())
-    on_method = _handler_prop("method", lambda s: [topics.METHODS_SUB])
-    on_desired = _handler_prop("desired", lambda s: s._twin_filters())
+    on_message = _handler_prop("message")
+    on_method = _handler_prop("method")
+    on_desired = _handler_prop("desired")
     del _handler_prop
 
-    def _c2d_filters(self):
-        if self.module_id:
-            return [topics.module_inputs_subscribe_topic(self.device_id, self.module_id)]
-        return [topics.c2d_subscribe_topic(self.device_id)]
+    def _filters(self, only=None):
+        """Topic filters for the handlers set (or for the one named), [] when none."""
+        h = self._handlers
+        tw = self._tw
+        want_twin = only == "twin" or h.get("desired") or (tw is not None and tw.want)
+        if not (h.get("message") or h.get("method") or want_twin):
+            return []
+        from . import routes
+
+        f = []
+        if only in (None, "message") and h.get("message"):
+            if self.module_id:
+                f.append(routes.module_inputs_subscribe_topic(self.device_id, self.module_id))
+            else:
+                f.append(routes.c2d_subscribe_topic(self.device_id))
+        if only in (None, "method") and h.get("method"):
+            f.append(routes.METHODS_SUB)
+        if only in (None, "desired", "twin") and want_twin:
+            f.append(routes.TWIN_RES_SUB)
+            f.append(routes.TWIN_DESIRED_SUB)
+        return f
+
+    def _twin(self):
+        if self._tw is None:
+            from .twin import Twin
+
+            self._tw = Twin(self)
+        return self._tw
 
     # ---- connection ----------------------------------------------------------------
 
@@ -223,76 +298,75 @@ class DeviceClient(Twin, Inbound):
     def state(self):
         return self._state
 
+    @property
+    def uses_x509(self):
+        return self._cert is not None
+
     def tls_info(self):
-        """Negotiated suite and version (and what the context requested)."""
-        info = {"cipher": self._s.link.cipher()}
-        ctx = self._ctx
-        if ctx is not None:
-            info["configured"] = getattr(ctx, "iothub_info", None)
-        return info
+        """Negotiated suite and version, and what the context was configured with."""
+        return {"cipher": self._s.link.cipher(), "configured": self._tlsinfo}
 
     def _context(self):
         if self._ctx is None:
-            from .tlsprofile import tls_context
+            from .tlsprofile import configure
 
-            ctx = tls_context(
-                self._tls_profile,
-                roots=self._roots,
-                max_fragment_length=self._mfl,
-                cert=self._cert,
-                key=self._pkey,
+            self._ctx, self._tlsinfo = configure(
+                self._tls_profile, self._roots, self._mfl, False, self._cert, self._pkey, True
             )
-            try:
-                ctx._iothub_owned = True
-            except AttributeError:
-                pass
-            self._ctx = ctx
+            self._owned = True
+            # The plain firmware context keeps nothing of these modules alive.
+            _unload("tlsprofile", "roots", "pem")
         return self._ctx
 
     def _password(self):
         if self._cert is not None:
-            self._token_expiry = 0
+            self._renew_at = None
             return None
+        from . import sas
+        from .clock import require_valid_clock, unix_time
+
         now = require_valid_clock(unix_time())
-        expiry = now + self.sas_ttl
-        uri = sas.device_resource_uri(self.hostname, self.device_id, self.module_id)
-        token = sas.sas_token(uri, self._key, expiry, self._key_name)
-        self._token_expiry = expiry
-        self._token_issued = now
+        ttl = self.sas_ttl
+        token = sas.sas_token(
+            sas.device_resource_uri(self.hostname, self.device_id, self.module_id),
+            self._key,
+            now + ttl,
+            self._key_name,
+        )
+        # Renewal is timed with ticks: the hot path never reads the wall clock (a float,
+        # or a big int on 32-bit boards, allocates).
+        self._renew_unix = now + ttl * _RENEW_PERCENT // 100
+        self._renew_at = ticks_add(ticks_ms(), min(ttl * _RENEW_PERCENT * 10, _TICKS_SPAN))
         return token
+
+    def _timeout(self, timeout_ms):
+        return self.timeout_ms if timeout_ms is None else _positive(timeout_ms, "timeout_ms")
 
     def connect(self, timeout_ms=None):
         """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
-        if timeout_ms is None:
-            timeout_ms = self.timeout_ms
-        deadline = ticks_add(ticks_ms(), timeout_ms)
+        deadline = ticks_add(ticks_ms(), self._timeout(timeout_ms))
         self._closed = False
         password = self._password()
         ctx = self._context()
-        self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._client_id()))
+        self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         session_present = self._s.open(
             self.host,
             self.port,
             ctx,
             self.hostname,
-            self._client_id(),
-            topics.username(self.hostname, self.device_id, self.module_id, self.model_id),
+            self._cid,
+            self._user,
             password,
             self.keepalive,
             self.clean_session,
             deadline,
+            self._tlsinfo,
         )
         password = None
         try:
             self._state = CONNECTED
             self.stats["connects"] += 1
-            filters = []
-            if self._handlers.get("message"):
-                filters += self._c2d_filters()
-            if self._handlers.get("method"):
-                filters.append(topics.METHODS_SUB)
-            if self._handlers.get("desired") or self._want_twin:
-                filters += self._twin_filters()
+            filters = self._filters()
             if filters:
                 self._s.subscribe(filters, deadline)
             self._retransmit()
@@ -300,14 +374,15 @@ class DeviceClient(Twin, Inbound):
             self._s.close()
             self._state = DISCONNECTED
             raise
-        self._backoff.reset()
+        if self._backoff is not None:
+            self._backoff.reset()
         self._retry_at = None
         self._log_line(
             1, "connected (session present: %s, %s)" % (session_present, self._s.link.cipher())
         )
         self._notify(CONNECTED, None)
         if self._handlers.get("desired"):
-            self._resync_twin()
+            self._twin().resync()
         return session_present
 
     def disconnect(self):
@@ -319,9 +394,6 @@ class DeviceClient(Twin, Inbound):
         self._notify(DISCONNECTED, "closed by the application")
 
     close = disconnect
-
-    def _client_id(self):
-        return topics.client_id(self.device_id, self.module_id)
 
     def _drop(self, reason, clean=False):
         self._s.close(clean)
@@ -376,6 +448,10 @@ class DeviceClient(Twin, Inbound):
         return True
 
     def _schedule_retry(self):
+        if self._backoff is None:
+            from .backoff import Backoff
+
+            self._backoff = Backoff()
         delay = self._backoff.next_delay_ms()
         self._retry_at = ticks_add(ticks_ms(), delay)
         self._state = RETRYING
@@ -386,6 +462,33 @@ class DeviceClient(Twin, Inbound):
 
     def _publish(self, topic, payload, qos=0, pid=0, dup=False):
         self._s.publish(topic, payload, qos, pid, dup)
+
+    def _telemetry_topic(self, props, mid, cid, ct, ce):
+        # The encoded topic of the previous send is reused when nothing it was built from
+        # changed: compared by value against a private snapshot, so a dict the
+        # application mutates between sends is noticed.
+        k = self._tkey
+        if (
+            k is not None
+            and k[1] == mid
+            and k[2] == cid
+            and k[3] == ct
+            and k[4] == ce
+            and k[0] == props
+        ):
+            return self._topic
+        t = topics.telemetry_topic(
+            self.device_id, self.module_id, props, mid, cid, None, ct, ce
+        ).encode()
+        if isinstance(props, dict):
+            snap = dict(props)
+        elif props is None:
+            snap = None
+        else:
+            snap = [p[:] for p in props]
+        self._tkey = [snap, mid, cid, ct, ce]
+        self._topic = t
+        return t
 
     def send(
         self,
@@ -402,83 +505,127 @@ class DeviceClient(Twin, Inbound):
     ):
         """Send telemetry. QoS 1 returns once the hub's PUBACK arrives.
 
-        On Timeout the message is still queued and will be delivered after reconnect:
-        do not send it again. With block=False it is queued and sent by poll().
-        The payload is queued by reference, not copied: do not modify a bytearray until
-        its message is acknowledged (`queued` drops).
+        The message is copied into the outbox ring (queue_bytes) as an encoded PUBLISH; on
+        Timeout it stays queued and is delivered after reconnect: do not send it again.
+        With block=False it is queued and sent by poll(). A message larger than the ring
+        is never queued: it is sent straight from the payload while connected, and send()
+        raises ConnectionLost if the link fails before its PUBACK (send it again).
         """
-        if qos not in (0, 1):
+        if qos != 1 and qos != 0:
             raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
-        if isinstance(payload, dict) or isinstance(payload, list):
-            payload = _dumps(payload)
-            if content_type is None:
-                content_type = "application/json"
-            if content_encoding is None:
-                content_encoding = "utf-8"
-        if isinstance(payload, str):
-            payload = payload.encode()
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise ConfigError("payload must be bytes, str, dict or list")
-        topic = topics.telemetry_topic(
-            self.device_id,
-            self.module_id,
-            properties,
-            message_id,
-            correlation_id,
-            None,
-            content_type,
-            content_encoding,
+        if not isinstance(payload, _BUFFERS):
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif isinstance(payload, (dict, list)):
+                from .jsonc import dumps
+
+                payload = dumps(payload).encode()
+                if content_type is None:
+                    content_type = "application/json"
+                if content_encoding is None:
+                    content_encoding = "utf-8"
+            else:
+                raise ConfigError("payload must be bytes, str, dict or list")
+        topic = self._telemetry_topic(
+            properties, message_id, correlation_id, content_type, content_encoding
         )
+        plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
         # so the exact count (which allocates) is needed only near the limit.
-        size = len(payload) + len(topic)
-        if size > D2C_MAX:
-            size = len(payload) + _props_size(
+        if plen + len(topic) > D2C_MAX:
+            size = plen + _props_size(
                 properties, message_id, correlation_id, content_type, content_encoding
             )
-        if size > D2C_MAX:
-            raise ConfigError(
-                "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)
-            )
+            if size > D2C_MAX:
+                raise ConfigError(
+                    "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)
+                )
+        s = self._s
         if qos == 0:
             if not self.is_connected:
                 raise ConnectionLost("not connected (QoS 0 messages are not queued)")
-            self._publish(topic, payload)
+            s.publish(topic, payload)
             return None
         if not self.is_connected and not self.auto_reconnect:
             raise ConnectionLost("not connected (auto_reconnect is off: nothing was queued)")
-        pid = self._s.next_pid()
-        entry = self._outbox.add(pid, topic, payload)
-        if entry is None:
-            raise IoTHubError("the offline queue is full (policy %s)" % self._outbox.policy)
+        ob = self._outbox
+        n = mqtt.publish_size(len(topic), plen, 1)
+        off = ob.reserve(n)
+        if off < 0:
+            if n > len(ob.buf):
+                return self._send_unqueued(topic, payload, n, block, timeout_ms)
+            raise IoTHubError(
+                "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
+            )
+        pid = s.next_pid()
+        buf = ob.buf
+        i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)
+        buf[i : i + plen] = payload
         if self.is_connected:
+            ob.commit(pid, off, n, ticks_ms())
             try:
-                self._publish(topic, payload, 1, pid)
-                entry[3] = ticks_ms()
+                s.write_from(buf, off, n)
             except ConnectionLost as e:
                 self._lost(e)
-        if not block:
-            return pid
-        if timeout_ms is None:
-            timeout_ms = self.timeout_ms
+        else:
+            ob.commit(pid, off, n)
+        if block:
+            self._await(pid, timeout_ms)
+        return pid
+
+    def _await(self, pid, timeout_ms):
+        timeout_ms = self._timeout(timeout_ms)
         deadline = ticks_add(ticks_ms(), timeout_ms)
-        while self._outbox.has(pid):
+        while pid == self._direct or self._outbox.has(pid):
+            if self._closed:
+                raise ConnectionLost(
+                    "disconnect() was called: message %d stays queued until connect()" % pid
+                )
+            if pid == self._direct and not self.is_connected:
+                raise ConnectionLost(
+                    "the link failed before the PUBACK of message %d, which is larger than "
+                    "queue_bytes and was not queued: send it again" % pid
+                )
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
+                if pid == self._direct:
+                    raise Timeout("no PUBACK for message %d within %d ms" % (pid, timeout_ms))
                 raise Timeout(
                     "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
                 )
             self._step(min(left, 1000))
+
+    def _send_unqueued(self, topic, payload, n, block, timeout_ms):
+        if not block:
+            raise ConfigError(
+                "a message of %d bytes does not fit the queue (queue_bytes=%d): send it with "
+                "block=True while connected, or give the client a larger queue_bytes"
+                % (n, len(self._outbox.buf))
+            )
+        if not self.is_connected:
+            raise ConnectionLost(
+                "not connected, and a message of %d bytes is larger than the queue "
+                "(queue_bytes=%d): nothing was queued" % (n, len(self._outbox.buf))
+            )
+        pid = self._s.next_pid()
+        self._direct = pid
+        try:
+            try:
+                self._publish(topic, payload, 1, pid)
+            except ConnectionLost as e:
+                self._lost(e)
+            self._await(pid, timeout_ms)
+        finally:
+            self._direct = 0
         return pid
 
+    def _pid_in_use(self, pid):
+        return pid == self._direct or self._outbox.has(pid)
+
     def _retransmit(self):
-        # After (re)connect: everything still unacknowledged goes out again in order.
-        for entry in self._outbox.entries():
-            pid, topic, payload, sent = entry
-            self._publish(topic, payload, 1, pid, dup=sent is not None)
-            if sent is not None:
-                self.stats["redelivered"] += 1
-            entry[3] = ticks_ms()
+        # After (re)connect: everything still unacknowledged goes out again in order,
+        # each with the DUP flag set in place if it was written before.
+        self.stats["redelivered"] += self._outbox.redeliver(self._s.write_from, ticks_ms())
 
     @property
     def queued(self):
@@ -490,6 +637,10 @@ class DeviceClient(Twin, Inbound):
         """Messages dropped by the queue policy since start."""
         return self._outbox.dropped
 
+    @property
+    def queue_policy(self):
+        return self._outbox.policy
+
     # ---- subscriptions, twin -------------------------------------------------------
 
     def _subscribe(self, filters, deadline=None):
@@ -498,12 +649,33 @@ class DeviceClient(Twin, Inbound):
         self._s.subscribe(filters, deadline)
         self._log_line(2, "subscribed %s" % (filters,))
 
+    def get_twin(self, timeout_ms=None):
+        """The twin document {"desired": {...}, "reported": {...}}."""
+        return self._twin().get(timeout_ms)
+
+    def update_reported(self, patch, timeout_ms=None):
+        """PATCH reported properties (None deletes a member). Returns the new version."""
+        return self._twin().update_reported(patch, timeout_ms)
+
+    def _on_publish(self, pkt):
+        from .inbound import route
+
+        route(self, pkt)
+
+    def _on_puback(self, pid):
+        if pid == self._direct:
+            self._direct = 0
+        else:
+            self._outbox.ack(pid)
+
     # ---- the loop ------------------------------------------------------------------
 
     def poll(self, timeout_ms=0):
         """Process incoming packets for up to timeout_ms; send PINGREQ on schedule; renew
         the SAS token and reconnect when due. Never blocks longer than timeout_ms (plus one
         bounded connection attempt when a reconnect is due)."""
+        if not isinstance(timeout_ms, int):
+            raise ConfigError("poll timeout_ms must be an int (milliseconds)")
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
             self._step(max(ticks_diff(deadline, ticks_ms()), 0))
@@ -521,11 +693,13 @@ class DeviceClient(Twin, Inbound):
                     wait = min(wait, max(ticks_diff(self._retry_at, ticks_ms()), 0))
                 sleep_ms(min(wait, 1000))
             return
-        if self._token_expiry and self._renew_due():
+        if self._renew_at is not None and self._renew_due():
             self._renew()
             return
-        if self._resync_at is not None and ticks_diff(ticks_ms(), self._resync_at) >= 0:
-            self._resync_twin()
+        tw = self._tw
+        if tw is not None and tw.resync_at is not None:
+            if ticks_diff(ticks_ms(), tw.resync_at) >= 0:
+                tw.resync()
         try:
             oldest = self._outbox.oldest_sent()
             if oldest is not None and ticks_diff(ticks_ms(), oldest) > self.timeout_ms:
@@ -538,6 +712,17 @@ class DeviceClient(Twin, Inbound):
             if not self.auto_reconnect:
                 raise
 
+    def _renew_due(self):
+        if ticks_diff(ticks_ms(), self._renew_at) < 0:
+            return False
+        from .clock import unix_time
+
+        left = self._renew_unix - unix_time()
+        if left > 0:  # a token longer than the ticks span: wait on
+            self._renew_at = ticks_add(ticks_ms(), min(left * 1000, _TICKS_SPAN))
+            return False
+        return True
+
     def _renew(self):
         # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
         # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
@@ -546,17 +731,10 @@ class DeviceClient(Twin, Inbound):
         if not self._reconnect_now() and not self.auto_reconnect:
             raise ConnectionLost("SAS token renewal: reconnect failed")
 
-    def _renew_due(self):
-        lifetime = self._token_expiry - self._token_issued
-        return unix_time() >= self._token_issued + lifetime * _RENEW_PERCENT // 100
-
     def _lost(self, err):
         self._drop(str(err))
         if self.auto_reconnect and not self._closed and self._state != AUTH_FAILED:
             self._schedule_retry()
-
-    def _on_puback(self, pid):
-        self._outbox.ack(pid)
 
 
 def _props_size(properties, *values):

@@ -1,9 +1,9 @@
 # What the client does with what the hub sends: cloud-to-device (and module input)
 # messages, direct-method requests, twin responses and desired-property patches.
-# A mixin of DeviceClient; it uses the client's handlers, session and twin state.
+# Loaded with the first PUBLISH from the hub (a telemetry-only client never loads it).
 import json
 
-from . import topics
+from . import routes
 from .errors import ProtocolError
 from .jsonc import dumps as _dumps
 from .jsonc import loads as _loads
@@ -44,69 +44,67 @@ def _split_properties(props):
     return app, system
 
 
-class Inbound:
-    def _on_publish(self, pkt):
-        if not self._route(pkt.topic, pkt.payload):
-            self._log_line(1, "ignored a message on an unexpected topic")
+def route(c, pkt):
+    """Deliver one PUBLISH from the hub to DeviceClient c's handlers or twin."""
+    if not _route(c, pkt.topic, pkt.payload):
+        c._log_line(1, "ignored a message on an unexpected topic")
 
-    def _route(self, topic, payload):
-        if topic.startswith("$iothub/"):
-            r = topics.parse_twin_response(topic)
-            if r is not None:
-                status, rid, version = r
-                if rid in self._replies:
-                    self._replies[rid] = (status, version, payload)
-                return True
-            version = topics.parse_desired_topic(topic)
-            if version is not None:
-                patch = _loads(payload) or {}
-                if not version:
-                    version = patch.get("$version", 0)
-                self._deliver_desired(patch, version)
-                return True
-            m = topics.parse_method_topic(topic)
-            if m is not None:
-                self._answer_method(m[0], m[1], payload)
-                return True
-            return False
-        props = None
-        input_name = None
-        if self.module_id:
-            r = topics.parse_module_input_topic(topic, self.device_id, self.module_id)
-            if r is not None:
-                input_name, props = r
-        else:
-            props = topics.parse_c2d_topic(topic, self.device_id)
-        if props is None:
-            return False
-        app, system = _split_properties(props)
-        fn = self._handlers.get("message")
-        if fn is not None:
-            try:
-                fn(Message(bytes(payload), app, system, input_name))
-            except Exception as e:
-                self._log_line(0, "on_message raised %r" % (e,))
-        return True
 
-    def _answer_method(self, name, rid, payload):
-        fn = self._handlers.get("method")
-        if fn is None:
-            status, result = 404, {"error": "no handler for method %s" % name}
-        else:
+def _route(c, topic, payload):
+    if topic.startswith("$iothub/"):
+        r = routes.parse_twin_response(topic)
+        if r is not None:
+            if c._tw is not None:
+                c._tw.on_response(r[1], r[0], r[2], payload)
+            return True
+        version = routes.parse_desired_topic(topic)
+        if version is not None:
+            c._twin().on_patch(payload, version)
+            return True
+        m = routes.parse_method_topic(topic)
+        if m is not None:
+            _answer_method(c, m[0], m[1], payload)
+            return True
+        return False
+    props = None
+    input_name = None
+    if c.module_id:
+        r = routes.parse_module_input_topic(topic, c.device_id, c.module_id)
+        if r is not None:
+            input_name, props = r
+    else:
+        props = routes.parse_c2d_topic(topic, c.device_id)
+    if props is None:
+        return False
+    app, system = _split_properties(props)
+    fn = c._handlers.get("message")
+    if fn is not None:
+        try:
+            fn(Message(bytes(payload), app, system, input_name))
+        except Exception as e:
+            c._log_line(0, "on_message raised %r" % (e,))
+    return True
+
+
+def _answer_method(c, name, rid, payload):
+    fn = c._handlers.get("method")
+    if fn is None:
+        status, result = 404, {"error": "no handler for method %s" % name}
+    else:
+        try:
             try:
-                try:
-                    arg = _loads(payload)
-                except ProtocolError:
-                    arg = bytes(payload)
-                r = fn(name, arg)
-                if isinstance(r, tuple) and len(r) == 2:
-                    status, result = r
-                else:
-                    status, result = 200, r
-                if not isinstance(status, int) or not 0 <= status <= 65535:
-                    raise ValueError("method handler returned status %r" % (status,))
-            except Exception as e:
-                status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
-                self._log_line(0, "method %s raised %r" % (name, e))
-        body = b"" if result is None else _dumps(result).encode()
-        self._publish(topics.method_response_topic(status, rid), body)
+                arg = _loads(payload)
+            except ProtocolError:
+                arg = bytes(payload)
+            r = fn(name, arg)
+            if isinstance(r, tuple) and len(r) == 2:
+                status, result = r
+            else:
+                status, result = 200, r
+            if not isinstance(status, int) or not 0 <= status <= 65535:
+                raise ValueError("method handler returned status %r" % (status,))
+        except Exception as e:
+            status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
+            c._log_line(0, "method %s raised %r" % (name, e))
+    body = b"" if result is None else _dumps(result).encode()
+    c._publish(routes.method_response_topic(status, rid), body)

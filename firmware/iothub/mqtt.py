@@ -67,7 +67,6 @@ def packet_name(ptype):
 
 # Built once: a tuple written inline in isinstance() is allocated at every call.
 _BYTES = (bytes, bytearray)
-_BUFFERS = (bytes, bytearray, memoryview)
 
 
 def _b(x, what):
@@ -76,14 +75,6 @@ def _b(x, what):
     if isinstance(x, _BYTES):
         return x
     raise ConfigError("%s must be str or bytes" % what)
-
-
-def _payload(x):
-    if isinstance(x, str):
-        return x.encode()
-    if isinstance(x, _BUFFERS):
-        return x
-    raise ConfigError("payload must be bytes, bytearray, memoryview or str")
 
 
 def _rl_size(n):
@@ -156,9 +147,9 @@ def _check_topic_name(t):
 
 
 def encode_connect(
-    buf, client_id, username=None, password=None, keepalive=240, clean_session=False, will=None
+    buf, client_id, username=None, password=None, keepalive=240, clean_session=False
 ):
-    """CONNECT. will = (topic, payload, qos, retain) or None. Returns the packet length."""
+    """CONNECT (no will: IoT Hub ignores it). Returns the packet length."""
     cid = _field(_b(client_id, "client id"), "client id")
     if not cid and not clean_session:
         raise ConfigError("an empty client id needs clean_session=True")
@@ -166,17 +157,6 @@ def encode_connect(
         raise ConfigError("keepalive must be an int in 0..65535 seconds")
     flags = 0x02 if clean_session else 0
     rem = 10 + 2 + len(cid)
-    if will is not None:
-        try:
-            wtopic, wpayload, wqos, wretain = will
-        except (TypeError, ValueError):
-            raise ConfigError("will must be (topic, payload, qos, retain)")
-        wtopic = _field(_b(wtopic, "will topic"), "will topic")
-        _check_topic_name(wtopic)
-        wpayload = _field(_payload(wpayload), "will payload")
-        _check_qos(wqos, "will")
-        flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
-        rem += 4 + len(wtopic) + len(wpayload)
     if username is not None:
         username = _field(_b(username, "username"), "username")
         flags |= 0x80
@@ -196,9 +176,6 @@ def encode_connect(
     buf[i + 1] = flags
     i = _put_u16(buf, i + 2, keepalive)
     i = _put_str(buf, i, cid)
-    if will is not None:
-        i = _put_str(buf, i, wtopic)
-        i = _put_str(buf, i, wpayload)
     if username is not None:
         i = _put_str(buf, i, username)
     if password is not None:
@@ -206,8 +183,16 @@ def encode_connect(
     return i
 
 
-def _publish_header(buf, topic, payload_len, qos, pid, dup, retain, room):
-    # room: payload bytes that must fit in buf after the header (0 for header only)
+def publish_size(topic_len, payload_len, qos):
+    """Bytes of a whole PUBLISH with a topic of topic_len bytes."""
+    rem = 2 + topic_len + (2 if qos else 0) + payload_len
+    return 1 + _rl_size(rem) + rem
+
+
+def encode_publish_header(buf, topic, payload_len, qos=0, pid=0, dup=False, at=0):
+    """Fixed header, topic and packet id of a PUBLISH written at buf[at:], its payload
+    (payload_len bytes) to follow right after. Returns the offset where the payload goes.
+    With a bytes topic this does not allocate."""
     t = _b(topic, "topic")
     _check_topic_name(t)
     if len(t) > 65535:
@@ -220,30 +205,13 @@ def _publish_header(buf, topic, payload_len, qos, pid, dup, retain, room):
     if not isinstance(payload_len, int) or payload_len < 0:
         raise ConfigError("payload length must be a non-negative int")
     rem = 2 + len(t) + (2 if qos else 0) + payload_len
-    hlen = 1 + _rl_size(rem) + rem - payload_len
-    _fits(buf, hlen + room, "PUBLISH")
-    buf[0] = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    i = _put_rl(buf, 1, rem)
+    _fits(buf, at + 1 + _rl_size(rem) + rem - payload_len, "PUBLISH")
+    buf[at] = 0x30 | (0x08 if dup else 0) | (qos << 1)
+    i = _put_rl(buf, at + 1, rem)
     i = _put_str(buf, i, t)
     if qos:
         i = _put_u16(buf, i, pid)
     return i
-
-
-def encode_publish_header(buf, topic, payload_len, qos=0, pid=0, dup=False, retain=False):
-    """Fixed header, topic and packet id of a PUBLISH whose payload (payload_len bytes) the
-    caller sends or copies right after it. Returns the header length. With a bytes topic
-    this does not allocate."""
-    return _publish_header(buf, topic, payload_len, qos, pid, dup, retain, 0)
-
-
-def encode_publish(buf, topic, payload, qos=0, pid=0, dup=False, retain=False):
-    """A whole PUBLISH (payload copied into buf). Returns the packet length."""
-    p = _payload(payload)
-    n = len(p)
-    i = _publish_header(buf, topic, n, qos, pid, dup, retain, n)
-    buf[i : i + n] = p
-    return i + n
 
 
 def _ack(buf, first, pid, what):
@@ -290,28 +258,6 @@ def encode_subscribe(buf, pid, topics):
     return i
 
 
-def encode_unsubscribe(buf, pid, filters):
-    _check_pid(pid)
-    if not filters:
-        raise ConfigError("UNSUBSCRIBE needs at least one topic filter")
-    items = []
-    rem = 2
-    for f in filters:
-        f = _field(_b(f, "topic filter"), "topic filter")
-        if not f:
-            raise ConfigError("topic filter must not be empty")
-        items.append(f)
-        rem += 2 + len(f)
-    n = 1 + _rl_size(rem) + rem
-    _fits(buf, n, "UNSUBSCRIBE")
-    buf[0] = 0xA2
-    i = _put_rl(buf, 1, rem)
-    i = _put_u16(buf, i, pid)
-    for f in items:
-        i = _put_str(buf, i, f)
-    return i
-
-
 def _two(buf, first, what):
     _fits(buf, 2, what)
     buf[0] = first
@@ -332,7 +278,7 @@ def encode_disconnect(buf):
 
 class Packet:
     """A decoded packet. Fields by type:
-    CONNACK .session_present .rc; PUBLISH .topic .payload .qos .pid .dup .retain;
+    CONNACK .session_present .rc; PUBLISH .topic .payload .qos .pid;
     PUBACK/UNSUBACK .pid; SUBACK .pid .granted (0x80 = failure); PINGRESP nothing.
 
     Packets from next() own their topic (str) and payload (bytes). A Packet passed to
@@ -383,14 +329,6 @@ class Packet:
     def qos(self):
         return (self.flags >> 1) & 3 if self.type == PUBLISH else 0
 
-    @property
-    def dup(self):
-        return self.type == PUBLISH and bool(self.flags & 8)
-
-    @property
-    def retain(self):
-        return self.type == PUBLISH and bool(self.flags & 1)
-
     def _live(self):
         if self._dec is not None and self._dec._gen != self._gen:
             raise ConfigError("packet data was overwritten: read .topic/.payload before feed()")
@@ -432,16 +370,6 @@ class Packet:
             return False
         self._live()
         return self._buf.find(b, self._toff, self._toff + len(b)) == self._toff
-
-    def __repr__(self):
-        if self.type == PUBLISH:
-            return "<PUBLISH qos=%d pid=%d topic=%d bytes payload=%d bytes>" % (
-                self.qos,
-                self.pid,
-                self._tlen,
-                self.payload_len,
-            )
-        return "<%s pid=%d rc=%d>" % (packet_name(self.type), self.pid, self.rc)
 
 
 class Decoder:
@@ -497,6 +425,31 @@ class Decoder:
         self._scan -= self._start
         self._end -= self._start
         self._start = 0
+
+    def room(self):
+        """Free bytes at .buf[.end:], made when there are none: a link reads straight into
+        the decoder's buffer (no copy, no allocation), then calls filled(n)."""
+        self._check()
+        free = len(self._buf) - self._end
+        if not free:
+            self._room(self._end - self._start + len(self._base))
+            free = len(self._buf) - self._end
+        return free
+
+    @property
+    def buf(self):
+        return self._buf
+
+    @property
+    def end(self):
+        return self._end
+
+    def filled(self, n):
+        """n bytes were written at .buf[.end:] (at most room())."""
+        if n:
+            self._gen = (self._gen + 1) & 0x3FFFFFFF
+            self._end += n
+            self._scan_headers()
 
     def feed(self, data):
         """Buffer received bytes (bytes, bytearray or memoryview)."""

@@ -3,7 +3,7 @@
 # the provisioning client; IoT Hub semantics live in those, not here.
 #
 # Memory: one preallocated transmit buffer (an MQTT packet that fits is written with one
-# write, so one TLS record) and one preallocated receive chunk fed to the decoder.
+# write, so one TLS record); received bytes are read straight into the decoder's buffer.
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
 from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout, connack_error
@@ -11,12 +11,11 @@ from .transport import Link
 
 
 class Session:
-    def __init__(self, txbuf=1024, max_packet=32768, rxchunk=512):
+    def __init__(self, txbuf=1024, max_packet=32768, rxbuf=512):
         self.link = Link()
         self.tx = bytearray(txbuf)
-        self._rx = bytearray(rxchunk)
         self.max_packet = max_packet
-        self.decoder = mqtt.Decoder(max_packet)
+        self.decoder = mqtt.Decoder(max_packet, rxbuf)
         self._pkt = mqtt.Packet()  # refilled for every received packet (no allocation)
         self.keepalive = 240
         self._pid = 0
@@ -45,13 +44,16 @@ class Session:
         keepalive,
         clean_session,
         deadline,
+        info=None,
     ):
         """Connect and wait for CONNACK. Returns session_present; raises on refusal."""
         self.link.close()
         self.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
         self.keepalive = keepalive
         self._ping_sent = None
-        self.link.open(host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1))
+        self.link.open(
+            host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info
+        )
         try:
             n = mqtt.encode_connect(
                 self.tx, client_id, username, password, keepalive, clean_session
@@ -85,23 +87,27 @@ class Session:
         raise IoTHubError("no free MQTT packet id")
 
     def write(self, n, payload=None):
+        """Send tx[:n], then payload: copied behind it when it fits (one write, one TLS
+        record per MQTT packet), else written from the caller's buffer."""
         tx = self.tx
         link = self.link
         if payload is None:
-            link.write(memoryview(tx)[:n])
+            link.write(tx, 0, n)
         elif n + len(payload) <= len(tx):
-            # One buffer, one write: one TLS record per MQTT packet.
             tx[n : n + len(payload)] = payload
-            link.write(memoryview(tx)[: n + len(payload)])
+            link.write(tx, 0, n + len(payload))
         else:
-            # Larger than the preallocated buffer: header then payload, the payload not copied.
-            link.write(memoryview(tx)[:n])
+            link.write(tx, 0, n)
             link.write(payload)
         self._last_tx = ticks_ms()
 
+    def write_from(self, buf, off, n):
+        """Send a packet encoded elsewhere (the outbox ring) with one write."""
+        self.link.write(buf, off, n)
+        self._last_tx = ticks_ms()
+
     def publish(self, topic, payload, qos=0, pid=0, dup=False):
-        n = mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup)
-        self.write(n, payload)
+        self.write(mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup), payload)
 
     def subscribe(self, filters, deadline):
         pid = self.next_pid()
@@ -112,6 +118,10 @@ class Session:
             granted = self._subacks[pid]
         finally:
             self._subacks.pop(pid, None)
+        if len(granted) != len(filters):
+            raise ProtocolError(
+                "SUBACK has %d return codes for %d topic filters" % (len(granted), len(filters))
+            )
         for f, g in zip(filters, granted):
             if g == 0x80:
                 raise ProtocolError("the hub refused the subscription to %s" % f)
@@ -141,18 +151,21 @@ class Session:
                 timeout_ms = min(timeout_ms, ka // 2 + 1)
             else:
                 timeout_ms = min(timeout_ms, ka - idle + 1)
-        n = self.link.read_into(self._rx, timeout_ms)
+        dec = self.decoder
+        n = self.link.read_into(dec.buf, dec.end, dec.room(), timeout_ms)
         if n:
-            self.decoder.feed(memoryview(self._rx)[:n])
+            dec.filled(n)
             pkt = self._pkt
             # .topic/.payload of a refilled packet are read from the decoder's buffer: the
             # handlers take them (or copies) before the next feed().
-            while self.decoder.next(pkt) is not None:
+            while dec.next(pkt) is not None:
                 self._dispatch(pkt)
 
     def _dispatch(self, pkt):
         """Act on one packet. on_publish must read .topic/.payload before returning."""
         t = pkt.type
+        if self._connack is None and t != mqtt.CONNACK:
+            raise ProtocolError("%s before CONNACK" % mqtt.packet_name(t))
         if t == mqtt.PUBLISH:
             if self.on_publish is not None:
                 self.on_publish(pkt)

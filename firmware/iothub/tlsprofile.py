@@ -59,6 +59,23 @@ def tls_context(
     max_fragment_length: 512, 1024, 2048 or 4096, requested when the firmware can.
     require_mfl: raise TLSError instead of warning when it cannot.
     The result has `iothub_info`, a dict describing the configuration."""
+    ctx, info = configure(profile, roots, max_fragment_length, require_mfl, cert, key)
+    ctx.iothub_info = info
+    return ctx
+
+
+def configure(
+    profile,
+    roots=None,
+    max_fragment_length=None,
+    require_mfl=False,
+    cert=None,
+    key=None,
+    plain=False,
+):
+    """(context, info) as tls_context() makes them. plain=True: the firmware's own
+    tls.SSLContext, which keeps no reference to this module (DeviceClient unloads it once
+    its context is made; the link explains handshake failures itself)."""
     global _mfl_warned
     suites = SUITES.get(profile) if isinstance(profile, str) else None
     if suites is None:
@@ -87,7 +104,7 @@ def tls_context(
         client = client_credentials(cert, key)
 
     tls = _tls_module()
-    ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
+    ctx = (tls.SSLContext if plain else _context_type(tls))(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED
     offered = _set_suites(ctx, profile, suites)
     info = {
@@ -132,8 +149,7 @@ def tls_context(
                 "iothub: warning: TLS max fragment length %d not requested (%s); the hub may "
                 "send larger records" % (max_fragment_length, mfl["reason"])
             )
-    ctx.iothub_info = info
-    return ctx
+    return ctx, info
 
 
 class TLSInfo:

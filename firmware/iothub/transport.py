@@ -2,8 +2,20 @@
 #
 # The TLS handshake runs in blocking mode on a socket with a timeout (so a silent server
 # cannot hang wrap_socket), then the link switches to non-blocking: MicroPython's blocking
-# readinto()/recv_into() on a TLS socket wait until the whole buffer is filled, which would
-# stall a client waiting for a 2-byte PINGRESP. Reads go through select.poll with a timeout.
+# readinto() on a TLS socket waits until the whole buffer is filled, which would stall a
+# client waiting for a 2-byte PINGRESP, and a timed-out read leaves mbedTLS in an error
+# state for good.
+#
+# Waiting: select.poll on the *raw* socket. On the unix port a TLS socket has no file
+# descriptor for poll(), so select falls back to asking it every 1 ms (extmod/modselect.c,
+# MICROPY_PY_SELECT_IOCTL_CALL_PERIOD_MS); the raw socket is polled by the kernel and wakes
+# as soon as bytes arrive. Plaintext that mbedTLS already holds is not visible there, so a
+# read that filled the caller's whole buffer is followed by another read before any wait.
+#
+# Hot path without allocation: write(buf, off, n) and read_into(buf, off, n) take offsets
+# (stream write(buf, off, n) and readinto(buf, n) exist on every port since long before
+# 1.23); ipoll() reuses one result tuple; a non-blocking read with nothing there returns
+# None rather than raising.
 import select
 import socket
 
@@ -36,8 +48,9 @@ class Link:
         self.bytes_out = 0
         self.bytes_in = 0
         self.writes = 0
+        self._more = False
 
-    def open(self, host, port, ctx, server_hostname, timeout_ms=30000):
+    def open(self, host, port, ctx, server_hostname, timeout_ms=30000, info=None):
         self.close()
         family, stype, proto, _, addr = resolve(host, port)
         raw = socket.socket(family, stype, proto)
@@ -62,12 +75,13 @@ class Link:
                 )
             from .tlsprofile import handshake_error  # a context not made by tls_context()
 
-            raise handshake_error(e, server_hostname, getattr(ctx, "iothub_info", None))
+            raise handshake_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
         sock.setblocking(False)
         self.sock = sock
         p = select.poll()
-        p.register(sock, _POLLIN)
+        p.register(raw, _POLLIN)
         self._poll = p
+        self._more = False
         self.bytes_out = self.bytes_in = self.writes = 0
         return sock
 
@@ -81,67 +95,75 @@ class Link:
         except (AttributeError, OSError):
             return None
 
-    def write(self, data, timeout_ms=10000):
-        """Write all of data (one TLS record per call when it fits a record)."""
+    def write(self, buf, off=0, n=-1, timeout_ms=10000):
+        """Write buf[off:off+n] (all of buf by default) in one call when possible: one TLS
+        record per write that fits a record."""
         sock = self.sock
         if sock is None:
             raise ConnectionLost("not connected")
-        mv = memoryview(data)
-        total = len(mv)
-        done = 0
-        deadline = ticks_add(ticks_ms(), timeout_ms)
+        if n < 0:
+            n = len(buf) - off
+        end = off + n
+        deadline = 0
         self.writes += 1
-        while done < total:
+        while off < end:
             try:
-                n = sock.write(mv[done:])
+                k = sock.write(buf, off, end - off)
             except OSError as e:
                 self.close()
                 raise ConnectionLost("write failed: %s" % e)
-            if n:
-                done += n
+            if k:
+                off += k
                 continue
+            if not deadline:
+                deadline = ticks_add(ticks_ms(), timeout_ms)
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.close()
                 raise Timeout("write stalled for %d ms" % timeout_ms)
-            self._poll.modify(sock, _POLLOUT)
+            self._poll.modify(self.raw, _POLLOUT)
             try:
-                self._poll.poll(min(left, 100))
+                for _ in self._poll.ipoll(min(left, 100)):
+                    break
             finally:
-                self._poll.modify(sock, _POLLIN)
-        self.bytes_out += total
-        return total
+                self._poll.modify(self.raw, _POLLIN)
+        self.bytes_out += n
+        return n
 
-    def read_into(self, buf, timeout_ms):
-        """Read what is available into buf, waiting up to timeout_ms. Returns 0 on timeout.
-
-        Raises ConnectionLost when the peer closed or reset the link.
-        """
+    def read_into(self, buf, off, n, timeout_ms):
+        """Read up to n bytes into buf[off:], waiting up to timeout_ms for the first.
+        Returns the count, 0 on timeout. Raises ConnectionLost when the peer closed or
+        reset the link."""
         sock = self.sock
         if sock is None:
             raise ConnectionLost("not connected")
+        ready = _POLLIN
+        if not self._more:
+            ready = 0
+            for ev in self._poll.ipoll(max(timeout_ms, 0)):
+                ready = ev[1]
+                break
+            if not ready:
+                return 0
         try:
-            n = sock.readinto(buf)
+            if off:
+                k = sock.readinto(memoryview(buf)[off : off + n])  # rare: a split packet
+            else:
+                k = sock.readinto(buf, n)
         except OSError as e:
-            n = _again(e)
-        if n is None:
-            events = self._poll.poll(max(timeout_ms, 0))
-            if not events:
-                return 0
-            try:
-                n = sock.readinto(buf)
-            except OSError as e:
-                n = _again(e)
-            if n is None:
-                if events[0][1] & _POLLERR:
-                    self.close()
-                    raise ConnectionLost("connection reset by the hub")
-                return 0
-        if n == 0:
+            k = _again(e)
+        if k is None:  # a partial TLS record, or mbedTLS had nothing after all
+            self._more = False
+            if ready & _POLLERR and not ready & _POLLIN:
+                self.close()
+                raise ConnectionLost("connection reset by the hub")
+            return 0
+        if k == 0:
             self.close()
             raise ConnectionLost("connection closed by the hub")
-        self.bytes_in += n
-        return n
+        self._more = k == n
+        self.bytes_in += k
+        return k
 
     def close(self):
         for s in (self.sock, self.raw):

@@ -1,91 +1,137 @@
 # Device twin: GET and reported PATCH correlated by $rid with bounded waits, and desired
 # properties delivered once per $version (also after a reconnect, when patches pushed while
-# offline were missed). A mixin of DeviceClient.
-from . import topics
+# offline were missed). One Twin per DeviceClient, made on the first twin call or desired
+# handler; a telemetry-only client never loads this module.
+#
+# What the hub sends is checked before it is used: a twin document or desired patch that is
+# not a JSON object, or a $version that is not an integer in 0..2^53, is refused with
+# ProtocolError (get_twin) or skipped and logged (poll), never passed on.
+from . import routes
 from .clock import ticks_add, ticks_ms
 from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, StatusError
 from .jsonc import dumps as _dumps
 from .jsonc import loads as _loads
 
+_MAX_VERSION = 1 << 53  # JSON's exact integers
+
+
+def check_version(v, what):
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VERSION:
+        raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
+    return v
+
+
+def check_object(doc, what):
+    if not isinstance(doc, dict):
+        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(doc).__name__))
+    return doc
+
 
 class Twin:
-    def _twin_filters(self):
-        return [topics.TWIN_RES_SUB, topics.TWIN_DESIRED_SUB]
+    def __init__(self, client):
+        self.c = client
+        self.want = False  # twin responses subscribed (first request, or a desired handler)
+        self.version = None  # last desired $version delivered or seen
+        self.resync_at = None  # tick count of a re-sync retry, or None
+        self.rid = 0
+        self.replies = {}
 
-    def _request(self, topic_fn, payload, what, timeout_ms):
-        if not self.is_connected:
+    def request(self, topic_fn, payload, what, timeout_ms):
+        c = self.c
+        if not c.is_connected:
             raise ConnectionLost("not connected")
-        if not self._want_twin:
+        if not self.want:
             # first twin request: subscribe to the responses (connect() renews it later);
             # a desired handler subscribed them already
-            if not self._handlers.get("desired"):
-                self._subscribe(self._twin_filters())
-            self._want_twin = True
-        self._rid += 1
-        rid = str(self._rid)
-        self._replies[rid] = None
-        deadline = ticks_add(ticks_ms(), timeout_ms or self.timeout_ms)
+            if not c._handlers.get("desired"):
+                c._subscribe(c._filters("twin"))
+            self.want = True
+        self.rid += 1
+        rid = str(self.rid)
+        self.replies[rid] = None
+        deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
         try:
-            self._publish(topic_fn(rid), payload)
-            self._s.wait(lambda: self._replies.get(rid) is not None, deadline, what + " response")
-            status, version, body = self._replies[rid]
+            c._publish(topic_fn(rid), payload)
+            c._s.wait(lambda: self.replies.get(rid) is not None, deadline, what + " response")
+            status, version, body = self.replies[rid]
         except (ConnectionLost, ProtocolError) as e:
-            self._lost(e)
+            c._lost(e)
             raise
         finally:
-            self._replies.pop(rid, None)
+            self.replies.pop(rid, None)
         if status >= 400:
             raise StatusError(status, what, body)
         return version, body
 
-    def get_twin(self, timeout_ms=None):
-        """The twin document {"desired": {...}, "reported": {...}}."""
-        doc = self._fetch_twin(timeout_ms)
+    def on_response(self, rid, status, version, payload):
+        if rid in self.replies:
+            self.replies[rid] = (status, version, payload)
+
+    def fetch(self, timeout_ms=None):
+        _, body = self.request(routes.twin_get_topic, b"", "twin GET", timeout_ms)
+        doc = check_object(_loads(body) or {}, "the twin document")
+        desired = check_object(doc.get("desired") or {}, "the twin's desired properties")
+        if "$version" in desired:
+            check_version(desired["$version"], "the twin's desired")
+        return doc
+
+    def get(self, timeout_ms=None):
+        doc = self.fetch(timeout_ms)
         v = (doc.get("desired") or {}).get("$version")
-        if isinstance(v, int) and (self._desired_version is None or v > self._desired_version):
-            self._desired_version = v
+        if v is not None and (self.version is None or v > self.version):
+            self.version = v
         return doc
 
     def update_reported(self, patch, timeout_ms=None):
-        """PATCH reported properties (None deletes a member). Returns the new version."""
         if not isinstance(patch, dict):
             raise ConfigError("reported properties must be a dict")
-        version, _ = self._request(
-            topics.twin_reported_topic, _dumps(patch).encode(), "twin reported PATCH", timeout_ms
+        version, _ = self.request(
+            routes.twin_reported_topic, _dumps(patch).encode(), "twin reported PATCH", timeout_ms
         )
         return version
 
-    def _fetch_twin(self, timeout_ms=None):
-        _, body = self._request(topics.twin_get_topic, b"", "twin GET", timeout_ms)
-        return _loads(body) or {}
-
-    def _resync_twin(self):
+    def resync(self):
         # Desired patches are pushed only while connected: after every connect GET the twin
         # and deliver the desired document once if its $version moved while we were away.
-        self._resync_at = None
+        c = self.c
+        self.resync_at = None
         try:
-            doc = self._fetch_twin()
+            doc = self.fetch()
+        except ProtocolError as e:
+            c._log_line(0, "twin re-sync: %s; skipped" % (e,))
+            return
         except IoTHubError as e:
-            if self.is_connected:
-                self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
-                self._resync_at = ticks_add(ticks_ms(), 5000)
+            if c.is_connected:
+                c._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
+                self.resync_at = ticks_add(ticks_ms(), 5000)
             return
         desired = doc.get("desired") or {}
         version = desired.get("$version")
-        if not isinstance(version, int):
+        if version is None:
             return
-        if self._desired_version is None:
-            self._desired_version = version  # first connect: the application reads the twin itself
-        elif version > self._desired_version:
-            self._deliver_desired(desired, version)
+        if self.version is None:
+            self.version = version  # first connect: the application reads the twin itself
+        elif version > self.version:
+            self.deliver(desired, version)
 
-    def _deliver_desired(self, patch, version):
-        if self._desired_version is not None and version <= self._desired_version:
+    def on_patch(self, payload, version):
+        """A desired-properties PATCH pushed by the hub (version from its topic, 0 if none)."""
+        try:
+            patch = check_object(_loads(payload) or {}, "desired properties patch")
+            if not version:
+                version = check_version(patch.get("$version", 0), "desired properties patch")
+        except ProtocolError as e:
+            self.c._log_line(0, "%s; skipped" % (e,))
             return
-        self._desired_version = version
-        fn = self._handlers.get("desired")
+        self.deliver(patch, version)
+
+    def deliver(self, patch, version):
+        if self.version is not None and version <= self.version:
+            return
+        self.version = version
+        fn = self.c._handlers.get("desired")
         if fn is not None:
             try:
                 fn(patch, version)
             except Exception as e:
-                self._log_line(0, "on_desired raised %r" % (e,))
+                self.c._log_line(0, "on_desired raised %r" % (e,))

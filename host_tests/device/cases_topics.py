@@ -3,6 +3,7 @@
 
 from coretest import eq, has, raises
 
+import iothub.routes as r
 import iothub.topics as t
 from iothub.errors import ConfigError, ProtocolError
 
@@ -60,8 +61,8 @@ def test_decode_property_bag_inverts_encode():
         want = {}
         for k, v in props.items() if isinstance(props, dict) else props:
             want[k] = v if v is None or isinstance(v, str) else str(v)
-        eq(t.decode_property_bag(enc), want, enc)
-        eq(t.decode_property_bag("?" + enc), want, "?" + enc)
+        eq(r.decode_property_bag(enc), want, enc)
+        eq(r.decode_property_bag("?" + enc), want, "?" + enc)
 
 
 DECODE = [
@@ -82,8 +83,8 @@ def test_decode_property_bag_table():
     for s, want in DECODE:
         if want is None:
             want = {"$.to": "/devices/d/messages/deviceBound", "iothub-ack": "full"}
-        eq(t.decode_property_bag(s), want, s)
-    has(raises(ProtocolError, t.decode_property_bag, "x=%FF"), "UTF-8")
+        eq(r.decode_property_bag(s), want, s)
+    has(raises(ProtocolError, r.decode_property_bag, "x=%FF"), "UTF-8")
 
 
 TELEMETRY = [
@@ -122,7 +123,7 @@ def test_telemetry_topic():
         eq(t.telemetry_topic(**kw), want, repr(kw))
     # The bag round-trips through the decoder (as the hub would decode it).
     topic = TELEMETRY[-1][1]
-    props = t.decode_property_bag(topic[len("devices/d/messages/events/") :])
+    props = r.decode_property_bag(topic[len("devices/d/messages/events/") :])
     eq(props["$.mid"], "m 1")
     eq(props["a b"], "x&y")
     eq(props["null"], None)
@@ -160,9 +161,9 @@ C2D = [
 
 
 def test_c2d_topics():
-    eq(t.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
+    eq(r.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
     for topic, dev, want in C2D:
-        got = t.parse_c2d_topic(topic, dev)
+        got = r.parse_c2d_topic(topic, dev)
         if want == "none":
             eq(got, None, topic)
         elif want is None:
@@ -172,19 +173,19 @@ def test_c2d_topics():
 
 
 def test_module_inputs():
-    eq(t.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
+    eq(r.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
     eq(
-        t.parse_module_input_topic("devices/d/modules/m/inputs/in1/a=1&b", "d", "m"),
+        r.parse_module_input_topic("devices/d/modules/m/inputs/in1/a=1&b", "d", "m"),
         ("in1", {"a": "1", "b": None}),
     )
-    eq(t.parse_module_input_topic("devices/d/modules/m/inputs/in1/", "d", "m"), ("in1", {}))
-    eq(t.parse_module_input_topic("devices/d/modules/m/inputs/in1", "d", "m"), ("in1", {}))
-    eq(t.parse_module_input_topic("devices/d/modules/m/inputs/in%201/", "d", "m"), ("in 1", {}))
-    eq(t.parse_module_input_topic("devices/d/modules/n/inputs/in1/", "d", "m"), None)
-    eq(t.parse_module_input_topic("devices/d/messages/devicebound/", "d", "m"), None)
+    eq(r.parse_module_input_topic("devices/d/modules/m/inputs/in1/", "d", "m"), ("in1", {}))
+    eq(r.parse_module_input_topic("devices/d/modules/m/inputs/in1", "d", "m"), ("in1", {}))
+    eq(r.parse_module_input_topic("devices/d/modules/m/inputs/in%201/", "d", "m"), ("in 1", {}))
+    eq(r.parse_module_input_topic("devices/d/modules/n/inputs/in1/", "d", "m"), None)
+    eq(r.parse_module_input_topic("devices/d/messages/devicebound/", "d", "m"), None)
     has(
         raises(
-            ProtocolError, t.parse_module_input_topic, "devices/d/modules/m/inputs//x=1", "d", "m"
+            ProtocolError, r.parse_module_input_topic, "devices/d/modules/m/inputs//x=1", "d", "m"
         ),
         "input name",
     )
@@ -219,29 +220,29 @@ TWIN_RES_BAD = [
 
 
 def test_twin_topics():
-    eq(t.TWIN_RES_SUB, "$iothub/twin/res/#")
-    eq(t.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
-    eq(t.twin_get_topic(1), "$iothub/twin/GET/?$rid=1")
-    eq(t.twin_get_topic("r 1"), "$iothub/twin/GET/?$rid=r%201")
-    eq(t.twin_reported_topic(42), "$iothub/twin/PATCH/properties/reported/?$rid=42")
-    raises(ConfigError, t.twin_get_topic, "")
-    raises(ConfigError, t.twin_get_topic, None)
+    eq(r.TWIN_RES_SUB, "$iothub/twin/res/#")
+    eq(r.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
+    eq(r.twin_get_topic(1), "$iothub/twin/GET/?$rid=1")
+    eq(r.twin_get_topic("r 1"), "$iothub/twin/GET/?$rid=r%201")
+    eq(r.twin_reported_topic(42), "$iothub/twin/PATCH/properties/reported/?$rid=42")
+    raises(ConfigError, r.twin_get_topic, "")
+    raises(ConfigError, r.twin_get_topic, None)
     for topic, want in TWIN_RES:
-        eq(t.parse_twin_response(topic), want, topic)
+        eq(r.parse_twin_response(topic), want, topic)
     for topic, sub in TWIN_RES_BAD:
-        has(raises(ProtocolError, t.parse_twin_response, topic), sub, topic)
+        has(raises(ProtocolError, r.parse_twin_response, topic), sub, topic)
 
 
 def test_desired_topics():
-    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8"), 8)
-    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8&x=y"), 8)
-    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/desired/"), 0)
-    eq(t.parse_desired_topic("$iothub/twin/PATCH/properties/reported/?$rid=1"), None)
-    eq(t.parse_desired_topic("$iothub/twin/res/200/?$rid=1"), None)
+    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8"), 8)
+    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8&x=y"), 8)
+    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/desired/"), 0)
+    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/reported/?$rid=1"), None)
+    eq(r.parse_desired_topic("$iothub/twin/res/200/?$rid=1"), None)
     has(
         raises(
             ProtocolError,
-            t.parse_desired_topic,
+            r.parse_desired_topic,
             "$iothub/twin/PATCH/properties/desired/?$version=id_one",
         ),
         "$version",
@@ -249,20 +250,20 @@ def test_desired_topics():
 
 
 def test_method_topics():
-    eq(t.METHODS_SUB, "$iothub/methods/POST/#")
-    eq(t.parse_method_topic("$iothub/methods/POST/TestMethod/?$rid=1"), ("TestMethod", "1"))
-    eq(t.parse_method_topic("$iothub/methods/POST/comp*cmd/?$rid=ab&x=1"), ("comp*cmd", "ab"))
-    eq(t.parse_method_topic("$iothub/methods/POST/a%20b/?$rid=9"), ("a b", "9"))
-    eq(t.parse_method_topic("$iothub/methods/res/200/?$rid=1"), None)
-    eq(t.parse_method_topic("$iothub/twin/res/200/?$rid=1"), None)
-    has(raises(ProtocolError, t.parse_method_topic, "$iothub/methods/POST/m"), "method")
-    has(raises(ProtocolError, t.parse_method_topic, "$iothub/methods/POST//?$rid=1"), "method")
-    has(raises(ProtocolError, t.parse_method_topic, "$iothub/methods/POST/m/?x=1"), "$rid")
-    eq(t.method_response_topic(200, "2"), "$iothub/methods/res/200/?$rid=2")
-    eq(t.method_response_topic(65535, 3), "$iothub/methods/res/65535/?$rid=3")
-    eq(t.method_response_topic(404, "a b"), "$iothub/methods/res/404/?$rid=a%20b")
+    eq(r.METHODS_SUB, "$iothub/methods/POST/#")
+    eq(r.parse_method_topic("$iothub/methods/POST/TestMethod/?$rid=1"), ("TestMethod", "1"))
+    eq(r.parse_method_topic("$iothub/methods/POST/comp*cmd/?$rid=ab&x=1"), ("comp*cmd", "ab"))
+    eq(r.parse_method_topic("$iothub/methods/POST/a%20b/?$rid=9"), ("a b", "9"))
+    eq(r.parse_method_topic("$iothub/methods/res/200/?$rid=1"), None)
+    eq(r.parse_method_topic("$iothub/twin/res/200/?$rid=1"), None)
+    has(raises(ProtocolError, r.parse_method_topic, "$iothub/methods/POST/m"), "method")
+    has(raises(ProtocolError, r.parse_method_topic, "$iothub/methods/POST//?$rid=1"), "method")
+    has(raises(ProtocolError, r.parse_method_topic, "$iothub/methods/POST/m/?x=1"), "$rid")
+    eq(r.method_response_topic(200, "2"), "$iothub/methods/res/200/?$rid=2")
+    eq(r.method_response_topic(65535, 3), "$iothub/methods/res/65535/?$rid=3")
+    eq(r.method_response_topic(404, "a b"), "$iothub/methods/res/404/?$rid=a%20b")
     for bad in (-1, 65536, "200", None, True):
-        raises(ConfigError, t.method_response_topic, bad, "1")
+        raises(ConfigError, r.method_response_topic, bad, "1")
     # A rid parsed from a request goes back unchanged on the wire.
-    name, rid = t.parse_method_topic("$iothub/methods/POST/m/?$rid=r%2F1")
-    eq(t.method_response_topic(200, rid), "$iothub/methods/res/200/?$rid=r%2F1")
+    name, rid = r.parse_method_topic("$iothub/methods/POST/m/?$rid=r%2F1")
+    eq(r.method_response_topic(200, rid), "$iothub/methods/res/200/?$rid=r%2F1")

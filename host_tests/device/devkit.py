@@ -19,7 +19,15 @@ def client(cfg, **kw):
     common = dict(tls=cfg["profile"], roots=[read(cfg["root"])], host="127.0.0.1", port=cfg["port"])
     if cfg.get("verbose"):
         common["log"] = log_printer()
-    for k in ("keepalive", "sas_ttl", "timeout_ms", "model_id", "queue_size", "auto_reconnect"):
+    for k in (
+        "keepalive",
+        "sas_ttl",
+        "timeout_ms",
+        "model_id",
+        "queue_size",
+        "queue_bytes",
+        "auto_reconnect",
+    ):
         if k in cfg:
             common[k] = cfg[k]
     if "backoff" in cfg:

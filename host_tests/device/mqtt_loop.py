@@ -11,6 +11,8 @@ import socket
 import sys
 import time
 
+import mqtt_extra as x
+
 import iothub.mqtt as m
 
 TIMEOUT_MS = 5000
@@ -97,8 +99,8 @@ def summary(p):
             "topic": p.topic,
             "qos": p.qos,
             "pid": p.pid,
-            "retain": p.retain,
-            "dup": p.dup,
+            "retain": x.retain(p),
+            "dup": x.dup(p),
             "len": len(p.payload),
             "head": p.payload[:32].decode() if p.payload[:1] != b"\x00" else "",
         }
@@ -129,12 +131,11 @@ def session(host, port, prefix, ca_der):
     w = lp.wbuf
     # The will must NOT fire: this session ends with DISCONNECT.
     lp.send(
-        m.encode_connect(
+        x.encode_connect_will(
             w,
             prefix + "-dev",
+            (prefix + "/will-clean", b"must not appear", 1, False),
             keepalive=30,
-            clean_session=True,
-            will=(prefix + "/will-clean", b"must not appear", 1, False),
         )
     )
     ack = lp.expect([m.CONNACK])[m.CONNACK][0]
@@ -145,12 +146,12 @@ def session(host, port, prefix, ca_der):
     got = lp.expect([m.SUBACK, m.PUBLISH])
     assert got[m.SUBACK][0].granted == [1, 0], got[m.SUBACK][0].granted
     ret = got[m.PUBLISH][0]
-    assert ret.retain and ret.topic == prefix + "/in/retained", summary(ret)
+    assert x.retain(ret) and ret.topic == prefix + "/in/retained", summary(ret)
     if ret.qos:
         lp.send(m.encode_puback(w, ret.pid))
 
     # QoS 0 round trip.
-    lp.send(m.encode_publish(w, prefix + "/echo", b"q0 round trip"))
+    lp.send(x.encode_publish(w, prefix + "/echo", b"q0 round trip"))
     p = lp.expect([m.PUBLISH])[m.PUBLISH][0]
     assert (p.topic, p.qos, p.payload) == (prefix + "/echo", 0, b"q0 round trip")
 
@@ -159,7 +160,7 @@ def session(host, port, prefix, ca_der):
         (10, prefix + "/in/q1", b"q1 round trip"),
         (11, prefix + "/in/big", b"B" * 20000),
     ):
-        lp.send(m.encode_publish(w, topic, payload, qos=1, pid=pid))
+        lp.send(x.encode_publish(w, topic, payload, qos=1, pid=pid))
         got = lp.expect([m.PUBACK, m.PUBLISH])
         assert got[m.PUBACK][0].pid == pid
         d = got[m.PUBLISH][0]
@@ -171,9 +172,9 @@ def session(host, port, prefix, ca_der):
     lp.expect([m.PINGRESP])
 
     # Unsubscribe; a later publish is not echoed (the PINGRESP after it is the barrier).
-    lp.send(m.encode_unsubscribe(w, 12, [prefix + "/echo"]))
+    lp.send(x.encode_unsubscribe(w, 12, [prefix + "/echo"]))
     assert lp.expect([m.UNSUBACK])[m.UNSUBACK][0].pid == 12
-    lp.send(m.encode_publish(w, prefix + "/echo", b"after unsubscribe"))
+    lp.send(x.encode_publish(w, prefix + "/echo", b"after unsubscribe"))
     lp.send(m.encode_pingreq(w))
     lp.expect([m.PINGRESP])
 
@@ -187,12 +188,11 @@ def will_session(host, port, prefix, ca_der):
     sock = open_socket(host, port, ca_der)
     lp = Loop(sock)
     lp.send(
-        m.encode_connect(
+        x.encode_connect_will(
             lp.wbuf,
             prefix + "-will",
+            (prefix + "/will", "device gone \u2013 abnormally", 1, False),
             keepalive=30,
-            clean_session=True,
-            will=(prefix + "/will", "device gone \u2013 abnormally", 1, False),
         )
     )
     assert lp.expect([m.CONNACK])[m.CONNACK][0].rc == 0

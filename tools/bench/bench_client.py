@@ -98,15 +98,16 @@ class DeviceFailed(Exception):
     pass
 
 
-def run_device(binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None):
-    """Run device_client_bench.py MODE; answer its marks; return its last JSON line."""
+def run_device(binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None, script=DEVICE):
+    """Run a device script (device_client_bench.py) in MODE; answer its marks; return its
+    last JSON line."""
     cmd = [binary]
     if heapsize:
         cmd += ["-X", "heapsize=%d" % heapsize]
     fd, cfg_path = tempfile.mkstemp(prefix="bench-cfg-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(cfg, f)  # a file: argv elements >= 256 chars crash the unix port
-    cmd += [str(DEVICE), mode, cfg_path]
+    cmd += [str(script), mode, cfg_path]
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,

@@ -1,0 +1,97 @@
+# MQTT packets the device package no longer carries (IoT Hub never needs them), written
+# for the tests on top of iothub.mqtt so the codec cases and the mosquitto interop run
+# keep covering them: a whole PUBLISH (payload copied, retain), UNSUBSCRIBE, and CONNECT
+# with a will. Runs on CPython and on the unix port.
+
+import iothub.mqtt as m
+from iothub.errors import ConfigError
+
+
+def encode_publish(buf, topic, payload, qos=0, pid=0, dup=False, retain=False):
+    """A whole PUBLISH in buf (payload copied). Returns the packet length."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ConfigError("payload must be bytes, bytearray, memoryview or str")
+    n = len(payload)
+    i = m.encode_publish_header(buf, topic, n, qos, pid, dup)
+    if i + n > len(buf):
+        raise ConfigError("PUBLISH needs %d bytes, the buffer has %d" % (i + n, len(buf)))
+    buf[i : i + n] = payload
+    if retain:
+        buf[0] |= 1
+    return i + n
+
+
+def _put_str(buf, i, b):
+    buf[i] = len(b) >> 8
+    buf[i + 1] = len(b) & 0xFF
+    buf[i + 2 : i + 2 + len(b)] = b
+    return i + 2 + len(b)
+
+
+def _rl(n):
+    out = bytearray()
+    while True:
+        d = n & 0x7F
+        n >>= 7
+        out.append(d | 0x80 if n else d)
+        if not n:
+            return out
+
+
+def encode_unsubscribe(buf, pid, filters):
+    if not filters:
+        raise ConfigError("UNSUBSCRIBE needs at least one topic filter")
+    fs = [f.encode() if isinstance(f, str) else f for f in filters]
+    if not all(fs):
+        raise ConfigError("topic filter must not be empty")
+    rem = 2 + sum(2 + len(f) for f in fs)
+    rl = _rl(rem)
+    buf[0] = 0xA2
+    buf[1 : 1 + len(rl)] = rl
+    i = 1 + len(rl)
+    buf[i] = pid >> 8
+    buf[i + 1] = pid & 0xFF
+    i += 2
+    for f in fs:
+        i = _put_str(buf, i, f)
+    return i
+
+
+def encode_connect_will(buf, client_id, will, username=None, keepalive=240, clean_session=True):
+    """CONNECT with will = (topic, payload, qos, retain), built from encode_connect's packet."""
+    wt, wp, wq, wr = will
+    wt = wt.encode() if isinstance(wt, str) else wt
+    wp = wp.encode() if isinstance(wp, str) else wp
+    tmp = bytearray(len(buf))
+    n = m.encode_connect(tmp, client_id, username, None, keepalive, clean_session)
+    # fixed header | rl | 10 bytes variable header | client id | [username]
+    j = 1
+    while tmp[j] & 0x80:
+        j += 1
+    vh = j + 1  # start of the variable header
+    flags_at = vh + 7
+    cid_end = vh + 10 + 2 + ((tmp[vh + 10] << 8) | tmp[vh + 11])
+    rem = n - vh + 4 + len(wt) + len(wp)
+    rl = _rl(rem)
+    buf[0] = 0x10
+    buf[1 : 1 + len(rl)] = rl
+    i = 1 + len(rl)
+    body = bytearray(tmp[vh:cid_end])
+    body[7] = tmp[flags_at] | 0x04 | (wq << 3) | (0x20 if wr else 0)
+    buf[i : i + len(body)] = body
+    i += len(body)
+    i = _put_str(buf, i, wt)
+    i = _put_str(buf, i, wp)
+    rest = tmp[cid_end:n]
+    buf[i : i + len(rest)] = rest
+    return i + len(rest)
+
+
+def dup(p):
+    return p.type == m.PUBLISH and bool(p.flags & 8)
+
+
+def retain(p):
+    return p.type == m.PUBLISH and bool(p.flags & 1)
