@@ -24,11 +24,6 @@ def _err(msg):
     return ConfigError("connection string: " + msg)
 
 
-def _short(name):
-    # Field names are echoed to help the user; keep them short.
-    return name if len(name) <= 40 else name[:40] + "..."
-
-
 def parse_connection_string(cs):
     """Parse a device or module connection string into a dict.
 
@@ -41,6 +36,7 @@ def parse_connection_string(cs):
         raise _err("empty")
     out = {}
     n = 0
+    last = None
     for seg in cs.split(";"):
         n += 1
         seg = seg.strip()
@@ -55,18 +51,27 @@ def parse_connection_string(cs):
         if not name:
             raise _err("segment %d has an empty field name" % n)
         if name not in _FIELDS:
-            hint = ""
             for f in _FIELDS:
                 if f.lower() == name.lower():
-                    hint = " (field names are case-sensitive: did you mean %s?)" % f
+                    raise _err(
+                        "unknown field %s (field names are case-sensitive: did you mean "
+                        "%s?)" % (name, f)
+                    )
+            # Not echoed: after a key, a ";" inside it makes a piece of the key look like a field.
             raise _err(
-                "unknown field %s%s; expected one of %s" % (_short(name), hint, ", ".join(_FIELDS))
+                "segment %d is not a known field%s; expected one of %s"
+                % (
+                    n,
+                    " (a ';' inside SharedAccessKey?)" if last == "SharedAccessKey" else "",
+                    ", ".join(_FIELDS),
+                )
             )
         if name in out:
             raise _err("duplicate field %s" % name)
         if not value:
             raise _err("field %s is empty" % name)
         out[name] = value
+        last = name
 
     x509 = out.get("x509")
     if x509 is None:

@@ -17,7 +17,8 @@ except ImportError:
 
 from .errors import ConfigError, IoTHubError, ProtocolError, StatusError
 from .jsonc import dumps as _dumps
-from .sas import quote, unquote
+from .pct import unquote
+from .topics import quote
 
 API_VERSION = "2019-03-31"  # iot-dps-mqtt-support.md; azure-sdk-for-c, python SDK
 DEFAULT_ENDPOINT = "global.azure-devices-provisioning.net"

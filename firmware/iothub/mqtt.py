@@ -4,6 +4,8 @@
 # split, and hands out complete packets. QoS 0 and 1 only: the hub closes the connection on
 # QoS 2 (iothub-protocol.md 2.4), so QoS 2 packets from a server are a protocol error here.
 #
+# CONNECT and SUBSCRIBE, sent only while a connection is set up, are in iothub.mqttconn.
+#
 # Memory: the decoder keeps one receive buffer and reuses it; a packet larger than the
 # buffer grows it once to the packet's exact size (the size is known from the fixed header),
 # and the buffer drops back to its base size when drained. Encoding a PUBLISH header with a
@@ -18,7 +20,6 @@ except ImportError:
 
 
 from .errors import ConfigError, ProtocolError
-from .utf8 import valid as _utf8_ok
 
 CONNECT = const(1)
 CONNACK = const(2)
@@ -56,6 +57,17 @@ _NAMES = (
     "DISCONNECT",
     "reserved(15)",
 )
+
+
+_utf8 = None  # iothub.utf8.valid, loaded with the first PUBLISH from the hub
+
+
+def _load_utf8():
+    global _utf8
+    from .utf8 import valid
+
+    _utf8 = valid
+    return valid
 
 
 def packet_name(ptype):
@@ -121,12 +133,6 @@ def _fits(buf, n, what):
         raise ConfigError("%s needs %d bytes, the buffer has %d" % (what, n, len(buf)))
 
 
-def _field(b, what):
-    if len(b) > 65535:
-        raise ConfigError("%s is longer than 65535 bytes" % what)
-    return b
-
-
 def _check_pid(pid):
     if not isinstance(pid, int) or not 1 <= pid <= 65535:
         raise ConfigError("packet id must be an int in 1..65535")
@@ -144,43 +150,6 @@ def _check_topic_name(t):
         raise ConfigError("topic must not be empty")
     if t.find(b"#") >= 0 or t.find(b"+") >= 0:
         raise ConfigError("a PUBLISH topic must not contain the wildcards # or +")
-
-
-def encode_connect(
-    buf, client_id, username=None, password=None, keepalive=240, clean_session=False
-):
-    """CONNECT (no will: IoT Hub ignores it). Returns the packet length."""
-    cid = _field(_b(client_id, "client id"), "client id")
-    if not cid and not clean_session:
-        raise ConfigError("an empty client id needs clean_session=True")
-    if not isinstance(keepalive, int) or not 0 <= keepalive <= 65535:
-        raise ConfigError("keepalive must be an int in 0..65535 seconds")
-    flags = 0x02 if clean_session else 0
-    rem = 10 + 2 + len(cid)
-    if username is not None:
-        username = _field(_b(username, "username"), "username")
-        flags |= 0x80
-        rem += 2 + len(username)
-    if password is not None:
-        if username is None:
-            raise ConfigError("MQTT 3.1.1 needs a username when a password is given")
-        password = _field(_b(password, "password"), "password")
-        flags |= 0x40
-        rem += 2 + len(password)
-    n = 1 + _rl_size(rem) + rem
-    _fits(buf, n, "CONNECT")
-    buf[0] = 0x10
-    i = _put_rl(buf, 1, rem)
-    i = _put_str(buf, i, b"MQTT")
-    buf[i] = 4  # protocol level 3.1.1
-    buf[i + 1] = flags
-    i = _put_u16(buf, i + 2, keepalive)
-    i = _put_str(buf, i, cid)
-    if username is not None:
-        i = _put_str(buf, i, username)
-    if password is not None:
-        i = _put_str(buf, i, password)
-    return i
 
 
 def publish_size(topic_len, payload_len, qos):
@@ -226,36 +195,6 @@ def _ack(buf, first, pid, what):
 
 def encode_puback(buf, pid):
     return _ack(buf, 0x40, pid, "PUBACK")
-
-
-def encode_subscribe(buf, pid, topics):
-    """SUBSCRIBE with topics = [(filter, qos), ...] (qos 0 or 1)."""
-    _check_pid(pid)
-    if not topics:
-        raise ConfigError("SUBSCRIBE needs at least one topic filter")
-    items = []
-    rem = 2
-    for it in topics:
-        try:
-            f, qos = it
-        except (TypeError, ValueError):
-            raise ConfigError("SUBSCRIBE topics must be (filter, qos) pairs")
-        f = _field(_b(f, "topic filter"), "topic filter")
-        if not f:
-            raise ConfigError("topic filter must not be empty")
-        _check_qos(qos, "SUBSCRIBE")
-        items.append((f, qos))
-        rem += 3 + len(f)
-    n = 1 + _rl_size(rem) + rem
-    _fits(buf, n, "SUBSCRIBE")
-    buf[0] = 0x82
-    i = _put_rl(buf, 1, rem)
-    i = _put_u16(buf, i, pid)
-    for f, qos in items:
-        i = _put_str(buf, i, f)
-        buf[i] = qos
-        i += 1
-    return i
 
 
 def _two(buf, first, what):
@@ -427,8 +366,8 @@ class Decoder:
         self._start = 0
 
     def room(self):
-        """Free bytes at .buf[.end:], made when there are none: a link reads straight into
-        the decoder's buffer (no copy, no allocation), then calls filled(n)."""
+        """Free bytes at ._buf[._end:], made when there are none: a link reads straight
+        into the decoder's buffer (no copy, no allocation), then calls filled(n)."""
         self._check()
         free = len(self._buf) - self._end
         if not free:
@@ -436,16 +375,8 @@ class Decoder:
             free = len(self._buf) - self._end
         return free
 
-    @property
-    def buf(self):
-        return self._buf
-
-    @property
-    def end(self):
-        return self._end
-
     def filled(self, n):
-        """n bytes were written at .buf[.end:] (at most room())."""
+        """n bytes were written at ._buf[._end:] (at most room())."""
         if n:
             self._gen = (self._gen + 1) & 0x3FFFFFFF
             self._end += n
@@ -584,7 +515,7 @@ class Decoder:
             poff = toff + tlen + (2 if qos else 0)
             if poff > end:
                 self._fail("PUBLISH truncated: no room for the packet id")
-            if not _utf8_ok(buf, toff, toff + tlen):
+            if not (_utf8 or _load_utf8())(buf, toff, toff + tlen):
                 self._fail("PUBLISH topic is not valid UTF-8")
             if (
                 buf.find(b"\x00", toff, toff + tlen) >= 0

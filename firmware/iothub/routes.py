@@ -5,8 +5,8 @@
 # Loaded only with a handler or a twin call (a telemetry-only client never needs it).
 
 from .errors import ConfigError, ProtocolError
-from .sas import quote, unquote
-from .topics import _id
+from .pct import unquote
+from .topics import _id, quote
 
 TWIN_RES_SUB = "$iothub/twin/res/#"
 TWIN_DESIRED_SUB = "$iothub/twin/PATCH/properties/desired/#"

@@ -10,78 +10,11 @@
 import binascii
 import hashlib
 
-from .errors import ConfigError, ProtocolError
-from .utf8 import valid as _utf8_valid
+from .errors import ConfigError
+from .pct import unquote  # noqa: F401 - part of this API
+from .topics import _as_bytes, quote  # noqa: F401 - quote is part of this API
 
-# Bytes that quote(s, safe="") leaves alone: RFC 3986 unreserved characters.
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
-_HEX = b"0123456789ABCDEF"
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def _as_bytes(s):
-    if isinstance(s, str):
-        return s.encode()
-    if isinstance(s, (bytes, bytearray)):
-        return s
-    raise ConfigError("expected str or bytes, got %s" % type(s).__name__)
-
-
-def quote(s):
-    """Percent-encode everything but A-Z a-z 0-9 - _ . ~ (UTF-8, uppercase hex, space -> %20).
-
-    Same result as CPython's urllib.parse.quote(s, safe="")."""
-    b = _as_bytes(s)
-    out = None
-    for i in range(len(b)):
-        c = b[i]
-        if c in _UNRESERVED:
-            if out is not None:
-                out.append(c)
-            continue
-        if out is None:
-            out = bytearray(b[:i])
-        out.append(37)  # "%"
-        out.append(_HEX[c >> 4])
-        out.append(_HEX[c & 15])
-    if out is None:
-        return s if isinstance(s, str) else bytes(b).decode()
-    return out.decode()
-
-
-def _hexval(c):
-    if 48 <= c <= 57:
-        return c - 48
-    c |= 32  # case-insensitive
-    if 97 <= c <= 102:
-        return c - 87
-    return -1
-
-
-def unquote(s):
-    """Decode %XX escapes (hex case-insensitive). "+" stays "+"; a "%" not followed by two
-    hex digits is kept as is (like urllib.parse.unquote). Text received from the hub:
-    escapes that decode to invalid UTF-8 raise ProtocolError (urllib would substitute U+FFFD)."""
-    if "%" not in s:
-        return s
-    b = s.encode()
-    n = len(b)
-    out = bytearray()
-    i = 0
-    while i < n:
-        c = b[i]
-        if c == 37 and i + 2 < n:
-            hi = _hexval(b[i + 1])
-            lo = _hexval(b[i + 2])
-            if hi >= 0 and lo >= 0:
-                out.append(hi * 16 + lo)
-                i += 3
-                continue
-        out.append(c)
-        i += 1
-    if not _utf8_valid(out):
-        raise ProtocolError("percent-encoded text does not decode to valid UTF-8")
-    return out.decode()
 
 
 def hmac_sha256(key, msg):

@@ -6,7 +6,7 @@
 # write, so one TLS record); received bytes are read straight into the decoder's buffer.
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
-from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout, connack_error
+from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout
 from .transport import Link
 
 
@@ -32,42 +32,11 @@ class Session:
     def is_open(self):
         return self.link.is_open
 
-    def open(
-        self,
-        host,
-        port,
-        ctx,
-        server_hostname,
-        client_id,
-        username,
-        password,
-        keepalive,
-        clean_session,
-        deadline,
-        info=None,
-    ):
-        """Connect and wait for CONNACK. Returns session_present; raises on refusal."""
-        self.link.close()
-        self.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
-        self.keepalive = keepalive
-        self._ping_sent = None
-        self.link.open(
-            host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info
-        )
-        try:
-            n = mqtt.encode_connect(
-                self.tx, client_id, username, password, keepalive, clean_session
-            )
-            self.write(n)
-            self._connack = None
-            self.wait(lambda: self._connack is not None, deadline, "CONNACK")
-            session_present, rc = self._connack
-            if rc != 0:
-                raise connack_error(rc)
-        except BaseException:
-            self.link.close()
-            raise
-        return session_present
+    def open(self, *args):
+        """Connect and wait for CONNACK (iothub.mqttconn.open_session)."""
+        from .mqttconn import open_session
+
+        return open_session(self, *args)
 
     def close(self, clean=False):
         if clean and self.link.is_open:
@@ -110,21 +79,9 @@ class Session:
         self.write(mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup), payload)
 
     def subscribe(self, filters, deadline):
-        pid = self.next_pid()
-        self._subacks[pid] = None
-        try:
-            self.write(mqtt.encode_subscribe(self.tx, pid, [(f, 1) for f in filters]))
-            self.wait(lambda: self._subacks.get(pid) is not None, deadline, "SUBACK")
-            granted = self._subacks[pid]
-        finally:
-            self._subacks.pop(pid, None)
-        if len(granted) != len(filters):
-            raise ProtocolError(
-                "SUBACK has %d return codes for %d topic filters" % (len(granted), len(filters))
-            )
-        for f, g in zip(filters, granted):
-            if g == 0x80:
-                raise ProtocolError("the hub refused the subscription to %s" % f)
+        from .mqttconn import subscribe
+
+        subscribe(self, filters, deadline)
 
     def wait(self, done, deadline, what):
         while not done():
@@ -152,7 +109,7 @@ class Session:
             else:
                 timeout_ms = min(timeout_ms, ka - idle + 1)
         dec = self.decoder
-        n = self.link.read_into(dec.buf, dec.end, dec.room(), timeout_ms)
+        n = self.link.read_into(dec._buf, dec._end, dec.room(), timeout_ms)
         if n:
             dec.filled(n)
             pkt = self._pkt

@@ -4,7 +4,41 @@
 # needs it. Builders return str. No `re`: plain str methods.
 
 from .errors import ConfigError
-from .sas import quote
+
+# Bytes that quote(s, safe="") leaves alone: RFC 3986 unreserved characters.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
+_HEX = b"0123456789ABCDEF"
+
+
+def _as_bytes(s):
+    if isinstance(s, str):
+        return s.encode()
+    if isinstance(s, (bytes, bytearray)):
+        return s
+    raise ConfigError("expected str or bytes, got %s" % type(s).__name__)
+
+
+def quote(s):
+    """Percent-encode everything but A-Z a-z 0-9 - _ . ~ (UTF-8, uppercase hex, space -> %20).
+
+    Same result as CPython's urllib.parse.quote(s, safe="")."""
+    b = _as_bytes(s)
+    out = None
+    for i in range(len(b)):
+        c = b[i]
+        if c in _UNRESERVED:
+            if out is not None:
+                out.append(c)
+            continue
+        if out is None:
+            out = bytearray(b[:i])
+        out.append(37)  # "%"
+        out.append(_HEX[c >> 4])
+        out.append(_HEX[c & 15])
+    if out is None:
+        return s if isinstance(s, str) else bytes(b).decode()
+    return out.decode()
+
 
 API_VERSION = "2021-04-12"
 

@@ -44,7 +44,9 @@ class Twin:
             # first twin request: subscribe to the responses (connect() renews it later);
             # a desired handler subscribed them already
             if not c._handlers.get("desired"):
-                c._subscribe(c._filters("twin"))
+                from . import clientx
+
+                clientx.subscribe(c, clientx.filters(c, "twin"))
             self.want = True
         self.rid += 1
         rid = str(self.rid)

@@ -55,7 +55,7 @@ BAD = [
     (H + ";DeviceId=d;x509=false", "missing SharedAccessKey"),
     (H + ";DeviceId=d;x509=true;SharedAccessKey=" + KEY, "mutually exclusive"),
     (H + ";DeviceId=d;DeviceId=e;SharedAccessKey=" + KEY, "duplicate field DeviceId"),
-    (H + ";DeviceId=d;SharedAccessKey=" + KEY + ";Colour=blue", "unknown field Colour"),
+    (H + ";DeviceId=d;SharedAccessKey=" + KEY + ";Colour=blue", "segment 4 is not a known field"),
     (H + ";deviceid=d;SharedAccessKey=" + KEY, "did you mean DeviceId?"),
     (H + ";DeviceId=d;x509=yes", "x509 must be true or false"),
     (H + ";DeviceId=;SharedAccessKey=" + KEY, "field DeviceId is empty"),
@@ -90,6 +90,16 @@ def test_segment_without_equals_is_not_echoed():
     msg = raises(ConfigError, parse, H + ";DeviceId=d;" + KEY[:40])
     has(msg, "segment 3")
     assert KEY[:40] not in msg
+
+
+def test_semicolon_inside_the_key_is_not_echoed():
+    # "abc;def=ghi" as a key: the piece after ";" looks like a field and must not be shown.
+    cut = 12
+    cs = H + ";DeviceId=d;SharedAccessKey=" + KEY[:cut] + ";" + KEY[cut:]
+    msg = raises(ConfigError, parse, cs)
+    has(msg, "a ';' inside SharedAccessKey?")
+    for i in range(0, len(KEY) - 6):
+        assert KEY[i : i + 6] not in msg, "key fragment in %r" % msg
 
 
 def test_not_a_string():

@@ -8,6 +8,7 @@ import mqtt_extra as x
 from coretest import Rng, eq, has, raises
 
 import iothub.mqtt as m
+import iothub.mqttconn as mc
 from iothub.errors import ConfigError, ProtocolError
 
 
@@ -31,14 +32,14 @@ ENCODE = [
     # (name, function, args, kwargs, expected hex)
     (
         "connect user+password",
-        m.encode_connect,
+        mc.encode_connect,
         ("dev1", "u", "p"),
         {},
         "10 16 0004 4d515454 04 c0 00f0 0004 64657631 0001 75 0001 70",
     ),
     (
         "connect clean, keepalive 60, no credentials",
-        m.encode_connect,
+        mc.encode_connect,
         ("c",),
         {"keepalive": 60, "clean_session": True},
         "10 0d 0004 4d515454 04 02 003c 0001 63",
@@ -64,7 +65,7 @@ ENCODE = [
     ("puback", m.encode_puback, (7,), {}, "40 02 0007"),
     (
         "subscribe two filters",
-        m.encode_subscribe,
+        mc.encode_subscribe,
         (1, [("a/#", 1), ("b", 0)]),
         {},
         "82 0c 0001 0003 612f23 01 0001 62 00",
@@ -109,7 +110,7 @@ def test_encoder_errors():
     has(raises(ConfigError, x.encode_publish, small, "a/b", b"123456"), "needs 13 bytes")
     has(raises(ConfigError, m.encode_publish_header, small[:6], "a/b", 0), "needs 7 bytes")
     eq(m.encode_publish_header(small, "a/b", 1000), 8, "header only needs to fit")
-    has(raises(ConfigError, m.encode_connect, small, "client"), "CONNECT needs")
+    has(raises(ConfigError, mc.encode_connect, small, "client"), "CONNECT needs")
     has(raises(ConfigError, m.encode_pingreq, bytearray(1)), "PINGREQ needs 2")
     b = bytearray(64)
     has(raises(ConfigError, x.encode_publish, b, "t", b"", qos=2, pid=1), "QoS 2 is not supported")
@@ -123,17 +124,17 @@ def test_encoder_errors():
     has(raises(ConfigError, x.encode_publish, b, 5, b""), "topic must be")
     has(raises(ConfigError, x.encode_publish, b, "t", 5), "payload must be")
     has(raises(ConfigError, m.encode_publish_header, b, "t", -1), "payload length")
-    has(raises(ConfigError, m.encode_connect, b, "c", None, "pw"), "needs a username")
-    has(raises(ConfigError, m.encode_connect, b, ""), "clean_session")
-    has(raises(ConfigError, m.encode_connect, b, "c", keepalive=65536), "keepalive")
-    has(raises(ConfigError, m.encode_connect, bytearray(70000), "c", "u" * 65536), "65535")
-    has(raises(ConfigError, m.encode_subscribe, b, 1, []), "at least one")
-    has(raises(ConfigError, m.encode_subscribe, b, 1, [("a", 2)]), "QoS 2")
-    has(raises(ConfigError, m.encode_subscribe, b, 1, ["a"]), "(filter, qos)")
-    has(raises(ConfigError, m.encode_subscribe, b, 0, [("a", 0)]), "packet id")
+    has(raises(ConfigError, mc.encode_connect, b, "c", None, "pw"), "needs a username")
+    has(raises(ConfigError, mc.encode_connect, b, ""), "clean_session")
+    has(raises(ConfigError, mc.encode_connect, b, "c", keepalive=65536), "keepalive")
+    has(raises(ConfigError, mc.encode_connect, bytearray(70000), "c", "u" * 65536), "65535")
+    has(raises(ConfigError, mc.encode_subscribe, b, 1, []), "at least one")
+    has(raises(ConfigError, mc.encode_subscribe, b, 1, [("a", 2)]), "QoS 2")
+    has(raises(ConfigError, mc.encode_subscribe, b, 1, ["a"]), "(filter, qos)")
+    has(raises(ConfigError, mc.encode_subscribe, b, 0, [("a", 0)]), "packet id")
     has(raises(ConfigError, m.encode_puback, b, 0), "packet id")
     # An empty client id is fine with a clean session.
-    eq(enc(m.encode_connect, "", clean_session=True), "100c00044d51545404020" + "0f00000")
+    eq(enc(mc.encode_connect, "", clean_session=True), "100c00044d51545404020" + "0f00000")
 
 
 def test_encode_whole_packet_into_exact_buffer():

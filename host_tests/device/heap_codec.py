@@ -26,6 +26,8 @@ def hot_path(n):
     pingresp = b"\xd0\x00"
     step = "start"
     ok = h = w = 0
+    dec.feed(inbound)  # the first PUBLISH loads the UTF-8 check once (lazily imported)
+    dec.next(pkt)
     gc.collect()
     micropython.heap_lock()
     try:
@@ -39,7 +41,7 @@ def hot_path(n):
             w += len(payload) - 64  # the packet's length
             step = "read straight into the decoder (room/filled)"
             room = dec.room()
-            dec.buf[dec.end : dec.end + len(puback)] = puback
+            dec._buf[dec._end : dec._end + len(puback)] = puback
             dec.filled(len(puback))
             if room < len(puback) or dec.next(pkt).pid != 1:
                 break

@@ -4,6 +4,7 @@
 # with a will. Runs on CPython and on the unix port.
 
 import iothub.mqtt as m
+import iothub.mqttconn as mc
 from iothub.errors import ConfigError
 
 
@@ -65,7 +66,7 @@ def encode_connect_will(buf, client_id, will, username=None, keepalive=240, clea
     wt = wt.encode() if isinstance(wt, str) else wt
     wp = wp.encode() if isinstance(wp, str) else wp
     tmp = bytearray(len(buf))
-    n = m.encode_connect(tmp, client_id, username, None, keepalive, clean_session)
+    n = mc.encode_connect(tmp, client_id, username, None, keepalive, clean_session)
     # fixed header | rl | 10 bytes variable header | client id | [username]
     j = 1
     while tmp[j] & 0x80:

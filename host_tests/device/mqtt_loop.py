@@ -14,6 +14,7 @@ import time
 import mqtt_extra as x
 
 import iothub.mqtt as m
+import iothub.mqttconn as mc
 
 TIMEOUT_MS = 5000
 
@@ -141,7 +142,7 @@ def session(host, port, prefix, ca_der):
     ack = lp.expect([m.CONNACK])[m.CONNACK][0]
     assert ack.rc == 0, "CONNACK rc %d" % ack.rc
 
-    lp.send(m.encode_subscribe(w, 1, [(prefix + "/in/#", 1), (prefix + "/echo", 0)]))
+    lp.send(mc.encode_subscribe(w, 1, [(prefix + "/in/#", 1), (prefix + "/echo", 0)]))
     # SUBACK, then the retained message the host published before we connected.
     got = lp.expect([m.SUBACK, m.PUBLISH])
     assert got[m.SUBACK][0].granted == [1, 0], got[m.SUBACK][0].granted

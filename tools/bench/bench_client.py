@@ -598,7 +598,7 @@ def report(res, args):
         ("events_prefix", "    topics._events_prefix(dev, None)"),
         ("items", "    topics._items(2 properties, sort=True)"),
         ("quote", "    sas.quote('bme280') (nothing to escape)"),
-        ("props_size", "  client._props_size(2 properties)"),
+        ("props_size", "  clientx.props_size(2 properties) (near the D2C limit only)"),
         ("session_publish", "  Session.publish(topic, body) (encode + write)"),
         ("poll_idle", "poll(0) with nothing to read"),
     ):

@@ -159,7 +159,7 @@ def mode_wire():
 
     import iothub
     import iothub.client  # noqa: F401 - loaded before h0: the delta is the client's state
-    from iothub import clock, mqtt, topics
+    from iothub import clock, mqttconn, topics
 
     load_connect_modules(iothub)
     preloaded = iothub_modules()
@@ -191,7 +191,7 @@ def mode_wire():
     uri = iothub.device_resource_uri(cs["HostName"], cs["DeviceId"])
     token = iothub.sas_token(uri, cs["SharedAccessKey"], clock.unix_time() + 3600)
     buf = bytearray(1024)
-    n = mqtt.encode_connect(
+    n = mqttconn.encode_connect(
         buf,
         topics.client_id(cs["DeviceId"]),
         topics.username(cs["HostName"], cs["DeviceId"]),
@@ -248,8 +248,7 @@ def mode_sends():
     import time
 
     import iothub
-    from iothub import client as client_mod
-    from iothub import sas, topics
+    from iothub import clientx, sas, topics
 
     payload = body()
     p = props()
@@ -289,7 +288,7 @@ def mode_sends():
             "events_prefix": _garbage(lambda: topics._events_prefix(dev, None), m),
             "items": _garbage(lambda: topics._items(p, True), m),
             "quote": _garbage(lambda: sas.quote("bme280"), m),
-            "props_size": _garbage(lambda: client_mod._props_size(p, None), m),
+            "props_size": _garbage(lambda: clientx.props_size(p, None), m),
             "session_publish": _garbage(lambda: s.publish(own, payload), m),
             "poll_idle": _garbage(lambda: c.poll(0), m),
         },

@@ -1,0 +1,434 @@
+# DeviceClient's cold paths: construction from a connection string, credentials and the
+# TLS context, opening a connection (SAS token, CONNECT, subscriptions, redelivery), and
+# the rare sends. Loaded when one of them runs and unloaded again after connect(), with
+# the modules only they need (sas, tlsprofile, connstr): between connections a
+# telemetry-only device keeps just the send/receive path in RAM. A reconnect loads them
+# again from flash (a few ms; frozen firmware keeps them in flash anyway).
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+import sys
+
+from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError
+
+_RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
+_TICKS_SPAN = const(0x1FFFFFFF)  # longest span (ms) ticks_diff measures on every port
+
+
+MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
+
+# DeviceClient's keyword options and their defaults.
+OPTIONS = {
+    "module_id": None,
+    "shared_access_key": None,
+    "shared_access_key_name": None,
+    "cert": None,
+    "key": None,
+    "tls": "rsa",
+    "roots": None,
+    "max_fragment_length": None,
+    "host": None,
+    "port": 8883,
+    "model_id": None,
+    "keepalive": 240,
+    "sas_ttl": 3600,
+    "clean_session": False,
+    "timeout_ms": 30000,
+    "max_packet": 32768,
+    "txbuf": 1024,
+    "auto_reconnect": True,
+    "backoff": None,
+    "queue_size": 16,
+    "queue_bytes": 4096,
+    "queue_policy": "drop-oldest",
+    "ssl_context": None,
+    "log": None,
+}
+
+
+def init(c, hostname, device_id, options):
+    for k in options:
+        if k not in OPTIONS:
+            raise TypeError("DeviceClient got an unexpected keyword argument %r" % (k,))
+    o = {}
+    for k, v in OPTIONS.items():
+        o[k] = options.get(k, v)
+    if not hostname or not device_id:
+        raise ConfigError("hostname and device_id are required")
+    ka = o["keepalive"]
+    if not isinstance(ka, int) or not 0 < ka <= MAX_KEEPALIVE:
+        raise ConfigError("keepalive must be 1..%d s (IoT Hub limit), got %r" % (MAX_KEEPALIVE, ka))
+    if not isinstance(o["sas_ttl"], int) or o["sas_ttl"] < 10:
+        raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (o["sas_ttl"],))
+    from . import topics
+    from .outbox import Outbox
+    from .session import Session
+
+    module_id = o["module_id"]
+    c.hostname = hostname
+    c.device_id = device_id
+    c.module_id = module_id
+    # Checked now (a "/" in an id would break every topic) and kept: built once.
+    c._cid = topics.client_id(device_id, module_id)
+    c._user = topics.username(hostname, device_id, module_id, o["model_id"])
+    c.host = o["host"] or hostname
+    c.port = o["port"]
+    c.model_id = o["model_id"]
+    c.keepalive = ka
+    c.sas_ttl = o["sas_ttl"]
+    c.clean_session = o["clean_session"]
+    c.timeout_ms = 0
+    c.timeout_ms = c._timeout(o["timeout_ms"])
+    c.auto_reconnect = o["auto_reconnect"]
+    c._tls_profile = o["tls"]
+    c._roots = o["roots"]
+    c._mfl = o["max_fragment_length"]
+    c._log = o["log"]
+    c._ctx = None
+    c._tlsinfo = None
+    c._owned = True
+    if o["ssl_context"] is not None:
+        use_context(c, o["ssl_context"])
+    set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
+    s = Session(o["txbuf"], o["max_packet"])
+    s.on_publish = c._on_publish
+    s.on_puback = c._on_puback
+    s.pid_in_use = c._pid_in_use
+    c._s = s
+    c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
+    c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
+    c._tkey = None  # what the cached telemetry topic was built from
+    c._topic = None
+    c._renew_at = None  # tick count when the SAS token is due for renewal
+    c._renew_unix = 0
+    c._handlers = {}
+    c._tw = None  # twin state (iothub.twin), made on first use
+    c._state = "disconnected"
+    c._retry_at = None
+    c._closed = False
+    c._backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
+    c.on_connection_state = None
+    c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0}
+
+
+def unload(*names):
+    # Drop package modules needed only to build something (what was built keeps no
+    # reference to them): their bytecode is freed at the next collection.
+    pkg = sys.modules.get("iothub")
+    for n in names:
+        if sys.modules.pop("iothub." + n, None) is not None and pkg is not None:
+            try:
+                delattr(pkg, n)
+            except AttributeError:
+                pass
+
+
+def connection_string(cls, cs, kw):
+    from .connstr import parse_connection_string
+
+    cs = parse_connection_string(cs)
+    if cs.get("x509"):
+        raise ConfigError(
+            "this connection string says x509=true: use DeviceClient.from_x509(...) "
+            "with the device certificate and key"
+        )
+    if cs.get("GatewayHostName") and "host" not in kw:
+        kw["host"] = cs["GatewayHostName"]
+    return cls(
+        cs["HostName"],
+        cs["DeviceId"],
+        module_id=cs.get("ModuleId"),
+        shared_access_key=cs["SharedAccessKey"],
+        shared_access_key_name=cs.get("SharedAccessKeyName"),
+        **kw,
+    )
+
+
+def use_context(c, ctx):
+    # An application's own context is accepted only if it verifies the server.
+    try:
+        import tls
+    except ImportError:
+        tls = None
+    if getattr(ctx, "verify_mode", None) != getattr(tls, "CERT_REQUIRED", 2):
+        raise ConfigError(
+            "ssl_context must verify the hub's certificate (verify_mode CERT_REQUIRED); "
+            "iothub never connects without verification"
+        )
+    c._ctx = ctx
+    c._tlsinfo = getattr(ctx, "iothub_info", None)
+    c._owned = False
+
+
+def set_credentials(c, sak, sak_name, cert, key):
+    if sak is not None and cert is not None:
+        raise ConfigError("give either a shared access key or an X.509 certificate, not both")
+    if sak is None and cert is None and c._ctx is None:
+        raise ConfigError(
+            "no credentials: give a shared access key or an X.509 certificate and key"
+        )
+    if isinstance(sak, str):
+        from .sas import decode_key
+
+        sak = decode_key(sak)
+    c._key = sak
+    c._key_name = sak_name
+    c._cert = cert
+    c._pkey = key
+    if cert is not None or c._ctx is None or c._owned:
+        c._ctx = None  # rebuilt at the next connect with the new credentials
+        c._owned = True
+
+
+def update_credentials(c, connection_string, shared_access_key, cert, key):
+    if connection_string is not None:
+        from .connstr import parse_connection_string
+
+        cs = parse_connection_string(connection_string)
+        if cs["HostName"] != c.hostname or cs["DeviceId"] != c.device_id:
+            raise ConfigError("the new connection string is for another hub or device")
+        shared_access_key = cs.get("SharedAccessKey")
+    set_credentials(c, shared_access_key, c._key_name, cert, key)
+    c._log_line(1, "credentials replaced; reconnecting")
+    if c._state == "auth_failed":
+        c._state = "disconnected"
+    if c._backoff is not None:
+        c._backoff.reset()
+    c._retry_at = ticks_ms()
+    if c._s.is_open:
+        c._drop("credentials changed", clean=True)
+    unload("connstr", "sas")
+
+
+def context(c):
+    if c._ctx is None:
+        from .tlsprofile import configure
+
+        c._ctx, c._tlsinfo = configure(
+            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True
+        )
+        c._owned = True
+    return c._ctx
+
+
+def password(c):
+    if c._cert is not None:
+        c._renew_at = None
+        return None
+    from . import sas
+    from .clock import require_valid_clock, unix_time
+
+    now = require_valid_clock(unix_time())
+    ttl = c.sas_ttl
+    token = sas.sas_token(
+        sas.device_resource_uri(c.hostname, c.device_id, c.module_id),
+        c._key,
+        now + ttl,
+        c._key_name,
+    )
+    # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
+    # a big int on 32-bit boards, allocates).
+    c._renew_unix = now + ttl * _RENEW_PERCENT // 100
+    c._renew_at = ticks_add(ticks_ms(), min(ttl * _RENEW_PERCENT * 10, _TICKS_SPAN))
+    return token
+
+
+def filters(c, only=None):
+    """Topic filters for the handlers set (or for the one named), [] when none."""
+    h = c._handlers
+    tw = c._tw
+    want_twin = only == "twin" or h.get("desired") or (tw is not None and tw.want)
+    if not (h.get("message") or h.get("method") or want_twin):
+        return []
+    from . import routes
+
+    f = []
+    if only in (None, "message") and h.get("message"):
+        if c.module_id:
+            f.append(routes.module_inputs_subscribe_topic(c.device_id, c.module_id))
+        else:
+            f.append(routes.c2d_subscribe_topic(c.device_id))
+    if only in (None, "method") and h.get("method"):
+        f.append(routes.METHODS_SUB)
+    if only in (None, "desired", "twin") and want_twin:
+        f.append(routes.TWIN_RES_SUB)
+        f.append(routes.TWIN_DESIRED_SUB)
+    return f
+
+
+def subscribe(c, filters, deadline=None):
+    if deadline is None:
+        deadline = ticks_add(ticks_ms(), c.timeout_ms)
+    c._s.subscribe(filters, deadline)
+    c._log_line(2, "subscribed %s" % (filters,))
+
+
+def connect(c, deadline):
+    """Open the link (token, context, CONNECT/CONNACK), subscribe, redeliver. Returns
+    session_present; raises on failure with the link closed."""
+    c._closed = False
+    pw = password(c)
+    ctx = context(c)
+    unload("tlsprofile", "roots", "pem", "sas")
+    c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
+    s = c._s
+    session_present = s.open(
+        c.host,
+        c.port,
+        ctx,
+        c.hostname,
+        c._cid,
+        c._user,
+        pw,
+        c.keepalive,
+        c.clean_session,
+        deadline,
+        c._tlsinfo,
+    )
+    pw = None
+    try:
+        c._state = "connected"
+        c.stats["connects"] += 1
+        f = filters(c)
+        if f:
+            s.subscribe(f, deadline)
+        # Everything still unacknowledged goes out again in order, each with the DUP flag
+        # set in place if it was written before.
+        c.stats["redelivered"] += c._outbox.redeliver(s.write_from, ticks_ms())
+    except BaseException:
+        s.close()
+        c._state = "disconnected"
+        raise
+    if c._backoff is not None:
+        c._backoff.reset()
+    c._retry_at = None
+    c._log_line(1, "connected (session present: %s, %s)" % (session_present, s.link.cipher()))
+    return session_present
+
+
+def send_unqueued(c, topic, payload, n, block, timeout_ms):
+    # A message larger than the outbox ring: sent straight from the payload, never queued.
+    if not block:
+        raise ConfigError(
+            "a message of %d bytes does not fit the queue (queue_bytes=%d): send it with "
+            "block=True while connected, or give the client a larger queue_bytes"
+            % (n, len(c._outbox.buf))
+        )
+    if not c.is_connected:
+        raise ConnectionLost(
+            "not connected, and a message of %d bytes is larger than the queue "
+            "(queue_bytes=%d): nothing was queued" % (n, len(c._outbox.buf))
+        )
+    pid = c._s.next_pid()
+    c._direct = pid
+    try:
+        try:
+            c._s.publish(topic, payload, 1, pid)
+        except ConnectionLost as e:
+            c._lost(e)
+        c._await(pid, timeout_ms)
+    finally:
+        c._direct = 0
+    return pid
+
+
+def props_size(properties, *values):
+    n = 0
+    if properties:
+        items = properties.items() if isinstance(properties, dict) else properties
+        for k, v in items:
+            n += len(str(k)) + (len(str(v)) if v is not None else 0)
+    for v in values:
+        if v:
+            n += len(v)
+    return n
+
+
+# ---- failures and reconnects (driven by poll) ---------------------------------------------
+
+
+def drop(c, reason, clean=False):
+    c._s.close(clean)
+    was = c._state
+    if was == "connected":
+        c._state = "disconnected"
+    c._log_line(1, "disconnected: %s" % reason)
+    if was == "connected":
+        c._notify("disconnected", reason)
+
+
+def lost(c, err):
+    drop(c, str(err))
+    if c.auto_reconnect and not c._closed and c._state != "auth_failed":
+        schedule_retry(c)
+
+
+def schedule_retry(c):
+    if c._backoff is None:
+        from .backoff import Backoff
+
+        c._backoff = Backoff()
+    delay = c._backoff.next_delay_ms()
+    c._retry_at = ticks_add(ticks_ms(), delay)
+    c._state = "retrying"
+    c._log_line(1, "retrying in %d ms" % delay)
+    c._notify("retrying", delay)
+
+
+def reconnect_now(c):
+    c._retry_at = None
+    try:
+        c.connect()
+    except AuthenticationError as e:
+        c._state = "auth_failed"
+        c._log_line(0, str(e) + "; not retrying until the credentials change")
+        c._notify("auth_failed", e.code)
+        return False
+    except (IoTHubError, OSError, MemoryError) as e:
+        # MemoryError: the heap is too fragmented for a handshake right now; the link's
+        # buffers are released, so back off and try again rather than end the loop.
+        c._state = "disconnected"
+        why = "out of memory" if isinstance(e, MemoryError) else e
+        c._log_line(1, "connect failed: %s" % (why,))
+        schedule_retry(c)
+        return False
+    c.stats["reconnects"] += 1
+    return True
+
+
+def step_offline(c, timeout_ms):
+    """A turn of the loop while not connected: reconnect when due, else wait for it."""
+    if c._state == "connected":  # the link died under a call: back off first
+        lost(c, ConnectionLost("link closed"))
+    if c._closed or c._state == "auth_failed" or not c.auto_reconnect:
+        due = False
+    else:
+        due = c._retry_at is None or ticks_diff(c._retry_at, ticks_ms()) <= 0
+    if not due or not reconnect_now(c):
+        wait = timeout_ms
+        if c._retry_at is not None and c.auto_reconnect:
+            wait = min(wait, max(ticks_diff(c._retry_at, ticks_ms()), 0))
+        sleep_ms(min(wait, 1000))
+
+
+def renew(c):
+    """Reconnect with a fresh SAS token when 80 % of the current one's lifetime passed."""
+    from .clock import unix_time
+
+    left = c._renew_unix - unix_time()
+    if left > 0:  # a token longer than the ticks span: wait on
+        c._renew_at = ticks_add(ticks_ms(), min(left * 1000, _TICKS_SPAN))
+        return
+    # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
+    # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
+    c.stats["renewals"] += 1
+    drop(c, "SAS token renewal", clean=True)
+    if not reconnect_now(c) and not c.auto_reconnect:
+        raise ConnectionLost("SAS token renewal: reconnect failed")
