@@ -35,6 +35,8 @@ max_ms - delay > jitter, so from Backoff.attempt 7 on (with the defaults) every 
 
     python tools/bench/bench_reconnect_storm.py [-n 500] [--outage 120] [--admit 100]
         [--seed 1] [--plot docs/storm.png | --no-plot]
+        [--figures docs/figures.md]   # also write the README's blocks "storm", "storm-throttled",
+                                      # "storm-cap"
 
 Not a test: it prints what the simulation produced (host_tests/test_bench_storm_smoke.py only
 checks that it runs and that jitter flattens the storm on a fixed seed).
@@ -54,6 +56,11 @@ if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
 from iothub.backoff import Backoff  # noqa: E402  (the device's own pure core)
+
+try:
+    from . import figures
+except ImportError:  # run as a script
+    import figures
 
 DEFAULT_PLOT = ROOT / "docs" / "storm.png"
 
@@ -362,6 +369,7 @@ def main(argv=None):
     ap.add_argument("--jitter-ms", type=int, default=5000)
     ap.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG path (default docs/storm.png)")
     ap.add_argument("--no-plot", action="store_true")
+    figures.add_figures_arg(ap)
     a = ap.parse_args(argv)
     if a.devices < 1:
         ap.error("--devices must be >= 1")
@@ -404,6 +412,15 @@ def main(argv=None):
     )
     rows = cap_rows(strats[0], a.devices, int(a.cap_outage * 1000), a.seed, a.jitter_ms)
     print(format_cap(rows))
+    if a.figures:
+        src = figures.source_line()
+        figures.write_block(
+            a.figures, "storm", format_table([(st, s) for st, _, s in free], 0) + "\n", src
+        )
+        if limited:
+            table = format_table([(st, s) for st, _, s in limited], a.admit)
+            figures.write_block(a.figures, "storm-throttled", table + "\n", src)
+        figures.write_block(a.figures, "storm-cap", format_cap(rows) + "\n", src)
 
     if not a.no_plot:
         columns = [("hub accepts everyone once back", 0, free)]
