@@ -51,7 +51,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 spell: $(STAMP)
-	$(BIN)/codespell firmware tools host_tests boards README.md Makefile
+	$(BIN)/codespell firmware tools host_tests boards docs README.md Makefile
 
 pytest: setup
 	$(BIN)/pytest -q -rs host_tests

@@ -1,7 +1,7 @@
 # Shared access signatures (SAS) for IoT Hub and DPS, plus the percent-encoding and
 # HMAC-SHA256 they need. Pure: no clock, no I/O; the caller passes the expiry time.
 #
-# Token format (iothub-protocol.md section 3):
+# Token format (docs/protocol.md section 3):
 #   SharedAccessSignature sr={quote(uri)}&sig={quote(b64(hmac(key, quote(uri) + "\n" + se)))}&se={se}[&skn={name}]
 # The URL-encoded resource URI is what gets signed (azure-iot-sdk-python sastoken.py,
 # azure-sdk-for-c az_iot_hub_client_sas.c). HMAC after RFC 2104, written on hashlib.sha256

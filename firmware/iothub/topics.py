@@ -1,4 +1,4 @@
-# IoT Hub MQTT names: client id, user name, topics and property bags (iothub-protocol.md
+# IoT Hub MQTT names: client id, user name, topics and property bags (docs/protocol.md
 # section 2). Builders return str; parsers return a small result, or None when the topic
 # is not theirs ("not mine", like azure-sdk-for-c), and raise ProtocolError when the topic
 # is theirs but malformed. No `re`: plain str methods.

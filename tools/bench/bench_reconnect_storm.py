@@ -6,20 +6,20 @@ down, wait the policy's next delay, try again; the first attempt at or after the
 outage succeeds (unless the hub's admission limit is reached, see below). Strategies:
 
   jitter    the device's own core, firmware/iothub/backoff.py Backoff(1 s, 100 s, jitter 0-5 s),
-            the azure-sdk-for-c defaults (iothub-protocol.md 5.2). Like DeviceClient._lost(), the
+            the azure-sdk-for-c defaults (docs/protocol.md 5.2). Like DeviceClient._lost(), the
             device waits next_delay_ms() before its first reconnect attempt.
   nojitter  the same core with max_jitter_ms=0.
   fixed2    a fixed 2 s retry, first retry immediately (umqtt.robust: reconnect() tries at once,
-            then sleeps DELAY = 2 s between tries; field-notes.md).
+            then sleeps DELAY = 2 s between tries; docs/protocol.md 5.3).
   fixed10   a fixed 10 s retry, first retry immediately (azure-iot-device v2: a reconnect timer
             of 0.01 s after an unexpected drop, then connection_retry_interval = 10 s;
-            pipeline_stages_base.ConnectionStateStage; iothub-protocol.md 5.3).
+            pipeline_stages_base.ConnectionStateStage; docs/protocol.md 5.3).
 
 All randomness comes from random.Random(--seed), passed to Backoff through its `rand` hook, so a
 run is reproducible. Attempts take no time (the client passes no operation_ms either).
 
 Hub admission (--admit): IoT Hub throttles new device connections at max(100/s, 12/s/unit) on
-S1 (iothub-protocol.md 2.5, azure-docs iot-hub-devguide-quotas-throttling.md). The second table
+S1 (docs/protocol.md 2.5, azure-docs iot-hub-devguide-quotas-throttling.md). The second table
 models a hub that accepts at most --admit connections in each calendar second after recovery
 and refuses the rest; a refused device counts a failed attempt and keeps backing off. The docs
 say traffic over a limit is first shaped (queued) and then rejected, so refusing at once is the
