@@ -6,7 +6,7 @@ profile it runs N full handshakes (no session resumption) in one device process 
 bytes and records in each direction, the chain the hub sent, and wall time (median of N:
 on the device, around wrap_socket; on the hub, from accept to its Finished).
 
-    python tools/bench/bench_handshake.py [-n 15] [--mtls] [--mp /path/to/micropython]
+    .venv/bin/python tools/bench/bench_handshake.py [-n 15] [--mtls] [--mp /path/to/micropython]
         [--figures docs/figures.md]      # also write the README's block "handshake"
 
 Not a test: it prints what this run measured. The IoT Hub docs say ECC server certificates

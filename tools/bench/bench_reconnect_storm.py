@@ -33,7 +33,7 @@ the core stops at the cap: faithful to azure-sdk-for-c, jitter is added only whi
 max_ms - delay > jitter, so from Backoff.attempt 7 on (with the defaults) every delay is exactly
 100 s and the spread between devices stops growing.
 
-    python tools/bench/bench_reconnect_storm.py [-n 500] [--outage 120] [--admit 100]
+    .venv/bin/python tools/bench/bench_reconnect_storm.py [-n 500] [--outage 120] [--admit 100]
         [--seed 1] [--plot docs/storm.png | --no-plot]
         [--figures docs/figures.md]   # also write the README's blocks "storm", "storm-throttled",
                                       # "storm-cap"

@@ -6,7 +6,7 @@ and RSA chains, and prints one table: requested MFL, biggest record the hub sent
 heap after the handshake and its peak. Heap figures need a build with tlsx.heap_stats()
 (boards/unix-iothub built with IOTHUB_TLSX_HEAP_STATS=1); other builds show "-".
 
-    python tools/bench/bench_tls_heap.py --mp ecc=/path/micropython --mp stock=/path/micropython
+    .venv/bin/python tools/bench/bench_tls_heap.py --mp ecc=/path/micropython --mp stock=/path/micropython
         [--figures docs/figures.md]   # block "tls-heap", written only when every build has
                                       # heap stats (stock builds have none)
 

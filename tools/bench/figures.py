@@ -10,8 +10,8 @@ A benchmark run with `--figures docs/figures.md` (as `make bench` does) replaces
 blocks there, with a line saying which command and which run produced them. The README
 embeds the same blocks between the same two markers; this script copies them over:
 
-    python tools/bench/figures.py --update-readme     # README.md <- docs/figures.md
-    python tools/bench/figures.py --check             # exit 1 when they disagree
+    .venv/bin/python tools/bench/figures.py --update-readme     # README.md <- docs/figures.md
+    .venv/bin/python tools/bench/figures.py --check             # exit 1 when they disagree
 
 host_tests/test_figures.py runs the check, so a README figure edited by hand, or a bench
 re-run without refreshing the README, fails the tests.
@@ -40,11 +40,11 @@ _VALID_NAME = re.compile(r"^%s$" % _NAME)
 HEADER = """\
 # Measured figures (generated)
 
-Every figure the README quotes from a benchmark comes from this file. The benchmarks in
-`tools/bench/` write their blocks here when run with `--figures docs/figures.md` (as
-`make bench` does); `python tools/bench/figures.py --update-readme` copies the blocks into
-the README, and `host_tests/test_figures.py` fails when the two disagree. Do not edit the
-blocks by hand: run the benchmark named above each one.
+Every benchmark table the README shows comes from this file. The benchmarks in `tools/bench/`
+write their blocks here when run with `--figures docs/figures.md` (as `make bench` does);
+`.venv/bin/python tools/bench/figures.py --update-readme` copies the blocks into the README,
+and `host_tests/test_figures.py` fails when the two disagree. Do not edit the blocks by hand:
+run the benchmark named above each one.
 """
 
 
@@ -184,7 +184,7 @@ def compare(figures_text, readme_text):
         elif _with_newline(readme[name]) != _with_newline(figs[name]):
             problems.append(
                 "README block %r differs from docs/figures.md (run "
-                "`python tools/bench/figures.py --update-readme`)" % name
+                "`.venv/bin/python tools/bench/figures.py --update-readme`)" % name
             )
     return problems
 

@@ -1,7 +1,7 @@
 """Deploy the iothub package, the example and its configuration to a board with mpremote.
 
-    python tools/iothub_tool/deploy.py --port /dev/ttyACM0          # make deploy PORT=...
-    python tools/iothub_tool/deploy.py --port /dev/ttyACM0 --dry-run
+    .venv/bin/python tools/iothub_tool/deploy.py --port /dev/ttyACM0          # make deploy PORT=...
+    .venv/bin/python tools/iothub_tool/deploy.py --port /dev/ttyACM0 --dry-run
 
 Steps: check boards/examples/config.py (made from config_template.py; refused when missing or
 unfilled), ask the board for its .mpy version and architecture, cross-compile firmware/iothub
