@@ -14,12 +14,21 @@
 # token (reconnect with renew() before `expiry`), keepalive pings (umqtt.simple sends none on
 # its own: call ping() within `keepalive` seconds).
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 from . import topics
 from .clock import require_valid_clock, unix_time
 from .errors import ConfigError
 from .sas import device_resource_uri, sas_token
 
-_KEEPALIVE_MAX = 1177  # IoT Hub closes links idle for 1.5 x keepalive, at most 1767 s
+# IoT Hub closes links idle for 1.5 x keepalive, at most 1767 s (docs/protocol.md 2.3)
+_KEEPALIVE_MAX = const(1177)
 
 
 class Settings:
