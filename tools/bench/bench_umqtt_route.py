@@ -189,7 +189,7 @@ def main(argv=None):
     print("modules, umqtt route: %s" % ", ".join(u["modules"]))
     if args.figures:
         digest = hashlib.sha256(pathlib.Path(src).read_bytes()).hexdigest()[:12]
-        source = figures.source_line() + ", umqtt/simple.py sha256 %s..." % digest
+        source = figures.source_line() + ", umqtt/simple.py with sha256 prefix %s" % digest
         figures.write_block(args.figures, "umqtt-route", markdown(u, c), source)
     return 0
 
