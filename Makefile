@@ -51,7 +51,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 spell: $(STAMP)
-	$(BIN)/codespell firmware tools host_tests boards README.md Makefile
+	$(BIN)/codespell firmware tools host_tests boards docs README.md Makefile
 
 pytest: setup
 	$(BIN)/pytest -q -rs host_tests
@@ -59,8 +59,11 @@ pytest: setup
 demo: setup
 	$(PY) tools/demo.py --profile $(PROFILE) --auth $(AUTH) --mode $(MODE)
 
+# Every benchmark, writing its README blocks into docs/figures.md, then the README from it.
+FIGURES := docs/figures.md
 bench: setup
-	@for b in tools/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in tools/bench/bench_*.py; do echo "== $$b"; $(PY) $$b --figures $(FIGURES) || exit 1; done
+	$(PY) tools/bench/figures.py --update-readme --figures-file $(FIGURES)
 
 # Precompile the device package to .mpy (build/mpy/iothub/*.mpy).
 mpy: $(STAMP)

@@ -196,3 +196,36 @@ def test_deploy_refuses_without_config(tmp_path):
     assert proc.returncode == 1
     assert "is missing: copy boards/examples/config_template.py" in proc.stderr
     assert not log.exists()  # nothing was sent to the board
+
+
+def test_no_board_at_the_port_is_said_plainly(tmp_path):
+    # the real mpremote from the venv, a port where there is no board
+    cfg = write_config(tmp_path / "config.py")
+    port = str(tmp_path / "ttyACM-absent")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "iothub_tool" / "deploy.py"),
+            "--port",
+            port,
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("deploy: no board found at %s: plug it in" % port), proc.stderr
+    assert "deployed" not in proc.stdout
+    assert SECRET_KEY not in proc.stdout + proc.stderr
+
+
+def test_dry_run_says_would_deploy(tmp_path):
+    board = {"mpy": 6 | ((3 | (4 << 2)) << 8), "platform": "rp2", "frozen": False}
+    proc, calls, _ = run_deploy(tmp_path, board, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 1 and "IOTHUB-BOARD" in calls[0][3]  # only the probe ran
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("dry run, nothing copied: would deploy to /dev/ttyFAKE0 (rp2"), last
+    assert "deployed to" not in proc.stdout

@@ -218,7 +218,7 @@ PATH = ["devices", "dev1"]
 
 
 def test_sas_java_vector_raw_slashes_accepted():
-    # iothub-protocol.md §3.3 P4: the Java SDK signs and sends the raw (unencoded) resource URI.
+    # docs/protocol.md 3.3 P4: the Java SDK signs and sends the raw (unencoded) resource URI.
     token = "SharedAccessSignature sig=ZrTYgp6uRmbDl4lzzewxFD9FoaNKIK7G2bdivDbtc9A%3D&se=1462333672&sr=sdktesthub.private.azure-devices-int.net/devices/test8"
     f = sas.verify(
         token,

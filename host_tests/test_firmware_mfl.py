@@ -1,7 +1,7 @@
 """Firmware MFL checks on the wire, for a MicroPython build with the tlsx module.
 
 Needs MICROPYTHON=<a unix build of boards/unix-iothub with USER_C_MODULES=firmware/cmodules>
-(see README "Board builds"); skipped with the reason otherwise (CI runs the stock unix port).
+(see README "Boards and firmware: Building"); skipped with the reason otherwise (CI runs the stock unix port).
 The per-size MFL wire tests of the TLS profile live in test_tls_mfl.py; this file covers what
 the firmware adds on its own:
   * the board default (link-time wrap) reaches contexts made by other libraries: a plain

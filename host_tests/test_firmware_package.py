@@ -149,3 +149,34 @@ def test_wrapper_only_touches_client_stream_configs():
     assert "transport == MBEDTLS_SSL_TRANSPORT_STREAM" in wrap
     apply = re.search(r"static int tlsx_apply\(.*?\n\}\n", src, re.S).group(0)
     assert "mbedtls_ssl_conf_max_tls_version(conf, MBEDTLS_SSL_VERSION_TLS1_2)" in apply
+
+
+class _BoardFS:
+    """The file-system side of an mpremote transport, as a dict (the only seam mip uses)."""
+
+    def __init__(self):
+        self.files, self.dirs = {}, {"/lib"}
+
+    def fs_exists(self, path):
+        return path in self.dirs or path in self.files
+
+    def fs_mkdir(self, path):
+        self.dirs.add(path)
+
+    def fs_writefile(self, path, data, progress_callback=None):
+        self.files[path] = data
+
+
+def test_the_readme_mip_command_installs_every_device_file_from_a_clone(monkeypatch, capsys):
+    # README: `.venv/bin/mpremote connect PORT mip install package.json` from the clone's root.
+    # mpremote reads package.json and the files it names on the host and writes them to the
+    # board; here its installer writes to a dict instead of a serial link.
+    readme = (ROOT / "README.md").read_text()
+    assert ".venv/bin/mpremote connect /dev/ttyACM0 mip install package.json" in readme
+    from mpremote import mip as mpremote_mip
+
+    board = _BoardFS()
+    monkeypatch.chdir(ROOT)
+    mpremote_mip._install_package(board, "package.json", "unused-index", "/lib", None, True)
+    want = {"/lib/" + f: (ROOT / "firmware" / f).read_bytes() for f in device_files()}
+    assert board.files == want

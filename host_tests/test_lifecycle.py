@@ -1,4 +1,4 @@
-"""Field lifecycle under fault injection (issue 4): the device, running the precompiled
+"""Field lifecycle under fault injection (README "Lifecycle"): the device, running the precompiled
 package on the unix port with a device-sized heap, keeps sending numbered QoS 1 messages
 while the emulator misbehaves. For every fault it recovers without a restart, loses no
 message, and the time to recover is recorded (printed at the end of the run).

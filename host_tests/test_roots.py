@@ -1,6 +1,6 @@
 """iothub.ROOT_G2 / ROOT_G3: the right DigiCert roots, byte for byte, on CPython and the unix port.
 
-Expected fingerprints are the published ones (iothub-protocol.md 1.5: Azure CA details,
+Expected fingerprints are the published ones (docs/protocol.md 1.3: Azure CA details,
 Microsoft 365 encryption chains, OpenJDK VerifyCACerts); the second reference is Debian's
 ca-certificates package (Mozilla store), read with `cryptography`, not with our code."""
 

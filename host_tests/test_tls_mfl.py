@@ -1,7 +1,7 @@
 """Max fragment length on the wire (RFC 6066 section 4), with firmware that can request it.
 
-Runs when $MICROPYTHON points to a unix-port build with our `tlsx` C module (the firmware
-issue's build, e.g. MICROPYTHON=.../ports/unix/build-iothub-ecc/micropython); skipped with
+Runs when $MICROPYTHON points to a unix-port build with our `tlsx` C module (README "Boards and
+firmware: Building", e.g. MICROPYTHON=.../ports/unix/build-iothub-ecc/micropython); skipped with
 the reason otherwise. Stock behaviour (warning, require_mfl error) is in test_tls_profile.py.
 
 Checked with tlslite-ng and the endpoint's record accounting: the ClientHello carries
@@ -117,7 +117,7 @@ def test_mfl_requested_echoed_and_honoured_ecc(pki, tlsx_caps, size):
 
 def test_mfl_rsa_hub(pki, tlsx_caps):
     # the whole Certificate message must fit the input buffer whatever the MFL
-    # (platform-facts.md): the RSA chain needs IN >= ~4 KB
+    # (docs/protocol.md 6.2): the RSA chain needs IN >= ~4 KB
     need = pki.sizes()["rsa"]["chain_sent"] + 20
     if tlsx_caps["in"] < need:
         pytest.skip("RSA chain (%d B) does not fit IN %d" % (need, tlsx_caps["in"]))

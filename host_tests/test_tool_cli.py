@@ -217,13 +217,11 @@ def state(tmp_path, pki):
 
 
 class Serve:
-    def __init__(self, state, *args):
+    def __init__(self, state, *args, argv=None):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
-        cmd = (
-            _cmd("iothub-emulator", "iothub_emulator.cli")
-            + ["--state", str(state), "serve", "--port", "0"]
-            + list(args)
-        )
+        if argv is None:
+            argv = ["--state", str(state), "serve"]
+        cmd = _cmd("iothub-emulator", "iothub_emulator.cli") + argv + ["--port", "0"] + list(args)
         self.p = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -290,6 +288,29 @@ def test_device_add_offline_then_list_and_connection_string(state):
     assert p.returncode == 2 and "not valid base64" in p.stderr
     p = emucli(state, "c2d", "dev1", "x", check=False)
     assert p.returncode == 2 and "no running emulator" in p.stderr
+
+
+@pytest.mark.timeout(60)
+def test_the_no_emulator_hint_works_as_written_and_state_may_follow_the_command(state):
+    p = emucli(state, "c2d", "dev1", "x", check=False)
+    hint = p.stderr.split("start one with `", 1)[1].split("`", 1)[0]
+    assert hint == "iothub-emulator --state %s serve" % state
+    srv = Serve(state, argv=hint.split()[1:])  # on a free port instead of 8883
+    try:
+        assert "admin API" in "\n".join(srv.lines)
+        # the form users type first: the option after the command
+        listing = subprocess.run(
+            _cmd("iothub-emulator", "iothub_emulator.cli")
+            + ["device", "add", "dev9", "--key", KEY, "--state", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")),
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert emucli(state, "device", "list").stdout.split() == ["dev9", "sas"]
+    finally:
+        assert srv.stop() == 0
 
 
 @pytest.mark.timeout(60)

@@ -7,6 +7,7 @@ a method and sends a cloud-to-device message, and both sides print what they saw
 """
 
 import argparse
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -30,7 +31,10 @@ def main(argv=None):
     ap.add_argument("--auth", choices=("sas", "x509"), default="sas")
     ap.add_argument("--mode", choices=("hub", "dps"), default="hub")
     ap.add_argument(
-        "--state", default=None, help="emulator state directory (default: a temporary one)"
+        "--state",
+        default=None,
+        help="emulator state directory (default: a temporary one, removed at the end: it holds "
+        "the test PKI's private keys)",
     )
     ap.add_argument(
         "--micropython",
@@ -42,11 +46,19 @@ def main(argv=None):
 
         raise SystemExit(
             demo_dps.main(
-                ["--profile", args.profile] + (["--state", args.state] if args.state else [])
+                ["--profile", args.profile, "--auth", args.auth]
+                + (["--state", args.state] if args.state else [])
             )
         )
+    with contextlib.ExitStack() as stack:
+        if args.state is None:
+            state = stack.enter_context(tempfile.TemporaryDirectory(prefix="iothub-demo-"))
+        else:
+            state = args.state
+        run(args, state)
 
-    state = args.state or tempfile.mkdtemp(prefix="iothub-demo-")
+
+def run(args, state):
     with Emulator(state, profile=args.profile) as emu:
         hub(
             "emulator up: %s on 127.0.0.1:%d, %s profile, CA %s"

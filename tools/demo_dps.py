@@ -2,16 +2,20 @@
 
 The hub emulator and the DPS emulator (CPython) serve real TLS on 127.0.0.1; the device runs
 on the real `micropython` binary. The factory derives the device's key from an enrollment
-group key (the group key never reaches the device); at first boot the device registers with
+group key (the group key never reaches the device), or, with --auth x509, issues the device an
+EC P-256 certificate signed by the CA registered on an X.509 enrollment group (CN = registration
+id); at first boot the device registers with
 DPS over MQTT (202 assigning, waits the retry-after, polls, 200 assigned), saves the
 assignment, connects to the assigned hub and sends telemetry. A second boot uses the saved
 assignment and goes straight to the hub. Both sides print what they saw; exit status 0 when
 the hub received both boots' telemetry.
 
-    python tools/demo_dps.py [--profile ecc|rsa] [--dps-profile rsa|ecc] [--state DIR]
+    .venv/bin/python tools/demo_dps.py [--profile ecc|rsa] [--dps-profile rsa|ecc] [--auth sas|x509]
+        [--state DIR]     # default: a temporary directory, removed at the end (it holds keys)
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -44,9 +48,12 @@ def log(level, text):
     if level <= 2:
         print("device | " + text)
 
+if cfg.get("cert"):
+    cred = {"cert": rd(cfg["cert"]), "key": rd(cfg["key"])}   # X.509: CN = registration id
+else:
+    cred = {"symmetric_key": cfg["device_key"]}  # derived in the factory, not the group key
 pc = ProvisioningClient(
-    cfg["id_scope"], cfg["registration_id"],
-    symmetric_key=cfg["device_key"],          # derived in the factory, not the group key
+    cfg["id_scope"], cfg["registration_id"], **cred,
     host="127.0.0.1", port=cfg["dps_port"],   # endpoint stays global.azure-devices-provisioning.net
     tls=cfg["dps_profile"], roots=[rd(cfg["dps_root"])],
     payload={"modelId": "dtmi:com:example:Thermostat;1"},
@@ -170,13 +177,32 @@ def main(argv=None):
         default="rsa",
         help="DPS TLS profile (Azure's DPS serves an RSA chain)",
     )
-    ap.add_argument("--state", default=None, help="state directory (default: a temporary one)")
+    ap.add_argument(
+        "--auth",
+        choices=("sas", "x509"),
+        default="sas",
+        help="sas: symmetric key derived from a group key; x509: a CA-signed device certificate",
+    )
+    ap.add_argument(
+        "--state",
+        default=None,
+        help="state directory (default: a temporary one, removed at the end: it holds the test "
+        "PKI's private keys)",
+    )
     ap.add_argument(
         "--micropython",
         default=os.environ.get("MICROPYTHON") or str(ROOT / ".venv/bin/micropython"),
     )
     args = ap.parse_args(argv)
-    state = pathlib.Path(args.state or tempfile.mkdtemp(prefix="iothub-demo-dps-"))
+    with contextlib.ExitStack() as stack:
+        if args.state is None:
+            state = stack.enter_context(tempfile.TemporaryDirectory(prefix="iothub-demo-dps-"))
+        else:
+            state = args.state
+        return run(args, pathlib.Path(state))
+
+
+def run(args, state):
     state.mkdir(parents=True, exist_ok=True)
     reg = "thermostat-0042"
 
@@ -190,10 +216,28 @@ def main(argv=None):
             "%s on 127.0.0.1:%d (%s profile), ID scope %s"
             % (dps.hostname, dps.port, args.dps_profile, dps.id_scope),
         )
-        group_key = dps.add_group("thermostats", allocation_payload={"telemetry_interval_s": 30})
-        say("dps", "enrollment group 'thermostats' (symmetric key) created")
-        device_key = derive_device_key(group_key, reg)
-        say("fab", "factory derived the key of %s from the group key (HMAC-SHA256)" % reg)
+        payload = {"telemetry_interval_s": 30}
+        secrets = []
+        cert_cfg = {}
+        if args.auth == "x509":
+            dps.add_group("thermostats", x509_ca=True, allocation_payload=payload)
+            say("dps", "enrollment group 'thermostats' (X.509, the emulator's device CA) created")
+            cert, key, _sha1, sha256 = dps.pki.issue_client_cert(reg, kind="ec256", ca="device-ca")
+            (state / "device-cert.pem").write_bytes(cert)
+            (state / "device-key.pem").write_bytes(key)
+            cert_cfg = {
+                "cert": str(state / "device-cert.pem"),
+                "key": str(state / "device-key.pem"),
+            }
+            secrets.append(key.decode())
+            device_key = None
+            say("fab", "factory issued %s an EC P-256 certificate, SHA-256 %s" % (reg, sha256))
+        else:
+            group_key = dps.add_group("thermostats", allocation_payload=payload)
+            say("dps", "enrollment group 'thermostats' (symmetric key) created")
+            device_key = derive_device_key(group_key, reg)
+            secrets += [group_key, device_key]
+            say("fab", "factory derived the key of %s from the group key (HMAC-SHA256)" % reg)
         (state / "dps-root.der").write_bytes(dps.root_der)
         (state / "hub-root.der").write_bytes(hub.root_der)
         cfg = {
@@ -208,6 +252,7 @@ def main(argv=None):
             "hub_root": str(state / "hub-root.der"),
             "state_file": str(state / "provisioning.json"),
         }
+        cfg.update(cert_cfg)
         env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
         transcript = Transcript(dps, hub)
         for boot in (1, 2):
@@ -241,13 +286,16 @@ def main(argv=None):
             say("demo", "boot %d took %.2f s" % (boot, time.monotonic() - t0))
         got = hub.wait_telemetry(2, reg, timeout=10)
         saved = (state / "provisioning.json").read_text()
-        if device_key in saved or group_key in saved:
+        if any(secret in saved for secret in secrets):
             raise SystemExit("demo failed: the saved assignment holds key material")
         say("hub", "received %d telemetry messages from %s:" % (len(got), reg))
         for m in got:
             say("hub", "  %s %s" % (m["payload"].decode(), m["properties"]))
         say("demo", "saved assignment (no keys): %s" % saved)
-        say("demo", "done: provisioned over DPS, then connected to the assigned hub")
+        say(
+            "demo",
+            "done: provisioned over DPS (%s), then connected to the assigned hub" % args.auth,
+        )
     return 0
 
 

@@ -1,6 +1,6 @@
 # iothub firmware for ESP32 boards: MicroPython's ESP32_GENERIC plus the tlsx module,
 # mbedTLS record buffers sized for Azure IoT Hub chains, and the iothub package frozen in.
-# Built outside the MicroPython tree (see README "Board builds"):
+# Built outside the MicroPython tree (see README "Boards and firmware: Building"):
 #   cd micropython/ports/esp32
 #   make BOARD_DIR=<repo>/boards/IOTHUB_ESP32 BUILD=build-IOTHUB_ESP32-rsa \
 #        CMAKE_ARGS="-DUSER_C_MODULES=<repo>/firmware/cmodules/micropython.cmake -DIOTHUB_TLS_BUFFERS=rsa"

@@ -1,6 +1,6 @@
 # iothub firmware for the Raspberry Pi Pico W: MicroPython's RPI_PICO_W plus the tlsx
 # module, mbedTLS record buffers sized for Azure IoT Hub chains, and the iothub package
-# frozen in. Built outside the MicroPython tree (see README "Board builds"):
+# frozen in. Built outside the MicroPython tree (see README "Boards and firmware: Building"):
 #   cd micropython/ports/rp2
 #   make BOARD_DIR=<repo>/boards/IOTHUB_PICO_W \
 #        USER_C_MODULES=<repo>/firmware/cmodules/micropython.cmake \

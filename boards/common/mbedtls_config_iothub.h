@@ -9,7 +9,7 @@
 // The input buffer must hold the largest handshake message the server sends (its
 // Certificate message: mbedTLS reassembles handshake messages in the input
 // buffer whatever the MFL) and every record once MFL is agreed. Figures and the
-// reasoning behind each board's sizes: README "Board builds".
+// reasoning behind each board's sizes: README "Boards and firmware: Building".
 #ifndef IOTHUB_MBEDTLS_CONFIG_IOTHUB_H
 #define IOTHUB_MBEDTLS_CONFIG_IOTHUB_H
 

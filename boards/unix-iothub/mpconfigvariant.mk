@@ -6,9 +6,9 @@
 #                       the same presets as the ESP32 and Pico W boards
 #   IOTHUB_TLS_IN / IOTHUB_TLS_OUT : explicit sizes (override the preset)
 #   IOTHUB_TLSX_HEAP_STATS=1 : count mbedTLS heap use (tlsx.heap_stats()); test builds
-# Presets (figures and reasons: README "Board builds"):
-#   ecc   IN 4096 / OUT 2048: holds an Azure-like ECC chain (about 2.8 KB), not an RSA one;
-#         requests MFL 2048
+# Presets (figures and reasons: README "Buffer presets and why"):
+#   ecc   IN 4096 / OUT 2048: holds an Azure-like ECC chain (about 2.8 KB); an RSA one (about
+#         4.0 KB) fits with under 100 B to spare, too tight for real RSA hubs; requests MFL 2048
 #   rsa   IN 6144 / OUT 2048: holds an Azure-like RSA chain (about 4.0 KB) with headroom;
 #         requests MFL 2048
 #   stock IN 16384 / OUT 4096: MicroPython's sizes, works with hubs that ignore MFL

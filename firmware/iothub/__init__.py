@@ -15,6 +15,7 @@ _LAZY = {
     "derive_device_key": "sas",
     "device_resource_uri": "sas",
     "parse_connection_string": "connstr",
+    "unix_time": "clock",
     "DeviceClient": "client",
     "Message": "inbound",
     "ConfigError": "errors",

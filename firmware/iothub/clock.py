@@ -1,7 +1,7 @@
 # Time at the edge: the only module that reads the clock.
 #
 # Epochs differ by port: esp32 (and esp8266) count from 2000-01-01, rp2 and unix from
-# 1970-01-01. A hard-coded offset gave Pico W tokens that expire in 2055 (field notes), so
+# 1970-01-01. A hard-coded offset gave Pico W tokens that expire in 2055 (docs/protocol.md 6.1), so
 # the offset is derived from time.gmtime(0) instead.
 import time
 

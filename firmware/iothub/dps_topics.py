@@ -1,5 +1,5 @@
 # Device Provisioning Service (DPS) over MQTT: names, payloads and the decision what to do
-# with each response (iothub-protocol.md section 4). Pure: no socket, no clock, no sleep;
+# with each response (docs/protocol.md section 4). Pure: no socket, no clock, no sleep;
 # the adapter (provisioning.py) owns the link and the waiting. Parsers return None for a
 # topic that is not theirs and raise ProtocolError for one that is theirs but malformed
 # (after azure-sdk-for-c az_iot_provisioning_client.c). Error bodies never crash the

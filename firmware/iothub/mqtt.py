@@ -2,7 +2,7 @@
 # mqttproto: encoders write one whole packet into a caller-supplied buffer (so the adapter
 # sends it with one write, one TLS record); the Decoder is fed bytes as they arrive, in any
 # split, and hands out complete packets. QoS 0 and 1 only: the hub closes the connection on
-# QoS 2 (iothub-protocol.md 2.4), so QoS 2 packets from a server are a protocol error here.
+# QoS 2 (docs/protocol.md 2.4), so QoS 2 packets from a server are a protocol error here.
 #
 # CONNECT and SUBSCRIBE, sent only while a connection is set up, are in iothub.mqttconn.
 #

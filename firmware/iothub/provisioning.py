@@ -1,5 +1,5 @@
 # Zero-touch provisioning: register with the Device Provisioning Service (DPS) over MQTT,
-# then connect to the hub it assigns (iothub-protocol.md section 4).
+# then connect to the hub it assigns (docs/protocol.md section 4).
 #
 #   from iothub.provisioning import ProvisioningClient, provision_or_load
 #   pc = ProvisioningClient("0ne0012345", "sensor-42", symmetric_key=KEY)
@@ -483,7 +483,7 @@ def provision_or_load(pc, path, *, force=False, timeout_ms=None):
 
 
 class Reprovision:
-    """When to go back to DPS (Microsoft's guidance, iothub-protocol.md 5.1): at once when
+    """When to go back to DPS (Microsoft's guidance, docs/protocol.md 5.1): at once when
     the hub refuses the identity (CONNACK 4/5, status 401/403/404), or after
     `max_failures` consecutive failed connection attempts (default 10).
 

@@ -1,4 +1,4 @@
-# The only trust anchors built into iothub (iothub-protocol.md 1.4-1.5):
+# The only trust anchors built into iothub (docs/protocol.md 1.3):
 #   ROOT_G2  DigiCert Global Root G2 (RSA 2048): roots the server certificate of RSA hubs.
 #   ROOT_G3  DigiCert Global Root G3 (EC P-384): roots the ECC server certificate.
 # DER bytes, as tls.SSLContext.load_verify_locations() takes them (the unix port rejects PEM

@@ -1,5 +1,5 @@
 # Topics of what the hub sends and of the requests answered on them: C2D and module
-# inputs, direct methods, twin GET/PATCH and desired patches (iothub-protocol.md section
+# inputs, direct methods, twin GET/PATCH and desired patches (docs/protocol.md section
 # 2). Parsers return a small result, or None when the topic is not theirs ("not mine",
 # like azure-sdk-for-c), and raise ProtocolError when it is theirs but malformed.
 # Loaded only with a handler or a twin call (a telemetry-only client never needs it).

@@ -1,7 +1,7 @@
 # Shared access signatures (SAS) for IoT Hub and DPS, plus the percent-encoding and
 # HMAC-SHA256 they need. Pure: no clock, no I/O; the caller passes the expiry time.
 #
-# Token format (iothub-protocol.md section 3):
+# Token format (docs/protocol.md section 3):
 #   SharedAccessSignature sr={quote(uri)}&sig={quote(b64(hmac(key, quote(uri) + "\n" + se)))}&se={se}[&skn={name}]
 # The URL-encoded resource URI is what gets signed (azure-iot-sdk-python sastoken.py,
 # azure-sdk-for-c az_iot_hub_client_sas.c). HMAC after RFC 2104, written on hashlib.sha256
@@ -87,8 +87,16 @@ def _key_bytes(key):
 
 
 def _check_expiry(expiry):
+    # time.time() is a float on the unix port and an int on boards: take both (whole
+    # seconds, rounded down). The epoch must be 1970's whatever the port: on esp32 time.time()
+    # counts from 2000, so pass iothub.clock.unix_time() + ttl, not time.time() + ttl.
+    if isinstance(expiry, float) and 0 <= expiry < 1e18:  # not NaN, inf or negative
+        expiry = int(expiry)
     if not isinstance(expiry, int) or isinstance(expiry, bool) or expiry < 0:
-        raise ConfigError("SAS expiry must be a non-negative int (seconds since 1970-01-01)")
+        raise ConfigError(
+            "SAS expiry must be a non-negative number of seconds since 1970-01-01, e.g. "
+            "iothub.clock.unix_time() + 3600 (got %s)" % type(expiry).__name__
+        )
     return expiry
 
 
@@ -116,7 +124,9 @@ def token_from_signature(encoded_uri, sig_b64, expiry, key_name=None):
 
 
 def sas_token(resource_uri, key, expiry, key_name=None):
-    """SAS token for `resource_uri` valid until `expiry` (int, Unix seconds).
+    """SAS token for `resource_uri` valid until `expiry` (Unix seconds: an int, or a float
+    such as time.time() + 3600 on the unix port, rounded down; iothub.clock.unix_time() + ttl
+    works on every port).
 
     key: base64 str (as in a connection string) or raw bytes. key_name: policy name (skn),
     omitted for device and module keys."""

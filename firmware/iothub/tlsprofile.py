@@ -4,8 +4,8 @@
 #   sock = ctx.wrap_socket(raw, server_hostname="myhub.azure-devices.net")
 #   print(ctx.iothub_info)                        # what was configured (and negotiated)
 #
-# Facts behind the choices: iothub-protocol.md section 1 (suites 1.2/1.3, roots 1.4/1.5,
-# max fragment length 1.8); MicroPython's tls module: extmod/modtls_mbedtls.c.
+# Facts behind the choices: docs/protocol.md section 1 (suites 1.2, roots 1.3,
+# max fragment length 1.5); MicroPython's tls module: extmod/modtls_mbedtls.c.
 #
 # The context is the built-in tls.SSLContext (not micropython-lib's ssl wrapper, whose
 # constructor turns verification off), subclassed only to hold `iothub_info` and to make

@@ -1,5 +1,5 @@
 # SAS, HMAC and percent-encoding cases: run on CPython and on the unix port (coretest.py).
-# Known answers: RFC 4231 (HMAC-SHA256) and the SDK vectors P1-P8 of iothub-protocol.md 3.3.
+# Known answers: RFC 4231 (HMAC-SHA256) and the SDK vectors P1-P8 of docs/protocol.md section 3.3.
 
 import binascii
 
@@ -256,8 +256,18 @@ def test_decode_key_errors_never_echo_the_key():
 
 def test_bad_arguments():
     key = "cGFzc3dvcmQ="
-    for expiry in (-1, "12345", 1.5, None, True):
-        has(raises(ConfigError, sas.sas_token, "uri", key, expiry), "expiry", repr(expiry))
+    for expiry in (-1, -0.5, "12345", None, True, float("nan"), float("inf")):
+        msg = raises(ConfigError, sas.sas_token, "uri", key, expiry)
+        has(msg, "expiry", repr(expiry))
+        has(msg, "iothub.clock.unix_time() + 3600", repr(expiry))  # says what to pass
+
+
+def test_float_expiry_from_time_time():
+    # time.time() is a float on the unix port: time.time() + 3600 is whole seconds, rounded down
+    key = "cGFzc3dvcmQ="
+    eq(sas.sas_token("uri", key, 12345.9), sas.sas_token("uri", key, 12345))
+    has(sas.sas_token("uri", key, 12345.9), "&se=12345")
+    eq(sas.string_to_sign("uri", 7.0), "uri\n7")
     has(raises(ConfigError, sas.sas_token, "", key, 1), "resource URI")
     has(raises(ConfigError, sas.sas_token, "uri", 12, 1), "key")
     has(raises(ConfigError, sas.sas_token, "uri", b"", 1), "empty")

@@ -1,5 +1,5 @@
 # Topic, user-name and property-bag cases: run on CPython and on the unix port (coretest.py).
-# Expected strings from iothub-protocol.md section 2 (doc examples and SDK test topics).
+# Expected strings from docs/protocol.md section 2 (doc examples and SDK test topics).
 
 from coretest import eq, has, raises
 

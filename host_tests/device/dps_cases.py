@@ -1,5 +1,5 @@
 # DPS names, payloads and reply decisions (iothub.dps_topics): run on CPython and on the unix
-# port (coretest.py). Expected strings from iothub-protocol.md section 4 (doc examples and
+# port (coretest.py). Expected strings from docs/protocol.md section 4 (doc examples and
 # azure-sdk-for-c's provisioning tests).
 
 import json

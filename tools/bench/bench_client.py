@@ -5,7 +5,8 @@ The device is the real MicroPython unix port running the iothub package (as .py 
 and as .mpy compiled by mpy-cross); the hub is the emulator over real TLS on loopback,
 whose endpoint counts every byte and TLS record on the wire.
 
-    python tools/bench/bench_client.py [--quick] [--sends 1000] [--mp BINARY] [--json FILE]
+    .venv/bin/python tools/bench/bench_client.py [--quick] [--sends 1000] [--mp BINARY] [--json FILE]
+        [--figures docs/figures.md]      # also write the README's blocks "client-wire", "client-heap"
 
  1. One QoS 1 message (64-byte JSON body, two custom properties) on an open connection,
     ECC and RSA hub: TLS bytes and records each way (hub counters sampled just before and
@@ -48,6 +49,11 @@ if str(ROOT / "tools") not in sys.path:
 from iothub_emulator import Emulator  # noqa: E402
 from iothub_emulator.pki import TestPKI  # noqa: E402
 from iothub_tool.mpy import compile_package  # noqa: E402
+
+try:
+    from . import figures
+except ImportError:  # run as a script
+    import figures
 
 DEVICE = HERE / "device_client_bench.py"
 DEMO_DEVICE = ROOT / "tools" / "demo_device.py"
@@ -632,6 +638,7 @@ def main(argv=None):
     ap.add_argument("--mp", default=micropython(), help="MicroPython binary ($MICROPYTHON)")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--state", default=None, help="PKI/emulator state dir (default: temporary)")
+    figures.add_figures_arg(ap)
     args = ap.parse_args(argv)
     if args.sends is None:
         args.sends = 200 if args.quick else 1000
@@ -652,7 +659,86 @@ def main(argv=None):
     print("measured in %.0f s" % res["seconds"])
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    if args.figures:
+        wire, heap = markdown(res, args)
+        figures.write_block(args.figures, "client-wire", wire, figures.source_line())
+        figures.write_block(args.figures, "client-heap", heap, figures.source_line())
     return 0
+
+
+def _kb(n):
+    return "%.1f KB" % (n / 1000)
+
+
+def markdown(res, args):
+    """The README's device-client tables: (block "client-wire", block "client-heap")."""
+    w = res["wire"]
+    ecc, rsa, base = w["ecc"]["ours"], w["rsa"]["ours"], w["ecc"]["base"]
+    cols = (ecc, rsa, base)
+
+    def row(name, fn, bold=False):
+        cells = [fn(r) for r in cols]
+        if bold:
+            cells = ["**%s**" % c for c in cells[:2]] + cells[2:]
+        return [name] + cells
+
+    wire = figures.table(
+        ["", "iothub, ECC hub", "iothub, RSA hub", "umqtt.simple-style writes"],
+        [
+            row("MQTT PUBLISH / PUBACK", lambda r: "%d B / %d B" % (r["mqtt_out"], r["mqtt_in"])),
+            row("TLS records device → hub", lambda r: "%d" % len(r["records_in"]), True),
+            row("TLS bytes device → hub", lambda r: "%d" % r["tls_in"], True),
+            row("TLS bytes hub → device (PUBACK)", lambda r: "%d" % r["tls_out"]),
+            row("TLS overhead per record (AES-128-GCM)", lambda r: "%.0f B" % r["overhead_in"]),
+        ],
+    )
+    s = res["sends"]
+    wire += (
+        "\niothub against the baseline (ECC hub): **%.2f** of the bytes device → hub, %.2f of the "
+        "bytes both ways, and **%.2f** of the records. A blocking QoS 1 `send()` took %.1f ms "
+        "(`.py`) on loopback in this run.\n"
+        % (
+            _ratio(ecc["tls_in"], base["tls_in"]),
+            _ratio(ecc["tls_in"] + ecc["tls_out"], base["tls_in"] + base["tls_out"]),
+            _ratio(len(ecc["records_in"]), len(base["records_in"])),
+            s["py"]["ms_per_send"],
+        )
+    )
+    im, h = res["imports"], res["min_heap"]
+
+    def growth(kind):
+        smp = s[kind]["samples"]
+        return "**%d B**" % (smp[-1][1] - smp[0][1])
+
+    def min_heap(kind):
+        m = h[kind]["min"]
+        return "not reached" if m is None else "%.1f KiB" % (m / 1024)
+
+    heap = figures.table(
+        ["", "`.py`", "`.mpy`"],
+        [
+            ["`import iothub` (names load lazily)"]
+            + [_kb(im[k]["package"]) for k in ("py", "mpy")],
+            ["`import iothub.client` and its dependencies"]
+            + [_kb(im[k]["client"]) for k in ("py", "mpy")],
+            ["with what `from_connection_string()`/`connect()` load (connstr, tlsprofile, backoff)"]
+            + [_kb(im[k]["connect"]) for k in ("py", "mpy")],
+            ["one `DeviceClient` (1 KB TX buffer, 512 B RX chunk, 1 KB decoder buffer, outbox)"]
+            + [_kb(im[k]["object"]) for k in ("py", "mpy")],
+            ["growth across %d QoS 1 sends on one connection" % args.sends]
+            + [growth(k) for k in ("py", "mpy")],
+            ["garbage per QoS 1 send (freed by the collector)"]
+            + [_kb(s[k]["garbage"]["send_qos1"]) for k in ("py", "mpy")],
+            ["smallest `-X heapsize` for the demo scenario (%d runs in a row)" % args.repeat]
+            + [min_heap(k) for k in ("py", "mpy")],
+        ],
+    )
+    per = im["mpy"]["per_module"]
+    top = sorted(per, key=lambda m: -per[m])[:4]
+    heap += "\nThe biggest modules as `.mpy` (retained on import): %s.\n" % ", ".join(
+        "%s (%s)" % (m, _kb(per[m])) for m in top
+    )
+    return wire, heap
 
 
 def run_all(args, state):

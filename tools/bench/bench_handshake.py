@@ -6,7 +6,8 @@ profile it runs N full handshakes (no session resumption) in one device process 
 bytes and records in each direction, the chain the hub sent, and wall time (median of N:
 on the device, around wrap_socket; on the hub, from accept to its Finished).
 
-    python tools/bench/bench_handshake.py [-n 15] [--mtls] [--mp /path/to/micropython]
+    .venv/bin/python tools/bench/bench_handshake.py [-n 15] [--mtls] [--mp /path/to/micropython]
+        [--figures docs/figures.md]      # also write the README's block "handshake"
 
 Not a test: it prints what this run measured. The IoT Hub docs say ECC server certificates
 use up to 40% less compute, memory and bandwidth; the target here is ECC bytes <= 0.6 x RSA.
@@ -27,6 +28,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 from iothub_emulator import tlsrecords  # noqa: E402
 from iothub_emulator.pki import TestPKI  # noqa: E402
 from iothub_emulator.tlsserver import TLSEndpoint  # noqa: E402
+
+try:
+    from . import figures
+except ImportError:  # run as a script
+    import figures
 
 DEVICE = """
 import json, socket, time, iothub
@@ -115,6 +121,7 @@ def main(argv=None):
     ap.add_argument("--mtls", action="store_true", help="with an EC P-256 client certificate")
     ap.add_argument("--mp", default=micropython(), help="MicroPython binary ($MICROPYTHON)")
     ap.add_argument("--state", default=None, help="PKI state directory (default: temporary)")
+    figures.add_figures_arg(ap)
     args = ap.parse_args(argv)
     state = args.state or tempfile.mkdtemp(prefix="iothub-bench-")
     pki = TestPKI.load_or_create(state)
@@ -161,6 +168,55 @@ def main(argv=None):
     print(
         "ECC/RSA handshake bytes %.2f (target <= 0.60): %s"
         % (total, "met" if total <= 0.6 else "not met")
+    )
+    if args.figures:
+        name = "handshake-mtls" if args.mtls else "handshake"
+        figures.write_block(args.figures, name, markdown(rsa, ecc, args), figures.source_line())
+
+
+def markdown(rsa, ecc, args):
+    """The README's handshake table (block "handshake") from this run's figures."""
+
+    def tot(r):
+        return r["bytes_in"] + r["bytes_out"]
+
+    def ratio(a, b):
+        return "%.2f" % (b / a) if a else "-"
+
+    rows = [
+        ("chain the hub sends (DER)", "%d B" % rsa["chain"], "%d B" % ecc["chain"]),
+        ("bytes device → hub", "%d" % rsa["bytes_in"], "%d" % ecc["bytes_in"]),
+        ("bytes hub → device", "%d" % rsa["bytes_out"], "%d" % ecc["bytes_out"]),
+        ("**handshake bytes, total**", "**%d**" % tot(rsa), "**%d**" % tot(ecc)),
+    ]
+    nums = [
+        (rsa["chain"], ecc["chain"]),
+        (rsa["bytes_in"], ecc["bytes_in"]),
+        (rsa["bytes_out"], ecc["bytes_out"]),
+        (tot(rsa), tot(ecc)),
+    ]
+    cells = [r + (ratio(*n),) for r, n in zip(rows, nums, strict=True)]
+    cells[-1] = cells[-1][:3] + ("**%s**" % cells[-1][3],)
+    cells.append(
+        (
+            "TLS records (each direction)",
+            "%d / %d" % (rsa["records_in"], rsa["records_out"]),
+            "%d / %d" % (ecc["records_in"], ecc["records_out"]),
+            ratio(rsa["records_in"] + rsa["records_out"], ecc["records_in"] + ecc["records_out"]),
+        )
+    )
+    cells.append(
+        (
+            "handshake time on the device (median of %d)" % args.n,
+            "%.1f ms" % rsa["device_ms"],
+            "%.1f ms" % ecc["device_ms"],
+            ratio(rsa["device_ms"], ecc["device_ms"]),
+        )
+    )
+    share = tot(ecc) / tot(rsa)
+    return figures.table(["", "RSA hub", "ECC hub", "ECC/RSA"], cells) + (
+        "\nECC needs **%.2f** of RSA's handshake bytes (%d %% fewer); the target of 0.6 is %s.\n"
+        % (share, round((1 - share) * 100), "met" if share <= 0.6 else "**not** met")
     )
 
 

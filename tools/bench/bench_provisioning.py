@@ -10,7 +10,7 @@ and the query (retry-after 3 in Microsoft's example), which adds to the wall tim
 
 Heap figures are gc.mem_alloc() differences on the unix port (GC heap only: on unix,
 mbedTLS allocates with malloc, outside the GC heap; on rp2 its buffers come from the GC heap
-too, see platform-facts.md):
+too, see docs/protocol.md section 6):
   import        retained after `from iothub.provisioning import ...` (gc.collect()ed)
   client        retained by one ProvisioningClient
   register      allocated during one register() with the GC disabled (all garbage included)
@@ -18,7 +18,8 @@ too, see platform-facts.md):
                 link modules register() loads (session, mqtt, transport, tlsprofile; a device
                 that also uses DeviceClient has them anyway), then the result object
 
-    python tools/bench/bench_provisioning.py [-n 5] [--json] [--mp /path/to/micropython]
+    .venv/bin/python tools/bench/bench_provisioning.py [-n 5] [--json] [--mp /path/to/micropython]
+        [--figures docs/figures.md]      # also write the README's block "provisioning"
 
 Not a test: it prints what this run measured.
 """
@@ -37,6 +38,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from iothub_emulator import Emulator  # noqa: E402
 from iothub_emulator.dps import DPSEmulator  # noqa: E402
+
+try:
+    from . import figures
+except ImportError:  # run as a script
+    import figures
 
 DEVICE = """
 import gc, json, time
@@ -144,6 +150,7 @@ def main(argv=None):
     ap.add_argument("-n", type=int, default=5, help="registrations per case (default 5)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--mp", default=micropython(), help="MicroPython unix binary")
+    figures.add_figures_arg(ap)
     args = ap.parse_args(argv)
 
     from iothub_emulator.pki import TestPKI
@@ -247,7 +254,79 @@ def main(argv=None):
                 r["heap_retained"],
             )
         )
+    if args.figures:
+        figures.write_block(
+            args.figures, "provisioning", markdown(rows, imports, args), figures.source_line()
+        )
     return 0
+
+
+def _kb(n):
+    return "%.1f KB" % (n / 1000)
+
+
+def markdown(rows, imports, args):
+    """The README's DPS tables (block "provisioning"): wire and time per round, then heap."""
+    names = {"ecc": "ECC", "rsa": "RSA", "sas-group": "SAS (group-derived key)"}
+    names["x509"] = "X.509 (EC P-256)"
+    wire = []
+    for r in rows:
+        wire.append(
+            (
+                names[r["profile"]],
+                names[r["auth"]],
+                "%d B" % r["bytes_out"],
+                "%d B" % r["bytes_in"],
+                "%d / %d B" % (r["handshake_out"], r["handshake_in"]),
+                "%d / %d B"
+                % (r["bytes_out"] - r["handshake_out"], r["bytes_in"] - r["handshake_in"]),
+                "%d / %d" % (r["records_out"], r["records_in"]),
+                "%.0f ms" % r["ms_median"],
+            )
+        )
+    header = ["DPS TLS", "credential", "device → DPS", "DPS → device", "of which TLS handshake"]
+    header += ["MQTT payload and framing out / in", "TLS records out / in", "time"]
+    out = "Median of %d rounds:\n\n" % args.n + figures.table(header, wire)
+    py, mpy = imports["py"], imports.get("mpy")
+    by = {(r["profile"], r["auth"]): r for r in rows}
+    sas, x509 = by[("ecc", "sas-group")], by[("ecc", "x509")]
+    heap = [
+        (
+            "`from iothub.provisioning import ProvisioningClient` (fresh)",
+            _kb(sas["heap_import"]),
+            _kb(imports["mpy_alone"]["provisioning"]) if mpy else "-",
+        ),
+        (
+            "the same when `iothub.client` is already loaded",
+            _kb(py["provisioning_after_client"]),
+            _kb(mpy["provisioning_after_client"]) if mpy else "-",
+        ),
+        (
+            "(for scale: `from iothub.client import DeviceClient`)",
+            _kb(py["client"]),
+            _kb(mpy["client"]) if mpy else "-",
+        ),
+        ("one `ProvisioningClient`", _kb(sas["heap_client"]), ""),
+        (
+            "allocated during one `register()` (GC disabled, garbage included)",
+            "%s (SAS), %s (X.509)"
+            % (_kb(sas["heap_register_alloc"]), _kb(x509["heap_register_alloc"])),
+            "",
+        ),
+        (
+            "retained after the first `register()` (the link modules it loads: session, mqtt, "
+            "transport, tlsprofile; a device using `DeviceClient` has them anyway)",
+            "%s (SAS), %s (X.509)"
+            % (_kb(sas["heap_retained_first"]), _kb(x509["heap_retained_first"])),
+            "",
+        ),
+        ("retained per later `register()` (the result)", _kb(sas["heap_retained"]), ""),
+    ]
+    out += (
+        "\nHeap (GC heap, `gc.mem_alloc()` deltas, 1 KB = 1000 B, unix port x86-64, ECC DPS; "
+        "a 32-bit board needs roughly half; mbedTLS buffers are outside the GC heap on unix):\n\n"
+    )
+    return out + figures.table(["", "from .py", "from .mpy"], heap)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """RAM and CPU of the iothub device client next to a umqtt.simple-style baseline, side by
-side, all measured in one run (issue 9).
+side, all measured in one run.
 
 The device is the stock MicroPython unix port running the package as .mpy (mpy-cross) and as
 .py; the hub is the emulator (ECC profile) over real TLS on loopback, whose endpoint counts

@@ -6,20 +6,20 @@ down, wait the policy's next delay, try again; the first attempt at or after the
 outage succeeds (unless the hub's admission limit is reached, see below). Strategies:
 
   jitter    the device's own core, firmware/iothub/backoff.py Backoff(1 s, 100 s, jitter 0-5 s),
-            the azure-sdk-for-c defaults (iothub-protocol.md 5.2). Like DeviceClient._lost(), the
+            the azure-sdk-for-c defaults (docs/protocol.md 5.2). Like DeviceClient._lost(), the
             device waits next_delay_ms() before its first reconnect attempt.
   nojitter  the same core with max_jitter_ms=0.
   fixed2    a fixed 2 s retry, first retry immediately (umqtt.robust: reconnect() tries at once,
-            then sleeps DELAY = 2 s between tries; field-notes.md).
+            then sleeps DELAY = 2 s between tries; docs/protocol.md 5.3).
   fixed10   a fixed 10 s retry, first retry immediately (azure-iot-device v2: a reconnect timer
             of 0.01 s after an unexpected drop, then connection_retry_interval = 10 s;
-            pipeline_stages_base.ConnectionStateStage; iothub-protocol.md 5.3).
+            pipeline_stages_base.ConnectionStateStage; docs/protocol.md 5.3).
 
 All randomness comes from random.Random(--seed), passed to Backoff through its `rand` hook, so a
 run is reproducible. Attempts take no time (the client passes no operation_ms either).
 
 Hub admission (--admit): IoT Hub throttles new device connections at max(100/s, 12/s/unit) on
-S1 (iothub-protocol.md 2.5, azure-docs iot-hub-devguide-quotas-throttling.md). The second table
+S1 (docs/protocol.md 2.5, azure-docs iot-hub-devguide-quotas-throttling.md). The second table
 models a hub that accepts at most --admit connections in each calendar second after recovery
 and refuses the rest; a refused device counts a failed attempt and keeps backing off. The docs
 say traffic over a limit is first shaped (queued) and then rejected, so refusing at once is the
@@ -33,8 +33,10 @@ the core stops at the cap: faithful to azure-sdk-for-c, jitter is added only whi
 max_ms - delay > jitter, so from Backoff.attempt 7 on (with the defaults) every delay is exactly
 100 s and the spread between devices stops growing.
 
-    python tools/bench/bench_reconnect_storm.py [-n 500] [--outage 120] [--admit 100]
+    .venv/bin/python tools/bench/bench_reconnect_storm.py [-n 500] [--outage 120] [--admit 100]
         [--seed 1] [--plot docs/storm.png | --no-plot]
+        [--figures docs/figures.md]   # also write the README's blocks "storm", "storm-throttled",
+                                      # "storm-cap"
 
 Not a test: it prints what the simulation produced (host_tests/test_bench_storm_smoke.py only
 checks that it runs and that jitter flattens the storm on a fixed seed).
@@ -54,6 +56,11 @@ if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
 from iothub.backoff import Backoff  # noqa: E402  (the device's own pure core)
+
+try:
+    from . import figures
+except ImportError:  # run as a script
+    import figures
 
 DEFAULT_PLOT = ROOT / "docs" / "storm.png"
 
@@ -362,6 +369,7 @@ def main(argv=None):
     ap.add_argument("--jitter-ms", type=int, default=5000)
     ap.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG path (default docs/storm.png)")
     ap.add_argument("--no-plot", action="store_true")
+    figures.add_figures_arg(ap)
     a = ap.parse_args(argv)
     if a.devices < 1:
         ap.error("--devices must be >= 1")
@@ -404,6 +412,15 @@ def main(argv=None):
     )
     rows = cap_rows(strats[0], a.devices, int(a.cap_outage * 1000), a.seed, a.jitter_ms)
     print(format_cap(rows))
+    if a.figures:
+        src = figures.source_line()
+        figures.write_block(
+            a.figures, "storm", format_table([(st, s) for st, _, s in free], 0) + "\n", src
+        )
+        if limited:
+            table = format_table([(st, s) for st, _, s in limited], a.admit)
+            figures.write_block(a.figures, "storm-throttled", table + "\n", src)
+        figures.write_block(a.figures, "storm-cap", format_cap(rows) + "\n", src)
 
     if not a.no_plot:
         columns = [("hub accepts everyone once back", 0, free)]

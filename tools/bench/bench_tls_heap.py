@@ -6,7 +6,9 @@ and RSA chains, and prints one table: requested MFL, biggest record the hub sent
 heap after the handshake and its peak. Heap figures need a build with tlsx.heap_stats()
 (boards/unix-iothub built with IOTHUB_TLSX_HEAP_STATS=1); other builds show "-".
 
-    python tools/bench/bench_tls_heap.py --mp ecc=/path/micropython --mp stock=/path/micropython
+    .venv/bin/python tools/bench/bench_tls_heap.py --mp ecc=/path/micropython --mp stock=/path/micropython
+        [--figures docs/figures.md]   # block "tls-heap", written only when every build has
+                                      # heap stats (stock builds have none)
 
 Without --mp it measures $MICROPYTHON (or the venv's unix port). Not a test: it prints figures
 measured in this run. host_tests/test_firmware_mfl.py reuses the helpers below.
@@ -33,6 +35,11 @@ if str(ROOT / "tools") not in sys.path:
 from iothub_emulator import pki as pki_mod  # noqa: E402
 from iothub_emulator import tlsrecords  # noqa: E402
 from iothub_emulator.tlsserver import TLSEndpoint  # noqa: E402
+
+try:
+    from . import figures
+except ImportError:  # run as a script
+    import figures
 
 PROBE = HERE / "device_tls_probe.py"
 PAYLOAD_SEED = b"iothub-mfl-probe"
@@ -242,6 +249,7 @@ def main(argv=None):
     ap.add_argument("--mfl", type=int, default=-1, help="-1: firmware default; 0: none; or size")
     ap.add_argument("--bytes", type=int, default=12000, help="application data read per connection")
     ap.add_argument("--state", default=None, help="PKI state dir (default: a temporary one)")
+    figures.add_figures_arg(ap)
     args = ap.parse_args(argv)
     builds = [b.split("=", 1) for b in args.mp] or [["default", default_binary()]]
     state = args.state or tempfile.mkdtemp(prefix="iothub-bench-")
@@ -263,7 +271,9 @@ def main(argv=None):
     )
     print(head)
     print("-" * len(head))
+    table = []
     for name, binary in builds:
+        cells = [name, None, None]
         for profile in ("ecc", "rsa"):
             res, info = measure(binary, pki, profile, args.mfl, args.bytes)
             heap = res.get("heap") or {}
@@ -288,6 +298,23 @@ def main(argv=None):
                     "ok" if ok else "FAIL at %s: %s" % (res["stage"], res["error"]),
                 )
             )
+            cells[1] = bufs
+            cells[2] = res.get("requested_mfl") or "none"
+            if not ok:
+                cells.append("handshake fails" if res["stage"] == "handshake" else "fails")
+            elif not heap:
+                cells.append(None)
+            else:
+                cells.append("%s / %s" % (heap["after_handshake"], heap["peak"]))
+        table.append(cells)
+    if args.figures:
+        if any(None in row for row in table):
+            print("figures: not written (a build without tlsx.heap_stats(): no heap figures)")
+        else:
+            md = figures.table(
+                ["build", "IN/OUT", "MFL", "ECC chain (P-384)", "RSA chain (RSA-2048 leaf)"], table
+            )
+            figures.write_block(args.figures, "tls-heap", md, figures.source_line())
     return 0
 
 

@@ -1,4 +1,4 @@
-"""CONNECT checks of the hub: client id, user name, SAS password or X.509 identity (iothub-protocol.md
+"""CONNECT checks of the hub: client id, user name, SAS password or X.509 identity (docs/protocol.md
 §1.9, §2.2, §3.2). Returns an MQTT 3.1.1 return code and a reason; reasons never contain secrets."""
 
 import datetime

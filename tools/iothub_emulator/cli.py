@@ -1,6 +1,6 @@
 """`iothub-emulator`: run the local IoT Hub emulator and act on it as the service side.
 
-    iothub-emulator serve --state DIR [--port 8883] [--profile ecc|rsa] [--host 127.0.0.1] [--admin-port N]
+    iothub-emulator --state DIR serve [--port 8883] [--profile ecc|rsa] [--host 127.0.0.1] [--admin-port N]
     iothub-emulator device add ID [--key B64 | --x509-thumbprint HEX | --x509-ca] [--module M]
     iothub-emulator device list | connection-string ID [--module M] [--no-gateway]
     iothub-emulator c2d DEVICE PAYLOAD [--prop k=v ...] [--message-id ID] [--correlation-id ID]
@@ -10,7 +10,8 @@
     iothub-emulator fault NAME=VALUE ... | fault --reset
 
 `serve` writes emulator.json into the state directory (ports, admin URL, CA paths); the other
-commands find the running emulator's loopback admin API there. `device add/list/connection-string`
+commands find the running emulator's loopback admin API there. `--state` and `--admin` may also
+follow the command (`iothub-emulator serve --state DIR`). `device add/list/connection-string`
 also work with no emulator running, on the registry file in the state directory.
 """
 
@@ -79,8 +80,8 @@ def _admin(args):
     info = _running(args.state)
     if info is None:
         raise CLIError(
-            "no running emulator found in state dir %r (start one with `iothub-emulator serve --state %s`)"
-            % (args.state, args.state)
+            "no running emulator found in state dir %r (start one with "
+            "`iothub-emulator --state %s serve`)" % (args.state, args.state)
         )
     return info["admin_url"]
 
@@ -396,7 +397,19 @@ def build_parser():
     f.add_argument("settings", nargs="*", metavar="NAME=JSON")
     f.add_argument("--reset", action="store_true")
     f.set_defaults(fn=cmd_fault)
+    _accept_global_options_after_commands(p)
     return p
+
+
+def _accept_global_options_after_commands(parser):
+    """Let --state and --admin also follow a command (`serve --state DIR`), as users type them.
+    SUPPRESS keeps the value given before the command when the command gives none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                sub.add_argument("--state", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                sub.add_argument("--admin", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _accept_global_options_after_commands(sub)
 
 
 def main(argv=None):

@@ -1,5 +1,5 @@
 """The Device Provisioning Service stand-in: its own TLS endpoint (own port, TLS host name
-`global.azure-devices-provisioning.net`), MQTT 3.1.1 with DPS semantics (iothub-protocol.md
+`global.azure-devices-provisioning.net`), MQTT 3.1.1 with DPS semantics (docs/protocol.md
 section 4), enrollments in dps_store.py, and assignment to the hub emulator.
 
     from iothub_emulator import Emulator

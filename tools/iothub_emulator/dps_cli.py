@@ -68,7 +68,7 @@ def _device_ca_pem(state):
     path = os.path.join(state, "pki", "device-ca.pem")
     if not os.path.exists(path):
         raise EnrollmentError(
-            "no device CA in %s yet: run `iothub-emulator serve --state %s` once, or give "
+            "no device CA in %s yet: run `iothub-emulator --state %s serve` once, or give "
             "--x509-ca PEM" % (os.path.abspath(state), state)
         )
     with open(path, "rb") as f:

@@ -22,7 +22,7 @@ from .jsonfile import JsonFile
 from .registry import RegistryError, normalize_thumbprint
 
 FILENAME = "dps.json"
-_REG_RE = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")  # iothub-protocol.md 4.1
+_REG_RE = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")  # docs/protocol.md 4.1
 _GROUP_RE = re.compile(r"^[A-Za-z0-9\-._:]{1,128}$")
 
 

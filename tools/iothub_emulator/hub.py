@@ -1,5 +1,5 @@
 """The IoT Hub service behind the TLS endpoint: sessions, telemetry capture, C2D queues, twins, direct
-methods, and the service-side operations the Emulator exposes (iothub-protocol.md §2).
+methods, and the service-side operations the Emulator exposes (docs/protocol.md section 2).
 
 Threads: one per connection (the endpoint calls `handle(conn)`), plus the callers of the service API.
 All shared state is guarded by `self.lock`; packets are written outside it.

@@ -1,6 +1,6 @@
 """Test PKI for the local hub emulator, generated at run time (no private key is committed).
 
-Two hierarchies stand in for Azure's (iothub-protocol.md section 1.4-1.6):
+Two hierarchies stand in for Azure's (docs/protocol.md 1.3-1.4):
 
   profile "rsa":  RSA-2048 root ("DigiCert Global Root G2 stand-in", sha256WithRSA)
                   -> RSA-4096 intermediate ("Microsoft Azure RSA TLS Issuing CA" stand-in)
@@ -18,8 +18,8 @@ Azure lists its many service names. None of the filler names matches `<hub>.azur
 (no `*.azure-devices.net`), so host-name tests stay strict.
 
 Sizes (DER) this module produces (they vary by a few bytes between runs), against Azure's
-where a figure is known (RSA chain: leaf ~2 KB+ with many SANs, intermediate ~1.7 KB, from the
-project brief; roots from iothub-protocol.md 1.5):
+where a figure is known (RSA chain: leaf ~2 KB+ with many SANs, intermediate ~1.7 KB,
+docs/protocol.md 1.4; roots from docs/protocol.md 1.3):
                  here      Azure
   RSA leaf       ~2370 B   ~2 KB+ (RSA-2048 key, signed by an RSA-4096 issuing CA)
   RSA inter      ~1625 B   ~1.7 KB (Microsoft Azure RSA TLS Issuing CA, RSA-4096 key)

@@ -1,4 +1,4 @@
-"""SAS token verification as the hub does it (iothub-protocol.md §3.2, "Emulator recommendation").
+"""SAS token verification as the hub does it (docs/protocol.md 3.2).
 
 The SDKs disagree on how they encode `sr` (uppercase `%2F`, lowercase `%2f`, raw `/` in Java) and on
 field order, and the real service accepts them all. So: parse the `k=v` fields in any order, compute

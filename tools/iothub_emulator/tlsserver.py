@@ -3,7 +3,7 @@
 OpenSSL (pyOpenSSL) runs over memory BIOs on a plain TCP socket, so every raw byte and TLS
 record in each direction is seen and counted, and a test can drop the link or inject bytes.
 
-Policy, like a real classic hub endpoint (iothub-protocol.md section 1):
+Policy, like a real classic hub endpoint (docs/protocol.md section 1):
   * TLS 1.2 only (capped at 1.2 even with clients that offer 1.3); `legacy=True` speaks only
     TLS 1.0/1.1 (at OpenSSL security level 0), for negative tests.
   * profile "ecc": EC leaf, the four ECDHE-ECDSA suites; profile "rsa": RSA leaf, the four

@@ -1,4 +1,4 @@
-"""IoT Hub MQTT topics, seen from the hub (iothub-protocol.md §2.6-2.9, §2.11-2.12).
+"""IoT Hub MQTT topics, seen from the hub (docs/protocol.md 2.6-2.9, 2.11-2.12).
 
 Classifies what a device publishes or subscribes to, decodes property bags and builds the topics the
 hub sends. Device and module ids are never percent-decoded by the hub (§2.12); bag keys and values are,

@@ -1,4 +1,4 @@
-"""Device twin documents with versions (iothub-protocol.md §2.8).
+"""Device twin documents with versions (docs/protocol.md 2.8).
 
 Desired and reported sections each carry `$version`, bumped by one per accepted patch. A patch merges
 recursively; a member set to null is deleted. Each section is limited to 32 KB (quotas doc).

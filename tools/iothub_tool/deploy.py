@@ -1,7 +1,7 @@
 """Deploy the iothub package, the example and its configuration to a board with mpremote.
 
-    python tools/iothub_tool/deploy.py --port /dev/ttyACM0          # make deploy PORT=...
-    python tools/iothub_tool/deploy.py --port /dev/ttyACM0 --dry-run
+    .venv/bin/python tools/iothub_tool/deploy.py --port /dev/ttyACM0          # make deploy PORT=...
+    .venv/bin/python tools/iothub_tool/deploy.py --port /dev/ttyACM0 --dry-run
 
 Steps: check boards/examples/config.py (made from config_template.py; refused when missing or
 unfilled), ask the board for its .mpy version and architecture, cross-compile firmware/iothub
@@ -160,10 +160,22 @@ def run_mpremote(tool, port, args, timeout=120):
     except subprocess.TimeoutExpired:
         raise DeployError("mpremote did not finish within %d s (%s)" % (timeout, args[0])) from None
     if proc.returncode != 0:
-        raise DeployError(
-            "mpremote %s failed on %s: %s" % (args[0], port, (proc.stderr or proc.stdout).strip())
-        )
+        msg = (proc.stderr or proc.stdout).strip()
+        if _no_board(port, msg):
+            raise DeployError(
+                "no board found at %s: plug it in, or find its port with "
+                "`.venv/bin/mpremote connect list` and pass PORT=... (mpremote said: %s)"
+                % (port, msg.replace("mpremote: ", ""))
+            )
+        raise DeployError("mpremote %s failed on %s: %s" % (args[0], port, msg))
     return proc.stdout
+
+
+def _no_board(port, msg):
+    """mpremote could not open the port: it does not exist, or nothing answers there."""
+    if port.startswith("/") and not os.path.exists(port):
+        return True
+    return "failed to access" in msg or "no device found" in msg
 
 
 def board_info(tool, port):
@@ -294,8 +306,9 @@ def main(argv=None):
     for note in result["notes"]:
         print("note: " + note)
     print(
-        "deployed to %s (%s, .mpy %s%s): %d package files, config.py%s"
+        "%s %s (%s, .mpy %s%s): %d package files, config.py%s"
         % (
+            "dry run, nothing copied: would deploy to" if args.dry_run else "deployed to",
             args.port,
             info["platform"],
             info["version"],
@@ -304,7 +317,8 @@ def main(argv=None):
             ", main.py" if not args.no_main else "",
         )
     )
-    print("next: make repl PORT=%s, then Ctrl-D to soft-reset and run main.py" % args.port)
+    if not args.dry_run:
+        print("next: make repl PORT=%s, then Ctrl-D to soft-reset and run main.py" % args.port)
     return 0
 
 

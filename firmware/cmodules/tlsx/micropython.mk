@@ -1,4 +1,4 @@
-# tlsx user C module for make-based ports (unix). See README "Board builds".
+# tlsx user C module for make-based ports (unix). See README "Boards and firmware: Building".
 #   make -C ports/unix VARIANT_DIR=<repo>/boards/unix-iothub USER_C_MODULES=<repo>/firmware/cmodules
 # Optional: IOTHUB_TLSX_DEFAULT_MFL=512|1024|2048|4096|0 overrides the default
 # request (by default derived from the mbedTLS buffer sizes, see tlsx.c).
