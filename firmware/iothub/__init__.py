@@ -26,6 +26,7 @@ _LAZY = {
     "ConnectionRefused": "errors",
     "AuthenticationError": "errors",
     "StatusError": "errors",
+    "ProxyError": "errors",
 }
 
 

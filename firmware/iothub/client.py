@@ -58,7 +58,9 @@ class DeviceClient(Twin, Inbound):
         roots=None,
         max_fragment_length=None,
         host=None,
-        port=8883,
+        port=None,
+        transport="mqtt",
+        proxy=None,
         model_id=None,
         keepalive=240,
         sas_ttl=3600,
@@ -85,7 +87,7 @@ class DeviceClient(Twin, Inbound):
         self.device_id = device_id
         self.module_id = module_id
         self.host = host or hostname
-        self.port = port
+        self.port = port or (443 if transport == "websockets" else 8883)
         self.model_id = model_id
         self.keepalive = keepalive
         self.sas_ttl = sas_ttl
@@ -100,6 +102,7 @@ class DeviceClient(Twin, Inbound):
         self._set_credentials(shared_access_key, shared_access_key_name, cert, key)
 
         self._s = Session(txbuf, max_packet)
+        self._s.link.use(transport, proxy, txbuf, max_packet)
         self._s.on_publish = self._on_publish
         self._s.on_puback = self._on_puback
         self._outbox = Outbox(queue_size, queue_policy)

@@ -19,7 +19,16 @@ def client(cfg, **kw):
     common = dict(tls=cfg["profile"], roots=[read(cfg["root"])], host="127.0.0.1", port=cfg["port"])
     if cfg.get("verbose"):
         common["log"] = log_printer()
-    for k in ("keepalive", "sas_ttl", "timeout_ms", "model_id", "queue_size", "auto_reconnect"):
+    for k in (
+        "keepalive",
+        "sas_ttl",
+        "timeout_ms",
+        "model_id",
+        "queue_size",
+        "auto_reconnect",
+        "transport",
+        "proxy",
+    ):
         if k in cfg:
             common[k] = cfg[k]
     if "backoff" in cfg:

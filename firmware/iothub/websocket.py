@@ -1,0 +1,223 @@
+# MQTT over WebSockets: the I/O side of wsproto. upgrade() runs the opening handshake on a
+# fresh non-blocking TLS socket and returns a WebSocket: an object with the TLS socket's
+# write/readinto/close/cipher, so transport.Link drives it exactly as it drives the socket.
+# Loaded only when transport="websockets".
+#
+# Memory: one transmit buffer (HEADROOM + the session's txbuf) preallocated per connection:
+# a packet is masked into it behind its frame header and written with one write, so one MQTT
+# packet is one frame and one TLS record. Masking keys come from a pool of os.urandom bytes
+# drawn 64 at a time, so a send does not allocate for its key. One receive chunk.
+try:
+    from os import urandom
+except ImportError:  # pragma: no cover - every supported port has os.urandom
+    urandom = None
+
+from . import wsproto as ws
+from .clock import ticks_add, ticks_diff, ticks_ms
+from .errors import ConnectionLost, ProtocolError, Timeout
+
+PATH = "/$iothub/websocket"  # IoT Hub and DPS serve MQTT over WebSockets here, port 443
+PROTOCOL = "mqtt"
+_MAX_HEAD = 2048  # longest 101 answer accepted
+_POLLIN = 1
+_POLLOUT = 4
+
+
+def _random(n):
+    if urandom is not None:
+        return urandom(n)
+    import random
+
+    return bytes(random.getrandbits(8) for _ in range(n))
+
+
+def _wait(poll, sock, event, deadline, what):
+    left = ticks_diff(deadline, ticks_ms())
+    if left <= 0:
+        raise Timeout("no %s within the connect timeout" % what)
+    if event != _POLLIN:
+        poll.modify(sock, event)
+    try:
+        poll.poll(min(left, 100))
+    finally:
+        if event != _POLLIN:
+            poll.modify(sock, _POLLIN)
+
+
+def upgrade(sock, poll, host, deadline, txbuf=1024, max_message=32768, path=PATH):
+    """Send the Upgrade request for wss://host/path over the TLS socket `sock` (non-blocking,
+    registered in `poll` for reading), check the 101 answer. Returns a WebSocket."""
+    key = ws.make_key(_random(16))
+    req = memoryview(ws.upgrade_request(host, path, key, PROTOCOL))
+    done = 0
+    while done < len(req):
+        try:
+            n = sock.write(req[done:])
+        except OSError as e:
+            raise ConnectionLost("WebSocket upgrade: write failed: %s" % (e,))
+        if n:
+            done += n
+        else:
+            _wait(poll, sock, _POLLOUT, deadline, "room to send the WebSocket upgrade")
+    head = bytearray(_MAX_HEAD)
+    got = 0
+    while True:
+        try:
+            n = sock.readinto(memoryview(head)[got:])
+        except OSError as e:
+            code = e.args[0] if e.args else None
+            if code not in (11, 35, 110, 116, -26880, -26752):
+                raise ConnectionLost("WebSocket upgrade: read failed: %s" % (e,))
+            n = None
+        if n == 0:
+            raise ConnectionLost(
+                "the server closed the connection instead of answering the upgrade"
+            )
+        if n is None:
+            _wait(poll, sock, _POLLIN, deadline, "answer to the WebSocket upgrade")
+            continue
+        got += n
+        end = bytes(head[:got]).find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if got == _MAX_HEAD:
+            raise ProtocolError("the answer to the WebSocket upgrade is over %d bytes" % _MAX_HEAD)
+    ws.check_upgrade(memoryview(head)[: end + 4], key, PROTOCOL)
+    w = WebSocket(sock, poll, txbuf, max_message)
+    extra = got - end - 4
+    if extra:  # frames the server sent right behind its answer
+        w._rx[:extra] = head[end + 4 : got]
+        w._end = extra
+    return w
+
+
+class WebSocket:
+    """A WebSocket client stream over a TLS socket, with the socket's interface:
+    write(data) sends data as one binary frame (returns len(data)); readinto(buf) returns
+    payload bytes of data frames, None when nothing is available yet, 0 at end of stream;
+    pings are answered, a close frame raises ConnectionLost with its code and reason."""
+
+    def __init__(self, sock, poll, txbuf=1024, max_message=32768, rxchunk=512):
+        self.sock = sock
+        self._poll = poll
+        self._tx = bytearray(ws.HEADROOM + (txbuf + 3 & ~3))
+        self._txv = memoryview(self._tx)
+        self._key = bytearray(4)
+        self._pool = b""
+        self._pi = 0
+        self._rx = bytearray(rxchunk)
+        self._pos = self._end = 0
+        self.dec = ws.Decoder(max_message)
+        self.write_timeout_ms = 10000
+        self.frames_out = 0
+        self.close_code = None
+        self.close_reason = None
+
+    def _next_key(self):
+        pi = self._pi
+        if pi + 4 > len(self._pool):
+            self._pool = _random(64)
+            pi = 0
+        k = self._key
+        p = self._pool
+        k[0] = p[pi]
+        k[1] = p[pi + 1]
+        k[2] = p[pi + 2]
+        k[3] = p[pi + 3]
+        self._pi = pi + 4
+
+    def _send(self, mv):
+        sock = self.sock
+        total = len(mv)
+        done = 0
+        deadline = None
+        while done < total:
+            n = sock.write(mv[done:] if done else mv)
+            if n:
+                done += n
+                continue
+            if deadline is None:
+                deadline = ticks_add(ticks_ms(), self.write_timeout_ms)
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                raise OSError(110, "WebSocket write stalled")  # Link: ConnectionLost, closed
+            self._poll.modify(sock, _POLLOUT)
+            try:
+                self._poll.poll(min(left, 100))
+            finally:
+                self._poll.modify(sock, _POLLIN)
+
+    def _frame(self, opcode, data, n):
+        # Header and masked payload in one buffer, one write; larger payloads in chunks.
+        self._next_key()
+        key = self._key
+        tx = self._txv
+        h = ws.HEADROOM
+        start = ws.encode_header(self._tx, h, opcode, n, key)
+        room = len(self._tx) - h
+        if n <= room:
+            ws.mask(tx[h:], data, n, key)
+            self._send(tx[start : h + n])
+        else:
+            src = memoryview(data)
+            off = 0
+            while off < n:
+                k = min(room, n - off)  # room is a multiple of 4: the key phase stays 0
+                ws.mask(tx[h:], src[off:], k, key)
+                self._send(tx[start if off == 0 else h : h + k])
+                off += k
+        self.frames_out += 1
+
+    def write(self, data):
+        n = len(data)
+        self._frame(ws.OP_BINARY, data, n)
+        return n
+
+    def readinto(self, buf):
+        dec = self.dec
+        rx = self._rx
+        limit = len(buf)
+        while True:
+            if self._pos >= self._end:
+                if self.close_code is not None:
+                    return 0
+                n = self.sock.readinto(rx)
+                if not n:
+                    return n  # None: nothing yet (the caller polls); 0: end of stream
+                self._pos = 0
+                self._end = n
+            ev = dec.next(rx, self._pos, self._end, limit)
+            self._pos = dec.pos
+            if ev == ws.DATA:
+                k = dec.end - dec.start
+                memoryview(buf)[:k] = memoryview(rx)[dec.start : dec.end]
+                return k
+            if ev == ws.PING:
+                self._frame(ws.OP_PONG, dec.control, dec.n)
+            elif ev == ws.CLOSE:
+                self.close_code = dec.close_code
+                self.close_reason = dec.close_reason
+                try:  # echo the close (RFC 6455 section 5.5.1), best effort
+                    c = dec.control
+                    self._frame(ws.OP_CLOSE, c, 2 if dec.n >= 2 else 0)
+                except OSError:
+                    pass
+                raise ConnectionLost(
+                    "WebSocket closed by the server: code %d%s"
+                    % (dec.close_code, " (%s)" % dec.close_reason[:80] if dec.close_reason else "")
+                )
+
+    def cipher(self):
+        return self.sock.cipher()
+
+    def close(self):
+        sock = self.sock
+        if self.close_code is None:
+            self.close_code = 1000
+            try:  # a normal closure, best effort: the link is going away anyway
+                self._tx[ws.HEADROOM] = 0x03
+                self._tx[ws.HEADROOM + 1] = 0xE8
+                self._frame(ws.OP_CLOSE, self._txv[ws.HEADROOM : ws.HEADROOM + 2], 2)
+            except OSError:
+                pass
+        sock.close()
