@@ -14,7 +14,7 @@ AUTH ?= sas
 MODE ?= hub
 PORT ?= /dev/ttyACM0
 
-APT_PACKAGES := mosquitto ca-certificates openssl
+APT_PACKAGES := mosquitto tinyproxy ca-certificates openssl
 STAMP := $(VENV)/.installed
 
 .PHONY: all setup apt venv test lint format spell pytest demo bench mpy deploy repl package-json clean

@@ -48,9 +48,10 @@ def check_reply(head, where):
     if status == 200:
         return
     reason = parts[2].decode() if len(parts) > 2 else ""
-    if status == 407:
-        text = "the proxy %s wants credentials (407 %s): check proxy user and password" % (
+    if status in (401, 407):  # 407 by RFC 9110; some proxies (tinyproxy) say 401
+        text = "the proxy %s wants credentials (%d %s): check proxy user and password" % (
             where,
+            status,
             reason,
         )
     elif status == 403:

@@ -9,7 +9,8 @@ send_raw/info): the hub and DPS code runs unchanged over it.
 
 What a WebSocket connection adds to its ConnInfo: `ws_request` (method, path, headers with
 lower-case names), `ws_upgrade_bytes_in/out` (raw TCP bytes up to and including the 101),
-`ws_frames_in/out`, `ws_close` (code, reason) of a close frame from the client.
+`ws_frames_in/out`, `ws_control_in` [(opcode, payload)] of the control frames the client sent,
+`ws_close` (code, reason) of a close frame from the client.
 """
 
 import base64
@@ -216,6 +217,7 @@ class WSConn:
         self.info.ws_frames_in = 0
         self.info.ws_frames_out = 0
         self.info.ws_close = None
+        self.info.ws_control_in = []
 
     def recv(self, n=65536, timeout=None):
         while True:
@@ -244,8 +246,10 @@ class WSConn:
             self._buf += raw
 
     def _on_frame(self, fin, op, payload):
-        if op in (OP_CLOSE, OP_PING, OP_PONG) and (not fin or len(payload) > 125):
-            raise Violation(1002, "fragmented or oversized control frame")
+        if op in (OP_CLOSE, OP_PING, OP_PONG):
+            if not fin or len(payload) > 125:
+                raise Violation(1002, "fragmented or oversized control frame")
+            self.info.ws_control_in.append((op, payload))
         if op == OP_BINARY:
             if self._in_msg:
                 raise Violation(1002, "new message before the previous one ended")
