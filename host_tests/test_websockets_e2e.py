@@ -7,14 +7,17 @@ CONNECT requests tinyproxy logged."""
 
 import base64
 import json
+import pathlib
 import socket
 import struct
+import subprocess
+import sys
 import threading
 
 import pytest
 from devproc import DeviceProcess
+from proxyrun import Tinyproxy
 from test_client_e2e import device_error, run_round_trip, sas_cfg, x509_cfg
-from tinyproxy import Tinyproxy
 
 import mpyrun
 from iothub_emulator import Emulator
@@ -412,3 +415,52 @@ def test_unreachable_proxy_names_the_proxy(ecc_emu):
     cfg["proxy"] = ("127.0.0.1", port)
     err = device_error(cfg, "devkit.client(CFG).connect()")
     assert err.startswith("ConnectionLost") and "proxy 127.0.0.1:%d" % port in err, err
+
+
+# ---- the emulator's command line and the demo -----------------------------------------------
+
+
+def test_cli_serve_ws_port(pki, tmp_path):
+    import shutil
+
+    from test_tool_cli import Serve
+
+    state = tmp_path / "state"
+    shutil.copytree(pathlib.Path(pki.device_ca_pem_path).parent, state / "pki")
+    srv = Serve(state, "--ws-port", "0", "--quiet")
+    try:
+        ws_port = srv.info["ws_port"]
+        assert ws_port and ws_port != srv.info["port"]
+        assert any("MQTT over WebSockets" in ln and ":%d/" % ws_port in ln for ln in srv.lines)
+        emu = Emulator(str(state), pki=pki)  # the registry and PKI of the running one
+        emu.add_device("cli-ws")
+        (tmp_path / "root.der").write_bytes(emu.root_der)
+        cfg = {
+            "profile": "ecc",
+            "port": ws_port,
+            "root": str(tmp_path / "root.der"),
+            "cs": emu.connection_string("cli-ws", gateway=False),
+            "transport": "websockets",
+        }
+        out = mpyrun.run("CFG=%r\nimport devkit\n%sprint('OK')\n" % (cfg, SEND_ONE), timeout=60)
+        assert out.stdout.strip().endswith("OK"), out.stdout + out.stderr
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_demo_websockets_through_the_proxy(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(mpyrun.ROOT / "tools" / "demo.py"), "--transport", "websockets"]
+        + ["--state", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "device | via HTTP proxy 127.0.0.1:" in out and "(with credentials)" in out
+    assert "hub    | WebSocket upgrade: GET /$iothub/websocket HTTP/1.1" in out
+    assert "proxy  | CONNECT requests: 127.0.0.1:" in out
+    assert "device | round trip complete" in out
+    assert "demo complete: real round trip over MQTT over WebSockets" in out

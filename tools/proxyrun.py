@@ -1,5 +1,6 @@
-"""A real HTTP CONNECT proxy for tests: Debian's tinyproxy (installed by `make setup`), started
-on a free loopback port with its own configuration in a temporary directory.
+"""A real HTTP CONNECT proxy for the tests and `make demo TRANSPORT=websockets`: Debian's tinyproxy
+(installed by `make setup`), started on a free loopback port with its own configuration in a
+directory of the caller's (a temporary one).
 
     with Tinyproxy(tmp_path, auth=("alice", "s3cret"), connect_ports=[443]) as p:
         ... device uses proxy=("127.0.0.1", p.port, "alice", "s3cret") ...
