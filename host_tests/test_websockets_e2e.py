@@ -464,3 +464,27 @@ def test_demo_websockets_through_the_proxy(tmp_path):
     assert "proxy  | CONNECT requests: 127.0.0.1:" in out
     assert "device | round trip complete" in out
     assert "demo complete: real round trip over MQTT over WebSockets" in out
+
+
+def test_bench_websockets_smoke(tmp_path):
+    out_json = tmp_path / "res.json"
+    proc = subprocess.run(
+        [sys.executable, str(mpyrun.ROOT / "tools" / "bench" / "bench_websockets.py")]
+        + ["--messages", "3", "--mp", mpyrun.micropython_binary(), "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=str(mpyrun.ROOT),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out_json.read_text())
+    m, w = r["mqtt"], r["websockets"]
+    assert m["publish_records"] == w["publish_records"] == 1
+    # the only per-message overhead is the frame header: 8 bytes masked (126..65535 bytes of
+    # PUBLISH) from the device, 2 bytes unmasked for the PUBACK from the hub
+    assert w["publish_bytes"] - m["publish_bytes"] == 8
+    assert w["puback_bytes"] - m["puback_bytes"] == 2
+    assert m["upgrade"] == 0 < w["upgrade"]
+    assert r["masking"]["viper"] is True
+    for form in ("heap_py", "heap_mpy"):
+        assert r[form]["websocket"] > 0 and r[form]["object"] >= 1024 + 512
