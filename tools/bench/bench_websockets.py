@@ -138,17 +138,17 @@ def wire(emu, mp, transport, n, root):
     conn = ep.connections[before]
     conn.closed.wait(10)
     hs_in, hs_out = conn.handshake_bytes_in, conn.handshake_bytes_out
-    rin = conn.record_sizes_in[conn.handshake_records_in :]
-    rout = conn.record_sizes_out[conn.handshake_records_out :]
+    recs_in = conn.record_sizes_in[conn.handshake_records_in :]
+    recs_out = conn.record_sizes_out[conn.handshake_records_out :]
     ws = transport == "websockets"
     # device -> hub after the handshake: [upgrade], CONNECT, n x PUBLISH, DISCONNECT, ...
-    up_in = rin[0] + TLS_HEADER if ws else 0
-    connect = rin[1 if ws else 0] + TLS_HEADER
-    pubs = rin[(2 if ws else 1) : (2 if ws else 1) + n]
+    up_in = recs_in[0] + TLS_HEADER if ws else 0
+    connect = recs_in[1 if ws else 0] + TLS_HEADER
+    pubs = recs_in[(2 if ws else 1) : (2 if ws else 1) + n]
     # hub -> device: [101 answer], CONNACK, n x PUBACK
-    up_out = rout[0] + TLS_HEADER if ws else 0
-    connack = rout[1 if ws else 0] + TLS_HEADER
-    pubacks = rout[(2 if ws else 1) : (2 if ws else 1) + n]
+    up_out = recs_out[0] + TLS_HEADER if ws else 0
+    connack = recs_out[1 if ws else 0] + TLS_HEADER
+    pubacks = recs_out[(2 if ws else 1) : (2 if ws else 1) + n]
     assert len(pubs) == n and len(set(pubs)) == 1, pubs
     assert len(pubacks) == n and len(set(pubacks)) == 1, pubacks
     return {
