@@ -5,8 +5,9 @@
 #
 # Memory: one transmit buffer (HEADROOM + the session's txbuf) preallocated per connection:
 # a packet is masked into it behind its frame header and written with one write, so one MQTT
-# packet is one frame and one TLS record. Masking keys come from a pool of os.urandom bytes
-# drawn 64 at a time, so a send does not allocate for its key. One receive chunk.
+# packet is one frame and one TLS record; offsets, not slices, so a send allocates nothing but
+# (every 64th frame) a fresh 256-byte draw from os.urandom for the masking keys. One receive
+# chunk.
 try:
     from os import urandom
 except ImportError:  # pragma: no cover - every supported port has os.urandom
@@ -101,7 +102,6 @@ class WebSocket:
         self.sock = sock
         self._poll = poll
         self._tx = bytearray(ws.HEADROOM + (txbuf + 3 & ~3))
-        self._txv = memoryview(self._tx)
         self._key = bytearray(4)
         self._pool = b""
         self._pi = 0
@@ -116,7 +116,7 @@ class WebSocket:
     def _next_key(self):
         pi = self._pi
         if pi + 4 > len(self._pool):
-            self._pool = _random(64)
+            self._pool = _random(256)
             pi = 0
         k = self._key
         p = self._pool
@@ -126,13 +126,13 @@ class WebSocket:
         k[3] = p[pi + 3]
         self._pi = pi + 4
 
-    def _send(self, mv):
+    def _send(self, buf, off, total):
+        # write(buf, off, len): the stream protocol's offset form, so no slice is allocated
         sock = self.sock
-        total = len(mv)
         done = 0
         deadline = None
         while done < total:
-            n = sock.write(mv[done:] if done else mv)
+            n = sock.write(buf, off + done, total - done)
             if n:
                 done += n
                 continue
@@ -151,20 +151,20 @@ class WebSocket:
         # Header and masked payload in one buffer, one write; larger payloads in chunks.
         self._next_key()
         key = self._key
-        tx = self._txv
+        tx = self._tx
         h = ws.HEADROOM
-        start = ws.encode_header(self._tx, h, opcode, n, key)
-        room = len(self._tx) - h
+        start = ws.encode_header(tx, h, opcode, n, key)
+        room = len(tx) - h
         if n <= room:
-            ws.mask(tx[h:], data, n, key)
-            self._send(tx[start : h + n])
+            ws.mask(tx, h, data, 0, n, key)
+            self._send(tx, start, h + n - start)
         else:
-            src = memoryview(data)
             off = 0
             while off < n:
                 k = min(room, n - off)  # room is a multiple of 4: the key phase stays 0
-                ws.mask(tx[h:], src[off:], k, key)
-                self._send(tx[start if off == 0 else h : h + k])
+                ws.mask(tx, h, data, off, k, key)
+                s = start if off == 0 else h
+                self._send(tx, s, h + k - s)
                 off += k
         self.frames_out += 1
 
@@ -190,7 +190,7 @@ class WebSocket:
             self._pos = dec.pos
             if ev == ws.DATA:
                 k = dec.end - dec.start
-                memoryview(buf)[:k] = memoryview(rx)[dec.start : dec.end]
+                ws.copy(buf, 0, rx, dec.start, k)
                 return k
             if ev == ws.PING:
                 self._frame(ws.OP_PONG, dec.control, dec.n)
@@ -214,10 +214,8 @@ class WebSocket:
         sock = self.sock
         if self.close_code is None:
             self.close_code = 1000
-            try:  # a normal closure, best effort: the link is going away anyway
-                self._tx[ws.HEADROOM] = 0x03
-                self._tx[ws.HEADROOM + 1] = 0xE8
-                self._frame(ws.OP_CLOSE, self._txv[ws.HEADROOM : ws.HEADROOM + 2], 2)
+            try:  # a normal closure (1000), best effort: the link is going away anyway
+                self._frame(ws.OP_CLOSE, b"\x03\xe8", 2)
             except OSError:
                 pass
         sock.close()

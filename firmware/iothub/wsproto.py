@@ -128,19 +128,20 @@ def encode_header(buf, end, opcode, length, key):
     return start
 
 
-def mask_py(dst, src, n, key):
-    """dst[i] = src[i] ^ key[i % 4] for i < n (portable; the reference for the fast one)."""
+def mask_py(dst, doff, src, soff, n, key):
+    """dst[doff + i] = src[soff + i] ^ key[i % 4] for i < n (portable; the reference for the
+    fast one). Offsets instead of slices: a send allocates no memoryview for masking."""
     k0, k1, k2, k3 = key[0], key[1], key[2], key[3]
     i = 0
     n4 = n & ~3
     while i < n4:
-        dst[i] = src[i] ^ k0
-        dst[i + 1] = src[i + 1] ^ k1
-        dst[i + 2] = src[i + 2] ^ k2
-        dst[i + 3] = src[i + 3] ^ k3
+        dst[doff + i] = src[soff + i] ^ k0
+        dst[doff + i + 1] = src[soff + i + 1] ^ k1
+        dst[doff + i + 2] = src[soff + i + 2] ^ k2
+        dst[doff + i + 3] = src[soff + i + 3] ^ k3
         i += 4
     while i < n:
-        dst[i] = src[i] ^ key[i & 3]
+        dst[doff + i] = src[soff + i] ^ key[i & 3]
         i += 1
 
 
@@ -149,14 +150,16 @@ def mask_py(dst, src, n, key):
 # (or CPython) keep mask_py.
 _VIPER = """
 @micropython.viper
-def mask(dst, src, n: int, key):
-    d = ptr8(dst)
-    s = ptr8(src)
+def mask(dst, doff: int, src, soff: int, n: int, key):
+    da = uint(ptr8(dst)) + uint(doff)
+    sa = uint(ptr8(src)) + uint(soff)
+    d = ptr8(da)
+    s = ptr8(sa)
     k = ptr8(key)
     i = 0
-    if (int(uint(d) | uint(s)) & 3) == 0:
-        d32 = ptr32(dst)
-        s32 = ptr32(src)
+    if (int(da | sa) & 3) == 0:
+        d32 = ptr32(da)
+        s32 = ptr32(sa)
         kw = k[0] | (k[1] << 8) | (k[2] << 16) | (k[3] << 24)
         w = n >> 2
         while i < w:
@@ -176,9 +179,9 @@ def _fast_mask():
         g = {"micropython": micropython}
         exec(_VIPER, g)
         f = g["mask"]
-        probe = bytearray(9)
-        f(probe, bytearray(range(1, 10)), 9, b"\xff\x00\xff\x00")
-        if probe == b"\xfe\x02\xfc\x04\xfa\x06\xf8\x08\xf6":
+        probe = bytearray(10)
+        f(probe, 1, bytearray(range(10)), 1, 9, b"\xff\x00\xff\x00")
+        if probe == b"\x00\xfe\x02\xfc\x04\xfa\x06\xf8\x08\xf6":
             return f
     except Exception:  # no viper emitter on this port (or CPython): keep the portable loop
         pass
@@ -186,6 +189,16 @@ def _fast_mask():
 
 
 mask = _fast_mask() or mask_py
+_ZERO = b"\x00\x00\x00\x00"
+
+
+def copy(dst, doff, src, soff, n):
+    """dst[doff:doff + n] = src[soff:soff + n] without allocating when the fast loop exists
+    (masking with a zero key copies); slices otherwise."""
+    if mask is mask_py:
+        memoryview(dst)[doff : doff + n] = memoryview(src)[soff : soff + n]
+    else:
+        mask(dst, doff, src, soff, n, _ZERO)
 
 
 class Decoder:

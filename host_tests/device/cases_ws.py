@@ -163,12 +163,12 @@ def test_mask_fast_equals_portable():
             for do in (0, 1, 4):
                 a = bytearray(300)
                 b = bytearray(300)
-                wsproto.mask(memoryview(a)[do:], memoryview(src)[so:], n, key)
-                wsproto.mask_py(memoryview(b)[do:], memoryview(src)[so:], n, key)
+                wsproto.mask(a, do, src, so, n, key)
+                wsproto.mask_py(b, do, src, so, n, key)
                 eq(a, b, "mask n=%d so=%d do=%d" % (n, so, do))
     twice = bytearray(64)
-    wsproto.mask(twice, src, 64, key)
-    wsproto.mask(twice, twice, 64, key)
+    wsproto.mask(twice, 0, src, 0, 64, key)
+    wsproto.mask(twice, 0, twice, 0, 64, key)
     eq(bytes(twice), src[:64], "masking twice restores the data")
 
 
