@@ -6,6 +6,7 @@ is read off the wire: the upgrade request, frames and TLS records the endpoint c
 CONNECT requests tinyproxy logged."""
 
 import base64
+import contextlib
 import json
 import pathlib
 import socket
@@ -276,7 +277,8 @@ def test_server_that_does_not_speak_websockets(ecc_emu):
 # ---- DPS over WebSockets --------------------------------------------------------------------
 
 
-def test_dps_over_websockets_then_the_hub_over_websockets(pki, tmp_path):
+@pytest.mark.parametrize("via_proxy", [False, True])
+def test_dps_over_websockets_then_the_hub_over_websockets(pki, tmp_path, via_proxy):
     from iothub_emulator.dps import DPSEmulator
 
     hub = Emulator(str(tmp_path), profile="ecc", pki=pki, ws_port=0).start()
@@ -297,7 +299,14 @@ def test_dps_over_websockets_then_the_hub_over_websockets(pki, tmp_path):
             "transport": "websockets",
             "state": str(tmp_path / "ws-dev.json"),
         }
-        proc = mpyrun.run("CFG = %r\nimport dps_device\ndps_device.boot(CFG)\n" % cfg, timeout=60)
+        with contextlib.ExitStack() as stack:
+            if via_proxy:
+                p = stack.enter_context(Tinyproxy(tmp_path, auth=("dev", "pw-1")))
+                cfg["proxy"] = ("127.0.0.1", p.port, "dev", "pw-1")
+            code = "CFG = %r\nimport dps_device\ndps_device.boot(CFG)\n" % cfg
+            proc = mpyrun.run(code, timeout=60)
+            if via_proxy:  # DPS, then the assigned hub (proxy carried over by client())
+                assert p.connects() == ["127.0.0.1:%d" % dps.ws_port, "127.0.0.1:%d" % hub.ws_port]
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         assert out["ok"], proc.stdout + proc.stderr
         assert out["source"] == "dps" and out["result"]["device_id"] == "ws-dev"

@@ -266,9 +266,10 @@ class ProvisioningClient:
         self.endpoint = endpoint
         self.host = host or endpoint
         self.port = port or (443 if transport == "websockets" else 8883)
-        from .transport import Link
+        if transport != "mqtt" or proxy is not None:
+            from .transport import Link
 
-        Link().use(transport, proxy)  # check the options now, not at register()
+            Link().use(transport, proxy)  # check the options now, not at register()
         self.transport = transport
         self.proxy = proxy
         self.tls = tls
