@@ -27,3 +27,6 @@ def test_heap_locked_websocket_write_and_read_on_unix_port():
     assert r["iterations"] == r["writes"] == 60
     assert r["bytes_written"] == 60 * (200 + 8)  # 2 + 2 length + 4 key
     assert r["bytes_read"] == 60 * 20
+
+
+corerun.install("cases_ws_stream", globals(), name="stream")

@@ -94,11 +94,11 @@ class Link:
         p.register(sock, _POLLIN)
         self._poll = p
         if self.websocket is not None:
-            # The WebSocket has the socket's write/readinto/close/cipher; polls stay on sock.
+            # The WebSocket has the socket's write/readinto/close/cipher; it waits on raw.
             from .websocket import upgrade
 
             try:
-                self.sock = upgrade(sock, p, server_hostname, deadline, *self.websocket)
+                self.sock = upgrade(sock, raw, server_hostname, deadline, *self.websocket)
             except BaseException:
                 self.close()
                 raise

@@ -74,7 +74,7 @@ def per_kib(fn, rounds):
 class Sink:
     def write(self, buf, off, n):
         return n
-ws = websocket.WebSocket(Sink(), None, 1024)
+ws = websocket.WebSocket(Sink(), None, None, 1024)
 print(json.dumps({
     "viper": wsproto.mask is not wsproto.mask_py,
     "fast_us": per_kib(lambda: wsproto.mask(dst, 0, src, 0, 1024, key), 2000),
@@ -99,7 +99,7 @@ a3 = gc.mem_alloc()
 class Sink:
     def write(self, buf, off, n):
         return n
-w = iothub.websocket.WebSocket(Sink(), None, 1024, 32768)
+w = iothub.websocket.WebSocket(Sink(), None, None, 1024, 32768)
 gc.collect()
 a4 = gc.mem_alloc()
 print(json.dumps({"base": a1 - a0, "websocket": a2 - a1, "proxy": a3 - a2, "object": a4 - a3,
