@@ -106,17 +106,23 @@ def test_one_frame_and_one_record_per_packet(ecc_emu):
     assert out.stdout.strip().endswith("OK"), out.stdout + out.stderr
     conn = _ws_conn(ecc_emu, cfg["device_id"])
     conn.closed.wait(5)
-    # the hub read CONNECT + 5 PUBLISH + (PUBLISH header, PUBLISH payload) + DISCONNECT
-    assert conn.ws_frames_in == 9, conn.ws_frames_in
-    # after the TLS handshake: the upgrade request, then one record per frame; the 3000-byte
-    # payload frame leaves the 1024-byte buffer in 3 writes. The close frame after DISCONNECT
+    # the hub read CONNECT, 5 PUBLISH, the 3000-byte PUBLISH (one frame, or two when the
+    # session writes a packet larger than txbuf as header then payload) and DISCONNECT
+    assert conn.ws_frames_in in (8, 9), conn.ws_frames_in
+    # after the TLS handshake: the upgrade request, then one record per small frame; a frame
+    # larger than the 1 KiB buffer leaves it in 1 KiB writes. The close frame after DISCONNECT
     # is counted only when it arrives before the hub has closed (racy: not asserted).
     app = conn.record_sizes_in[conn.handshake_records_in :]
-    assert len(app) in (12, 13), app
     gcm = 24  # AES-GCM record overhead: explicit nonce 8 + tag 16
+    disconnect = 2 + 6 + gcm  # DISCONNECT: 2 bytes in a 6-byte masked frame header
+    if app[-2:] == [disconnect, disconnect]:  # the close frame (1000) has the same size
+        app = app[:-1]
+    assert app[-1] == disconnect, app
+    last = len(app) - 1
     assert len(set(app[2:7])) == 1  # 5 equal PUBLISH frames, one record each
-    assert sum(app[8:11]) == 3000 + (2 + 2 + 4) + 3 * gcm  # one frame header, 3 records
-    assert app[11] == 2 + 6 + gcm  # DISCONNECT: 2 bytes in a 6-byte masked frame header
+    big = app[7:last]
+    assert 3 <= len(big) <= 4 and sum(big) > 3000 + len(big) * gcm, big
+    assert max(big) <= 8 + 1024 + gcm + 8, big  # at most one buffer (and a header) per write
     assert [len(m["payload"]) for m in ecc_emu.telemetry(cfg["device_id"])][-1] == 3000
 
 
