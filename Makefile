@@ -1,6 +1,7 @@
 # iothub — one entry per check, so every CI failure reproduces locally.
 #   make test    install what the tests need, then lint, spell-check and run every test
 #   make demo    local hub emulator + device client on the MicroPython unix port
+#                (TRANSPORT=websockets: MQTT over WebSockets through a local HTTP proxy)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,9 +13,10 @@ export MICROPYTHON
 PROFILE ?= ecc
 AUTH ?= sas
 MODE ?= hub
+TRANSPORT ?= mqtt
 PORT ?= /dev/ttyACM0
 
-APT_PACKAGES := mosquitto ca-certificates openssl
+APT_PACKAGES := mosquitto tinyproxy ca-certificates openssl
 STAMP := $(VENV)/.installed
 
 .PHONY: all setup apt venv test lint format spell pytest demo bench mpy deploy repl package-json clean
@@ -57,7 +59,7 @@ pytest: setup
 	$(BIN)/pytest -q -rs host_tests
 
 demo: setup
-	$(PY) tools/demo.py --profile $(PROFILE) --auth $(AUTH) --mode $(MODE)
+	$(PY) tools/demo.py --profile $(PROFILE) --auth $(AUTH) --mode $(MODE) --transport $(TRANSPORT)
 
 # Every benchmark, writing its README blocks into docs/figures.md, then the README from it.
 FIGURES := docs/figures.md

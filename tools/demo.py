@@ -1,5 +1,9 @@
 """`make demo`: the local hub emulator and a device on the MicroPython unix port.
 
+With --transport websockets (`make demo TRANSPORT=websockets`) the device speaks MQTT over
+WebSockets (wss, as on port 443) through a real HTTP CONNECT proxy (tinyproxy, with basic
+credentials), as a device behind a company firewall would.
+
 The emulator (CPython) serves the hub over real TLS on loopback; the device client runs on
 the real `micropython` binary. The device connects, sends telemetry with properties, reads
 the twin and reports a property; the service side then patches a desired property, invokes
@@ -10,6 +14,7 @@ import argparse
 import contextlib
 import os
 import pathlib
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -25,11 +30,16 @@ def hub(text):
     print("hub    | " + text, flush=True)
 
 
+def proxy_line(text):
+    print("proxy  | " + text, flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", choices=("ecc", "rsa"), default="ecc")
     ap.add_argument("--auth", choices=("sas", "x509"), default="sas")
     ap.add_argument("--mode", choices=("hub", "dps"), default="hub")
+    ap.add_argument("--transport", choices=("mqtt", "websockets"), default="mqtt")
     ap.add_argument(
         "--state",
         default=None,
@@ -50,6 +60,7 @@ def main(argv=None):
                 + (["--state", args.state] if args.state else [])
             )
         )
+
     with contextlib.ExitStack() as stack:
         if args.state is None:
             state = stack.enter_context(tempfile.TemporaryDirectory(prefix="iothub-demo-"))
@@ -59,11 +70,26 @@ def main(argv=None):
 
 
 def run(args, state):
-    with Emulator(state, profile=args.profile) as emu:
+    ws = args.transport == "websockets"
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(Emulator(state, profile=args.profile, ws_port=0 if ws else None))
         hub(
             "emulator up: %s on 127.0.0.1:%d, %s profile, CA %s"
             % (emu.hostname, emu.port, args.profile, emu.root_pem_path)
         )
+        port = emu.port
+        env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+        env["IOTHUB_DEMO_TRANSPORT"] = args.transport
+        proxy = None
+        if ws:
+            from proxyrun import Tinyproxy
+
+            port = emu.ws_port
+            hub("MQTT over WebSockets: wss://127.0.0.1:%d/$iothub/websocket" % port)
+            password = secrets.token_urlsafe(12)
+            proxy = stack.enter_context(Tinyproxy(state, auth=("demo", password)))
+            env["IOTHUB_DEMO_PROXY"] = "127.0.0.1:%d:demo:%s" % (proxy.port, password)
+            proxy_line("tinyproxy on 127.0.0.1:%d (basic auth, user demo)" % proxy.port)
         root_der = pathlib.Path(state) / ("root-%s.der" % args.profile)
         root_der.write_bytes(emu.root_der)
         device_id = "demo-device"
@@ -84,12 +110,11 @@ def run(args, state):
                 % (device_id, sha256)
             )
 
-        env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
         cmd = [
             args.micropython,
             str(ROOT / "tools/demo_device.py"),
             emu.hostname,
-            str(emu.port),
+            str(port),
             args.profile,
             str(root_der),
             args.auth,
@@ -114,11 +139,23 @@ def run(args, state):
             proc.kill()
             t.join(5)
             raise SystemExit("demo failed: the device did not get ready")
-        conn = emu.endpoint.connections[-1]
+        conn = (emu.ws_endpoint if ws else emu.endpoint).connections[-1]
         hub(
             "TLS: %s %s, SNI %s, client certificate %s"
             % (conn.version, conn.cipher, conn.sni, conn.client_cert_sha256 or "none")
         )
+        if ws:
+            req = conn.ws_request
+            hub(
+                "WebSocket upgrade: %s, Host %s, subprotocol %s"
+                % (
+                    req["request_line"],
+                    req["headers"]["host"],
+                    req["headers"]["sec-websocket-protocol"],
+                )
+            )
+        if proxy is not None:
+            proxy_line("CONNECT requests: %s" % ", ".join(proxy.connects()))
         for msg in emu.telemetry(device_id):
             hub(
                 "telemetry %s properties=%s system=%s"
@@ -139,11 +176,20 @@ def run(args, state):
             "bytes on the wire this connection: in %d, out %d; TLS records in %d, out %d"
             % (conn.bytes_in, conn.bytes_out, conn.records_in, conn.records_out)
         )
+        if ws:
+            hub(
+                "WebSocket frames: in %d, out %d (one frame per MQTT packet)"
+                % (conn.ws_frames_in, conn.ws_frames_out)
+            )
         if rc != 0:
             raise SystemExit("demo failed: device exited with %d" % rc)
         hub(
-            "demo complete: real round trip over TLS (%s profile, %s auth)"
-            % (args.profile, args.auth)
+            "demo complete: real round trip over %s (%s profile, %s auth)"
+            % (
+                "MQTT over WebSockets over TLS through an HTTP proxy" if ws else "TLS",
+                args.profile,
+                args.auth,
+            )
         )
 
 

@@ -2,6 +2,8 @@
 # argv: hostname port profile root.der auth(sas|x509) credential...
 #   sas:  <connection string>
 #   x509: <device id> <cert.pem> <key.pem>
+# environment: IOTHUB_DEMO_TRANSPORT (mqtt | websockets), IOTHUB_DEMO_PROXY (host:port[:user:pw])
+import os
 import sys
 
 import iothub
@@ -17,6 +19,13 @@ def log(level, text):
 
 
 common = dict(tls=profile, roots=[root], host="127.0.0.1", port=int(port), log=log)
+common["transport"] = os.getenv("IOTHUB_DEMO_TRANSPORT") or "mqtt"
+if os.getenv("IOTHUB_DEMO_PROXY"):
+    p = os.getenv("IOTHUB_DEMO_PROXY").split(":")
+    common["proxy"] = (p[0], int(p[1])) + tuple(p[2:4])
+    print(
+        "device | via HTTP proxy %s:%s (%s)" % (p[0], p[1], "with credentials" if p[2:] else "open")
+    )
 if auth == "sas":
     client = iothub.DeviceClient.from_connection_string(sys.argv[6], **common)
 else:

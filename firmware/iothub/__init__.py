@@ -27,6 +27,7 @@ _LAZY = {
     "ConnectionRefused": "errors",
     "AuthenticationError": "errors",
     "StatusError": "errors",
+    "ProxyError": "errors",
 }
 
 

@@ -35,7 +35,9 @@ OPTIONS = {
     "roots": None,
     "max_fragment_length": None,
     "host": None,
-    "port": 8883,
+    "port": None,  # 8883, or 443 with transport="websockets"
+    "transport": "mqtt",
+    "proxy": None,
     "model_id": None,
     "keepalive": 240,
     "sas_ttl": 3600,
@@ -79,7 +81,7 @@ def init(c, hostname, device_id, options):
     c._cid = topics.client_id(device_id, module_id)
     c._user = topics.username(hostname, device_id, module_id, o["model_id"])
     c.host = o["host"] or hostname
-    c.port = o["port"]
+    c.port = o["port"] or (443 if o["transport"] == "websockets" else 8883)
     c.model_id = o["model_id"]
     c.keepalive = ka
     c.sas_ttl = o["sas_ttl"]
@@ -98,6 +100,7 @@ def init(c, hostname, device_id, options):
         use_context(c, o["ssl_context"])
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
     s = Session(o["txbuf"], o["max_packet"])
+    s.link.use(o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
     s.pid_in_use = c._pid_in_use

@@ -57,6 +57,15 @@ class AuthenticationError(ConnectionRefused):
     """CONNACK 4 or 5: the hub refused the credentials. Not retried until they change."""
 
 
+class ProxyError(IoTHubError):
+    """The HTTP proxy refused the tunnel. `status` is its HTTP status (407: credentials
+    wanted, 403: not allowed; 0 when the answer was not HTTP)."""
+
+    def __init__(self, status, text):
+        self.status = status
+        super().__init__(text)
+
+
 class StatusError(IoTHubError):
     """A twin/DPS response with status >= 400. 429 and 5xx are retriable."""
 

@@ -191,7 +191,9 @@ class ProvisioningResult:
 
 
 class ProvisioningClient:
-    """Registers one device with DPS over MQTT (TLS 1.2, port 8883).
+    """Registers one device with DPS over MQTT (TLS 1.2, port 8883), or MQTT over WebSockets
+    (transport="websockets", port 443), optionally through an HTTP proxy (proxy=, as for
+    DeviceClient).
 
     Credentials, exactly one of:
       symmetric_key   the device's key (individual enrollment, or derived in the factory
@@ -217,7 +219,9 @@ class ProvisioningClient:
         key=None,
         endpoint=dt.DEFAULT_ENDPOINT,
         host=None,
-        port=8883,
+        port=None,
+        transport="mqtt",
+        proxy=None,
         tls="rsa",
         roots=None,
         max_fragment_length=None,
@@ -261,7 +265,13 @@ class ProvisioningClient:
         self._pkey = key
         self.endpoint = endpoint
         self.host = host or endpoint
-        self.port = port
+        self.port = port or (443 if transport == "websockets" else 8883)
+        if transport != "mqtt" or proxy is not None:
+            from .transport import Link
+
+            Link().use(transport, proxy)  # check the options now, not at register()
+        self.transport = transport
+        self.proxy = proxy
         self.tls = tls
         self.roots = roots
         self.max_fragment_length = max_fragment_length
@@ -294,6 +304,10 @@ class ProvisioningClient:
 
     def tls_settings(self):
         d = {"tls": self.tls}
+        if self.transport != "mqtt":
+            d["transport"] = self.transport
+        if self.proxy is not None:
+            d["proxy"] = self.proxy
         if self.roots is not None:
             d["roots"] = self.roots
         if self.max_fragment_length is not None:
@@ -349,6 +363,7 @@ class ProvisioningClient:
         stats = self.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
         log = self._log
         s = Session(_TXBUF, _MAX_REPLY)
+        s.link.use(self.transport, self.proxy, _TXBUF, _MAX_REPLY)
         s.on_publish = self._on_publish
         password = self._password()
         _log_to(

@@ -20,7 +20,7 @@ import select
 import socket
 
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .errors import ConnectionLost, Timeout, TLSError
+from .errors import ConfigError, ConnectionLost, Timeout, TLSError
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -49,10 +49,26 @@ class Link:
         self.bytes_in = 0
         self.writes = 0
         self._more = False
+        self.websocket = None  # (txbuf, max_message) for transport="websockets"
+        self.proxy = None  # (host, port, authorization) of an HTTP CONNECT proxy
+
+    def use(self, transport="mqtt", proxy=None, txbuf=1024, max_message=32768):
+        """transport "mqtt" (MQTT in TLS) or "websockets" (MQTT in WebSocket frames in TLS);
+        proxy: None, (host, port) or (host, port, user, password) of an HTTP proxy."""
+        if transport not in ("mqtt", "websockets"):
+            raise ConfigError("transport must be 'mqtt' or 'websockets', got %r" % (transport,))
+        self.websocket = (txbuf, max_message) if transport == "websockets" else None
+        if proxy is not None:
+            from .proxy import check
+
+            proxy = check(proxy)
+        self.proxy = proxy
 
     def open(self, host, port, ctx, server_hostname, timeout_ms=30000, info=None):
         self.close()
-        family, stype, proto, _, addr = resolve(host, port)
+        deadline = ticks_add(ticks_ms(), timeout_ms)
+        proxy = self.proxy
+        family, stype, proto, _, addr = resolve(*(proxy[:2] if proxy else (host, port)))
         raw = socket.socket(family, stype, proto)
         self.raw = raw
         try:
@@ -60,7 +76,16 @@ class Link:
             raw.connect(addr)
         except OSError as e:
             self.close()
-            raise ConnectionLost("TCP connect to %s:%d failed: %s" % (host, port, e))
+            where = "proxy %s:%d" % proxy[:2] if proxy else "%s:%d" % (host, port)
+            raise ConnectionLost("TCP connect to %s failed: %s" % (where, e))
+        if proxy is not None:
+            from .proxy import tunnel
+
+            try:
+                tunnel(raw, host, port, proxy, deadline)
+            except BaseException:
+                self.close()
+                raise
         try:
             sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
         except (TLSError, MemoryError):
@@ -82,6 +107,15 @@ class Link:
         p.register(raw, _POLLIN)
         self._poll = p
         self._more = False
+        if self.websocket is not None:
+            # The WebSocket has the socket's write/readinto/close/cipher; it waits on raw.
+            from .websocket import upgrade
+
+            try:
+                self.sock = upgrade(sock, raw, server_hostname, deadline, *self.websocket)
+            except BaseException:
+                self.close()
+                raise
         self.bytes_out = self.bytes_in = self.writes = 0
         return sock
 

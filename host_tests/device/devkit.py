@@ -27,6 +27,8 @@ def client(cfg, **kw):
         "queue_size",
         "queue_bytes",
         "auto_reconnect",
+        "transport",
+        "proxy",
     ):
         if k in cfg:
             common[k] = cfg[k]

@@ -31,7 +31,16 @@ def pclient(cfg):
         "roots": [read(cfg["root"])],
         "log": log,
     }
-    for k in ("endpoint", "payload", "timeout_ms", "min_retry_s", "max_retry_s", "key_name"):
+    for k in (
+        "endpoint",
+        "payload",
+        "timeout_ms",
+        "min_retry_s",
+        "max_retry_s",
+        "key_name",
+        "transport",
+        "proxy",
+    ):
         if k in cfg:
             kw[k] = cfg[k]
     for k in ("symmetric_key", "group_key"):

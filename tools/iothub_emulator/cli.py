@@ -1,6 +1,7 @@
 """`iothub-emulator`: run the local IoT Hub emulator and act on it as the service side.
 
     iothub-emulator --state DIR serve [--port 8883] [--profile ecc|rsa] [--host 127.0.0.1] [--admin-port N]
+                          [--ws-port N] [--dps-port N [--dps-ws-port N]]
     iothub-emulator device add ID [--key B64 | --x509-thumbprint HEX | --x509-ca] [--module M]
     iothub-emulator device list | connection-string ID [--module M] [--no-gateway]
     iothub-emulator c2d DEVICE PAYLOAD [--prop k=v ...] [--message-id ID] [--correlation-id ID]
@@ -104,14 +105,19 @@ def cmd_serve(args):
     from .emulator import Emulator
 
     emu = Emulator(
-        args.state, profile=args.profile, host=args.host, port=args.port, hub_name=args.hub_name
+        args.state,
+        profile=args.profile,
+        host=args.host,
+        port=args.port,
+        hub_name=args.hub_name,
+        ws_port=args.ws_port,
     )
     try:
         emu.start()
     except OSError as e:
-        raise CLIError(
-            "cannot listen on %s:%d: %s" % (args.host, args.port, e.strerror or e)
-        ) from None
+        emu.stop()
+        ports = "%d" % args.port if args.ws_port is None else "%d/%d" % (args.port, args.ws_port)
+        raise CLIError("cannot listen on %s:%s: %s" % (args.host, ports, e.strerror or e)) from None
     emu.start_admin(args.admin_port)
     info = emu.state_info()
     path = _state_file(emu.state_dir)
@@ -122,6 +128,11 @@ def cmd_serve(args):
         "iothub-emulator: hub %s on %s:%d (profile %s)"
         % (emu.hostname, emu.host, emu.port, emu.profile)
     )
+    if emu.ws_port is not None:
+        print(
+            "  MQTT over WebSockets:                 wss://%s:%d/$iothub/websocket"
+            % (emu.host, emu.ws_port)
+        )
     print("  CA certificate (%s root, trust this): %s" % (emu.profile, info["root_pem"]))
     print(
         "  CA certificates (both profiles):      %s %s"
@@ -320,6 +331,13 @@ def build_parser():
 
     s = sub.add_parser("serve", help="run the hub until Ctrl-C")
     s.add_argument("--port", type=int, default=8883)
+    s.add_argument(
+        "--ws-port",
+        type=int,
+        default=None,
+        help="also serve MQTT over WebSockets (wss, path /$iothub/websocket) on this port "
+        "(IoT Hub: 443; 0: any free port)",
+    )
     s.add_argument("--profile", choices=("ecc", "rsa"), default="ecc")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument(

@@ -235,6 +235,7 @@ class DPSEmulator(ServedEndpoint):
         retry_after=1,
         assigning_polls=0,
         clock=None,
+        ws_port=None,
     ):
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(self.state_dir, exist_ok=True)
@@ -243,6 +244,7 @@ class DPSEmulator(ServedEndpoint):
         self.profile = profile or hub.profile
         self.host = host
         self._want_port = port
+        self._want_ws_port = ws_port  # None: no MQTT over WebSockets; 0: any free port
         self.hostname = hostname
         self.id_scope = id_scope
         self.retry_after = retry_after
@@ -282,9 +284,11 @@ class DPSEmulator(ServedEndpoint):
         self.endpoint.hostname = self.hostname
         self.endpoint.start()
         self._want_port = self.endpoint.port
+        self._start_ws(lambda conn: Link(conn, self.service).run(), "dps-ws")
         return self
 
     def stop(self):
+        self._stop_ws()
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
@@ -300,6 +304,7 @@ class DPSEmulator(ServedEndpoint):
             "hostname": self.hostname,
             "host": self.host,
             "port": self.port,
+            "ws_port": self.ws_port,
             "profile": self.profile,
             "id_scope": self.id_scope,
             "root_pem": self.root_pem_path,

@@ -181,6 +181,12 @@ def add_serve_options(parser):
     parser.add_argument(
         "--dps-port", type=int, default=None, help="also serve DPS on this port (0: any free port)"
     )
+    parser.add_argument(
+        "--dps-ws-port",
+        type=int,
+        default=None,
+        help="also serve DPS as MQTT over WebSockets on this port (0: any free port)",
+    )
     parser.add_argument("--id-scope", default=None, help="the DPS ID scope (default 0ne00000E41)")
     parser.add_argument(
         "--dps-retry-after", type=int, default=1, help="retry-after of 202 replies (seconds)"
@@ -201,6 +207,7 @@ def start_dps(emu, args):
         port=args.dps_port,
         id_scope=args.id_scope or DEFAULT_ID_SCOPE,
         retry_after=args.dps_retry_after,
+        ws_port=getattr(args, "dps_ws_port", None),
     ).start()
     path = os.path.join(emu.state_dir, STATE_FILE)
     with open(path + ".tmp", "w") as f:
@@ -211,6 +218,8 @@ def start_dps(emu, args):
         % (dps.hostname, dps.host, dps.port, dps.id_scope),
         flush=True,
     )
+    if dps.ws_port is not None:
+        print("  DPS over WebSockets:                  port %d" % dps.ws_port, flush=True)
     return dps
 
 

@@ -34,6 +34,7 @@ class Emulator(ServedEndpoint):
         clock=time.time,
         *,
         pki=None,
+        ws_port=None,
     ):
         from .pki import TestPKI
 
@@ -42,6 +43,7 @@ class Emulator(ServedEndpoint):
         self.profile = profile
         self.host = host
         self._want_port = port
+        self._want_ws_port = ws_port  # None: no MQTT over WebSockets; 0: any free port
         self.clock = clock
         self.pki = pki or TestPKI.load_or_create(self.state_dir, hub_name)
         self.hostname = self.pki.hub_hostname
@@ -60,12 +62,14 @@ class Emulator(ServedEndpoint):
             self.pki, self.profile, self.host, self._want_port, handler=self.hub.handle, name="hub"
         ).start()
         self._want_port = self.endpoint.port  # restart() comes back on the same port
+        self._start_ws(self.hub.handle, "hub-ws")
         return self
 
     def stop(self):
         if self.admin is not None:
             self.admin.stop()
             self.admin = None
+        self._stop_ws()
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
@@ -73,6 +77,7 @@ class Emulator(ServedEndpoint):
     def restart(self):
         """Fault: the hub goes away (every connection dropped) and comes back on the same port.
         Registry, twins, queued C2D and persistent sessions survive, as on a real hub."""
+        self._stop_ws()
         if self.endpoint is not None:
             self.endpoint.stop()
         self.hub.event(None, "restart", None)
@@ -206,6 +211,14 @@ class Emulator(ServedEndpoint):
         link.conn.send_raw(bytes(data))
         return True
 
+    def send_ws_frames(self, device_id, *frames, module_id=None):
+        """Over WebSockets: raw bytes inside TLS but outside WebSocket framing (hand-made
+        frames), each argument in its own TLS record."""
+        link = self.hub.link_of(device_id, module_id)
+        if link is None or not hasattr(link.conn, "send_frames"):
+            raise KeyError("identity %r is not connected over WebSockets" % device_id)
+        link.conn.send_frames(*frames)
+
     # ---- state file for the CLI -------------------------------------------------------------
 
     def state_info(self):
@@ -214,6 +227,7 @@ class Emulator(ServedEndpoint):
             "hostname": self.hostname,
             "host": self.host,
             "port": self.port,
+            "ws_port": self.ws_port,
             "profile": self.profile,
             "root_pem": self.root_pem_path,
             "root_pem_rsa": self.pki.root_pem_path("rsa"),

@@ -524,9 +524,36 @@ def _describe(exc):
 
 class ServedEndpoint:
     """What the hub and DPS emulators share: a TLSEndpoint in .endpoint (None when stopped),
-    a TestPKI in .pki and a TLS profile in .profile; start() returns self."""
+    a TestPKI in .pki and a TLS profile in .profile; start() returns self. With a WebSocket
+    port (_want_ws_port not None) the same service is also served as MQTT over WebSockets on
+    .ws_endpoint (websocket.py); .ws is its Upgrader (test hook: .ws.reply)."""
 
     endpoint = None
+    ws_endpoint = None
+    ws = None
+    _want_ws_port = None
+
+    def _start_ws(self, handler, name):
+        if self._want_ws_port is None:
+            return
+        from .websocket import Upgrader
+
+        self.ws = Upgrader(handler)
+        ep = TLSEndpoint(
+            self.pki, self.profile, self.host, self._want_ws_port, handler=self.ws, name=name
+        )
+        ep.hostname = self.endpoint.hostname
+        self.ws_endpoint = ep.start()
+        self._want_ws_port = ep.port  # a restart comes back on the same port
+
+    def _stop_ws(self):
+        if self.ws_endpoint is not None:
+            self.ws_endpoint.stop()
+            self.ws_endpoint = None
+
+    @property
+    def ws_port(self):
+        return self.ws_endpoint.port if self.ws_endpoint is not None else None
 
     def __enter__(self):
         return self.start() if self.endpoint is None else self
