@@ -213,7 +213,7 @@ def test_fragmented_publish_in_any_split_with_a_ping_between(ecc_emu):
         (frame(2, b"\xd0\x00", mask=b"\x01\x02\x03\x04"), "ProtocolError", "masked"),
         (frame(2, b"\xd0\x00", rsv=0x40), "ProtocolError", "reserved bits"),
         (frame(0, b"\xd0\x00"), "ProtocolError", "continuation"),
-        (frame(2, bytes(40000)), "ProtocolError", "max_packet"),
+        (frame(2, bytes(70000)), "ProtocolError", "max_packet"),  # default 66560
     ],
 )
 def test_hub_frames_that_end_the_link(ecc_emu, wire, kind, needle):

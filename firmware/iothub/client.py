@@ -133,15 +133,16 @@ class DeviceClient:
         deadline = ticks_add(ticks_ms(), self._timeout(timeout_ms))
         from . import clientx
 
-        try:
-            session_present = clientx.connect(self, deadline)
-        finally:
-            clientx.unload(
-                "clientx", "mqttconn", "routes", "sas", "pct", "tlsprofile", "connstr", "utf8"
-            )
+        session_present = clientx.connect(self, deadline)
+        # Connected: the connection-time code goes until the next connection. After a
+        # failure it stays loaded for the retries (reloading it for every attempt of a
+        # long outage would churn the heap).
+        clientx.unload(
+            "clientx", "mqttconn", "routes", "sas", "pct", "tlsprofile", "connstr", "utf8"
+        )
         self._notify(CONNECTED, None)
         if self._handlers.get("desired"):
-            self._twin().resync()
+            self._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
         return session_present
 
     def disconnect(self):
@@ -186,6 +187,8 @@ class DeviceClient:
         # The encoded topic of the previous send is reused when nothing it was built from
         # changed: compared by value against a private snapshot, so a dict the
         # application mutates between sends is noticed.
+        if props is None and mid is None and cid is None and ct is None and ce is None:
+            return self._t0  # the bare telemetry topic, built once
         k = self._tkey
         if (
             k is not None
@@ -348,7 +351,46 @@ class DeviceClient:
     def _on_publish(self, pkt):
         from .inbound import route
 
-        route(self, pkt)
+        try:
+            route(self, pkt)
+        except (IoTHubError, ValueError, MemoryError) as e:
+            # A message whose topic or properties cannot be decoded, or that cannot be
+            # held in memory: dropped (and still acknowledged), never a reason to reconnect.
+            self._report(
+                "memory" if isinstance(e, MemoryError) else "undecodable",
+                "a message from the hub was dropped (%d bytes): %s"
+                % (pkt.payload_len, "out of memory" if isinstance(e, MemoryError) else e),
+            )
+
+    def _on_drop(self, pkt):
+        why = ("oversized", "memory", "undecodable")[pkt.rc - 1]
+        self._report(
+            why,
+            "a message from the hub was dropped (%d bytes): %s"
+            % (
+                pkt.payload_len,
+                (
+                    "larger than max_packet=%d" % self._s.max_packet,
+                    "no memory for a buffer of its size",
+                    "its topic cannot be decoded",
+                )[pkt.rc - 1],
+            ),
+        )
+
+    def _report(self, kind, detail):
+        """Something from the hub the client could not take: counted, logged (without the
+        content) and passed to on_error(kind, detail). kind: "oversized", "memory",
+        "undecodable" (a message, dropped and acknowledged) or "twin" (a twin body
+        skipped)."""
+        if kind != "twin":
+            self.stats["poison"] += 1
+        self._log_line(0, detail)
+        fn = self.on_error
+        if fn is not None:
+            try:
+                fn(kind, detail)
+            except Exception as e:
+                self._log_line(0, "on_error raised %r" % (e,))
 
     def _on_puback(self, pid):
         if pid == self._direct:
@@ -362,7 +404,9 @@ class DeviceClient:
         """Process incoming packets for up to timeout_ms; send PINGREQ on schedule; renew
         the SAS token and reconnect when due. Never blocks longer than timeout_ms (plus one
         bounded connection attempt when a reconnect is due)."""
-        if not isinstance(timeout_ms, int):
+        if timeout_ms is None:
+            timeout_ms = 0
+        elif not isinstance(timeout_ms, int):
             raise ConfigError("poll timeout_ms must be an int (milliseconds)")
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
@@ -397,3 +441,9 @@ class DeviceClient:
             self._lost(e)
             if not self.auto_reconnect:
                 raise
+        except MemoryError:
+            # Out of memory while receiving: the link is given up and retried after the
+            # backoff, like any transient failure (its buffers are freed meanwhile).
+            self._lost(ConnectionLost("out of memory while receiving"))
+            if not self.auto_reconnect:
+                raise ConnectionLost("out of memory while receiving")

@@ -43,7 +43,7 @@ OPTIONS = {
     "sas_ttl": 3600,
     "clean_session": False,
     "timeout_ms": 30000,
-    "max_packet": 32768,
+    "max_packet": 66560,  # IoT Hub's largest C2D message (64 KB) plus topic and header
     "txbuf": 1024,
     "auto_reconnect": True,
     "backoff": None,
@@ -86,7 +86,7 @@ def init(c, hostname, device_id, options):
     c.keepalive = ka
     c.sas_ttl = o["sas_ttl"]
     c.clean_session = o["clean_session"]
-    c.timeout_ms = 0
+    c.timeout_ms = 30000  # what timeout_ms=None stands for
     c.timeout_ms = c._timeout(o["timeout_ms"])
     c.auto_reconnect = o["auto_reconnect"]
     c._tls_profile = o["tls"]
@@ -104,9 +104,11 @@ def init(c, hostname, device_id, options):
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
     s.pid_in_use = c._pid_in_use
+    s.on_drop = c._on_drop
     c._s = s
     c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
+    c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from
     c._topic = None
     c._renew_at = None  # tick count when the SAS token is due for renewal
@@ -118,7 +120,8 @@ def init(c, hostname, device_id, options):
     c._closed = False
     c._backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
     c.on_connection_state = None
-    c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0}
+    c.on_error = None
+    c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
 
 
 def unload(*names):

@@ -36,6 +36,11 @@ PINGREQ = const(12)
 PINGRESP = const(13)
 DISCONNECT = const(14)
 
+DROPPED = const(0)  # Packet.type of a PUBLISH the decoder dropped (see Decoder)
+DROP_TOO_LARGE = const(1)  # Packet.rc of a dropped PUBLISH: larger than max_packet
+DROP_MEMORY = const(2)  # no memory for a buffer of its size
+DROP_TOPIC = const(3)  # a topic that is not valid UTF-8, empty, or holds a wildcard or NUL
+
 DEFAULT_MAX_PACKET = const(263168)  # 256 KiB D2C/C2D limit + 1 KiB for topic and header
 _MAX_REMAINING = const(268435455)  # 4-byte remaining-length maximum
 
@@ -317,7 +322,13 @@ class Decoder:
     feed(data) any split of the byte stream, then call next() until it returns None.
     Malformed input raises ProtocolError and stops the decoder (reset() for a new
     connection). max_packet bounds a whole packet, fixed header included; bufsize is the
-    base receive buffer (feed at most that many bytes at a time to avoid growing it)."""
+    base receive buffer (feed at most that many bytes at a time to avoid growing it).
+
+    A PUBLISH that is well framed but cannot be taken -- larger than max_packet, too large
+    for the memory left, or with an undecodable topic -- does not stop the decoder: it is
+    read through without being buffered and handed out as a Packet of type DROPPED with
+    its .pid, .qos (in .flags), size (.payload_len) and reason (.rc, DROP_*), so the
+    client can acknowledge it (the hub would redeliver it forever otherwise) and go on."""
 
     def __init__(self, max_packet=DEFAULT_MAX_PACKET, bufsize=1024):
         if not isinstance(max_packet, int) or max_packet < 2:
@@ -336,6 +347,8 @@ class Decoder:
         self._need = 0  # total size of the packet being assembled, 0 until its header is known
         self._gen = 0
         self._err = None
+        self._skip = 0  # size of the PUBLISH being dropped, 0 when none
+        self._dropped = None  # [(pid, qos, size, why)] dropped and not yet handed out
 
     def _fail(self, msg):
         self._err = msg
@@ -414,6 +427,10 @@ class Decoder:
         # Walk the fixed headers of newly completed data; validate each header before the
         # packet body is waited for (size limit, type, flags).
         while True:
+            if self._skip:
+                self._drop_some()
+                if self._skip:
+                    return  # the rest of the dropped PUBLISH is still to come
             if not self._need:
                 avail = self._end - self._scan
                 if avail < 2:
@@ -436,10 +453,20 @@ class Decoder:
                         break
                 total = (i - s) + rem
                 self._check_header(buf[s], total)
+                if buf[s] >> 4 == PUBLISH and total > self.max_packet:
+                    self._begin_drop(i - s, total, buf[s], DROP_TOO_LARGE)
+                    continue
                 self._need = total
                 if self._scan + total > len(self._buf):
                     # Reserve the whole packet now: one allocation, no regrowth per chunk.
-                    self._room(self._scan - self._start + total)
+                    try:
+                        self._room(self._scan - self._start + total)
+                    except MemoryError:
+                        if buf[s] >> 4 != PUBLISH:
+                            raise
+                        self._need = 0
+                        self._begin_drop(i - s, total, buf[s], DROP_MEMORY)
+                        continue
             if self._end - self._scan < self._need:
                 return
             self._scan += self._need
@@ -464,19 +491,78 @@ class Decoder:
             self._fail("%s received: a server never sends it to a client" % packet_name(t))
         else:
             self._fail("reserved packet type %d" % t)
-        if total > self.max_packet:
+        if total > self.max_packet and t != PUBLISH:
             self._fail(
                 "%s of %d bytes exceeds the limit of %d bytes"
                 % (packet_name(t), total, self.max_packet)
             )
 
+    def _begin_drop(self, hlen, total, b0, why):
+        # Read a PUBLISH through without buffering it; keep only its packet id.
+        self._skip = total
+        self._dpos = 0  # bytes of it consumed so far
+        self._dhdr = hlen  # fixed header length: the topic length follows it
+        self._dtl = -1  # topic length, once seen
+        self._dhi = 0
+        self._dpid = 0
+        self._dq = (b0 >> 1) & 3
+        self._dwhy = why
+        self._drop_some()
+
+    def _byte_at(self, off, p0, take):
+        # Byte at offset `off` of the dropped packet if it is in this chunk, else -1.
+        return self._buf[self._scan + off - p0] if p0 <= off < p0 + take else -1
+
+    def _drop_some(self):
+        s = self._scan
+        p0 = self._dpos
+        take = min(self._end - s, self._skip - p0)
+        h = self._dhdr
+        for k in range(2):  # topic length (2 bytes), then the packet id behind the topic
+            at = h if k == 0 else h + 2 + self._dtl
+            if k and (self._dtl < 0 or not self._dq):
+                break
+            b = self._byte_at(at, p0, take)
+            if b >= 0:
+                self._dhi = b
+            b = self._byte_at(at + 1, p0, take)
+            if b >= 0:
+                if k:
+                    self._dpid = (self._dhi << 8) | b
+                else:
+                    self._dtl = (self._dhi << 8) | b
+        rest = self._end - s - take
+        if rest:  # bytes after the dropped packet move to where it started
+            self._buf[s : s + rest] = bytes(memoryview(self._buf)[s + take : self._end])
+        self._end = s + rest
+        self._dpos = p0 + take
+        if self._dpos == self._skip:
+            self._skip = 0
+            self._note_drop(self._dpid, self._dq, self._dpos, self._dwhy)
+
+    def _note_drop(self, pid, qos, size, why):
+        if self._dropped is None:
+            self._dropped = []
+        self._dropped.append((pid, qos, size, why))
+
     def pending(self):
-        """True if a complete packet is buffered."""
-        return self._start != self._scan
+        """True if a complete packet (or a dropped PUBLISH) is there to hand out."""
+        return self._start != self._scan or bool(self._dropped)
 
     def next(self, into=None):
         """The next complete packet, or None. `into`: a Packet to refill (no allocation)."""
         self._check()
+        if self._dropped:
+            pid, qos, size, why = self._dropped.pop(0)
+            p = Packet(False) if into is None else into
+            if into is not None:
+                p._clear()
+            p.type = DROPPED
+            p.flags = qos << 1
+            p.pid = pid
+            p.rc = why
+            p._plen = size
+            return p
         s = self._start
         if s == self._scan:
             return None
@@ -508,26 +594,27 @@ class Decoder:
                 self._fail("PUBLISH truncated: no room for the topic length")
             tlen = (buf[i] << 8) | buf[i + 1]
             toff = i + 2
-            if tlen == 0:
-                self._fail("PUBLISH with an empty topic")
             if toff + tlen > end:
                 self._fail("PUBLISH truncated: topic length %d exceeds the packet" % tlen)
             poff = toff + tlen + (2 if qos else 0)
             if poff > end:
                 self._fail("PUBLISH truncated: no room for the packet id")
-            if not (_utf8 or _load_utf8())(buf, toff, toff + tlen):
-                self._fail("PUBLISH topic is not valid UTF-8")
-            if (
-                buf.find(b"\x00", toff, toff + tlen) >= 0
-                or buf.find(b"#", toff, toff + tlen) >= 0
-                or buf.find(b"+", toff, toff + tlen) >= 0
-            ):
-                self._fail("PUBLISH topic contains a wildcard or NUL character")
             if qos:
                 pid = (buf[poff - 2] << 8) | buf[poff - 1]
                 if not pid:
                     self._fail("PUBLISH QoS %d with packet id 0" % qos)
                 p.pid = pid
+            if (
+                tlen == 0
+                or not (_utf8 or _load_utf8())(buf, toff, toff + tlen)
+                or buf.find(b"\x00", toff, toff + tlen) >= 0
+                or buf.find(b"#", toff, toff + tlen) >= 0
+                or buf.find(b"+", toff, toff + tlen) >= 0
+            ):
+                # Well framed, but no topic a client can route: dropped, not fatal.
+                self._consume(end)
+                self._note_drop(p.pid, qos, end - s, DROP_TOPIC)
+                return self.next(into)
             p._tlen = tlen
             if into is None:
                 # Own copies now: the buffer is reused by the next feed().
@@ -574,10 +661,13 @@ class Decoder:
         else:  # PINGRESP: the only other type _check_header lets through
             if rem:
                 self._fail("PINGRESP remaining length %d, expected 0" % rem)
+        self._consume(end)
+        return p
+
+    def _consume(self, end):
         self._start = end
         if end == self._end:
             # Drained: reuse the buffer from its start, and drop a grown one.
             self._start = self._scan = self._end = 0
             if self._buf is not self._base:
                 self._buf = self._base
-        return p

@@ -23,7 +23,14 @@ except ImportError:
 
 from . import dps_topics as dt
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .errors import AuthenticationError, ConfigError, ProtocolError, StatusError, Timeout
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionLost,
+    ProtocolError,
+    StatusError,
+    Timeout,
+)
 
 _MAX_REQUESTS = const(100)  # hard bound on requests per register() besides the timeout
 _MAX_REPLY = const(16384)  # largest DPS reply accepted (registration state + custom payload)
@@ -354,7 +361,14 @@ class ProvisioningClient:
         """Register (or re-register) and wait for the assignment. Returns a
         ProvisioningResult. Raises RegistrationError (a StatusError: 401, 404...),
         ProvisioningError / EnrollmentDisabled (completed without assignment), Timeout
-        (no assignment within timeout_ms), TLSError, ConnectionLost, ConnectionRefused."""
+        (no assignment within timeout_ms), TLSError, ConnectionLost (also when the heap
+        had no room for the link or a reply: try again later), ConnectionRefused."""
+        try:
+            return self._register(timeout_ms)
+        except MemoryError:
+            raise ConnectionLost("DPS registration ran out of memory (the link is closed)")
+
+    def _register(self, timeout_ms):
         from .session import Session
 
         if timeout_ms is None:

@@ -27,6 +27,7 @@ class Session:
         self.on_publish = None  # fn(packet) -> None; QoS 1 is acknowledged after it returns
         self.on_puback = None  # fn(pid)
         self.pid_in_use = None  # fn(pid) -> bool (ids of queued messages)
+        self.on_drop = None  # fn(packet) for a PUBLISH the decoder dropped (mqtt.DROPPED)
 
     @property
     def is_open(self):
@@ -131,6 +132,12 @@ class Session:
         elif t == mqtt.PUBACK:
             if self.on_puback is not None:
                 self.on_puback(pkt.pid)
+        elif t == mqtt.DROPPED:
+            # Acknowledged all the same: unacknowledged, the hub would send it forever.
+            if pkt.flags & 6 and pkt.pid:
+                self.write(mqtt.encode_puback(self.tx, pkt.pid))
+            if self.on_drop is not None:
+                self.on_drop(pkt)
         elif t == mqtt.SUBACK:
             if pkt.pid in self._subacks:
                 self._subacks[pkt.pid] = pkt.granted

@@ -5,7 +5,9 @@ from .errors import TLSError
 _ALERT = -0x7780  # MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE
 _HINTS = {
     -0x6E80: "the server offered a TLS version older than 1.2, which this client refuses",
-    -0x7200: "a TLS record was larger than the input buffer (did the server ignore max fragment length?)",
+    -0x7200: "the server sent something that is not a valid TLS record: a service that does "
+    "not speak TLS on this port (plain HTTP or MQTT?), or a record larger than the input "
+    "buffer (a server that ignored max fragment length)",
     -0x2700: "the server certificate did not verify",
     -0x7080: "no cipher suite in common with the server",
     -0x7100: "a handshake message (likely the server's certificate chain) does not fit this "

@@ -49,6 +49,7 @@ class Link:
         self.bytes_in = 0
         self.writes = 0
         self._more = False
+        self._hs = None  # (poll, deadline, server name, TLS info) until the handshake is done
         self.websocket = None  # (txbuf, max_message) for transport="websockets"
         self.proxy = None  # (host, port, authorization) of an HTTP CONNECT proxy
 
@@ -87,43 +88,60 @@ class Link:
                 self.close()
                 raise
         try:
-            sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
+            raw.setblocking(False)
+            # The handshake runs in the first write (CONNECT, or the WebSocket upgrade),
+            # non-blocking and bounded by this open's deadline as a whole: a server that
+            # sends one byte at a time cannot stretch it (a per-read timeout restarts
+            # with every byte).
+            sock = ctx.wrap_socket(
+                raw, server_hostname=server_hostname, do_handshake_on_connect=False
+            )
         except (TLSError, MemoryError):
             self.close()
             raise
         except (OSError, ValueError) as e:
             self.close()
-            code = e.args[0] if e.args else None
-            if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
-                raise ConnectionLost(
-                    "TLS handshake with %s: socket error %s" % (server_hostname, e)
-                )
-            from .tlsprofile import handshake_error  # a context not made by tls_context()
-
-            raise handshake_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
-        sock.setblocking(False)
+            raise self._tls_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
         self.sock = sock
         p = select.poll()
         p.register(raw, _POLLIN)
         self._poll = p
         self._more = False
+        # While handshaking, wait on the TLS socket itself: it knows whether mbedTLS waits
+        # to read or to write.
+        hp = select.poll()
+        hp.register(sock, _POLLIN | _POLLOUT)
+        self._hs = (hp, deadline, server_hostname, info or getattr(ctx, "iothub_info", None))
         if self.websocket is not None:
             # The WebSocket has the socket's write/readinto/close/cipher; it waits on raw.
             from .websocket import upgrade
 
             try:
-                self.sock = upgrade(sock, raw, server_hostname, deadline, *self.websocket)
+                self.sock = upgrade(
+                    sock, raw, server_hostname, deadline, *self.websocket, send=self.write
+                )
             except BaseException:
                 self.close()
                 raise
         self.bytes_out = self.bytes_in = self.writes = 0
         return sock
 
+    @staticmethod
+    def _tls_error(e, server_hostname, info):
+        code = e.args[0] if e.args else None
+        if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
+            return ConnectionLost("TLS handshake with %s: socket error %s" % (server_hostname, e))
+        from .tlsprofile import handshake_error
+
+        return handshake_error(e, server_hostname, info)
+
     @property
     def is_open(self):
         return self.sock is not None
 
     def cipher(self):
+        if self._hs is not None:
+            return None  # no suite before the handshake completes
         try:
             return self.sock.cipher()
         except (AttributeError, OSError):
@@ -131,30 +149,47 @@ class Link:
 
     def write(self, buf, off=0, n=-1, timeout_ms=10000):
         """Write buf[off:off+n] (all of buf by default) in one call when possible: one TLS
-        record per write that fits a record."""
+        record per write that fits a record. The first write also completes the TLS
+        handshake, by the deadline open() was given."""
         sock = self.sock
         if sock is None:
             raise ConnectionLost("not connected")
         if n < 0:
             n = len(buf) - off
         end = off + n
-        deadline = 0
+        hs = self._hs
+        deadline = hs[1] if hs is not None else 0
         self.writes += 1
         while off < end:
             try:
                 k = sock.write(buf, off, end - off)
             except OSError as e:
                 self.close()
+                if hs is not None:
+                    raise self._tls_error(e, hs[2], hs[3])
                 raise ConnectionLost("write failed: %s" % e)
+            except ValueError as e:  # the server's certificate did not verify
+                self.close()
+                raise self._tls_error(e, hs[2], hs[3]) if hs is not None else e
             if k:
                 off += k
+                self._hs = hs = None  # handshake done
                 continue
             if not deadline:
                 deadline = ticks_add(ticks_ms(), timeout_ms)
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.close()
+                if hs is not None:
+                    raise Timeout(
+                        "TLS handshake with %s did not complete in time (a slow or silent "
+                        "server)" % hs[2]
+                    )
                 raise Timeout("write stalled for %d ms" % timeout_ms)
+            if hs is not None:
+                for _ in hs[0].ipoll(min(left, 100)):
+                    break
+                continue
             self._poll.modify(self.raw, _POLLOUT)
             try:
                 for _ in self._poll.ipoll(min(left, 100)):
@@ -206,7 +241,7 @@ class Link:
                     s.close()
                 except OSError:
                     pass
-        self.sock = self.raw = self._poll = None
+        self.sock = self.raw = self._poll = self._hs = None
 
 
 def _again(e):

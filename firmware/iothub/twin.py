@@ -92,15 +92,15 @@ class Twin:
         )
         return version
 
-    def resync(self):
+    def resync(self, timeout_ms=None):
         # Desired patches are pushed only while connected: after every connect GET the twin
         # and deliver the desired document once if its $version moved while we were away.
         c = self.c
         self.resync_at = None
         try:
-            doc = self.fetch()
+            doc = self.fetch(timeout_ms)
         except ProtocolError as e:
-            c._log_line(0, "twin re-sync: %s; skipped" % (e,))
+            c._report("twin", "twin re-sync skipped: %s" % (e,))
             return
         except IoTHubError as e:
             if c.is_connected:
@@ -123,7 +123,7 @@ class Twin:
             if not version:
                 version = check_version(patch.get("$version", 0), "desired properties patch")
         except ProtocolError as e:
-            self.c._log_line(0, "%s; skipped" % (e,))
+            self.c._report("twin", "desired patch skipped: %s" % (e,))
             return
         self.deliver(patch, version)
 

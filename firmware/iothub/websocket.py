@@ -49,15 +49,19 @@ def _wait(poll, raw, event, deadline, what):
     poll.poll(min(left, 100))
 
 
-def upgrade(sock, raw, host, deadline, txbuf=1024, max_message=32768, path=PATH):
+def upgrade(sock, raw, host, deadline, txbuf=1024, max_message=32768, path=PATH, send=None):
     """Send the Upgrade request for wss://host/path over the non-blocking TLS socket `sock`
     (on the TCP socket `raw`), check the 101 answer; waits until the ticks_ms deadline at
-    most. Returns a WebSocket."""
+    most. Returns a WebSocket. send(req): how the request is written (transport.Link's
+    write, which also completes the TLS handshake), else written here."""
     poll = select.poll()
     poll.register(raw, _POLLIN)
     key = ws.make_key(_random(16))
     req = ws.upgrade_request(host, path, key, PROTOCOL)
     done = 0
+    if send is not None:
+        send(req)
+        done = len(req)
     while done < len(req):
         try:
             n = sock.write(req, done, len(req) - done)

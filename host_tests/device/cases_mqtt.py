@@ -160,6 +160,8 @@ def summary(p):
         return ["SUBACK", p.pid, p.granted]
     if t in (m.PUBACK, m.UNSUBACK):
         return [m.packet_name(t), p.pid]
+    if t == m.DROPPED:
+        return ["DROPPED", p.rc, p.pid, (p.flags >> 1) & 3, p.payload_len]
     return [m.packet_name(t)]
 
 
@@ -269,18 +271,18 @@ BAD = [
     ("remaining length 5 bytes", "30 ffffffff7f", "malformed remaining length", {}),
     ("remaining length 5 bytes, zero", "d0 8080808000", "malformed remaining length", {}),
     (
-        "packet above limit",
-        "30 8101 0001 74" + "00" * 126,
+        "packet above limit (not a PUBLISH: those are dropped, see below)",
+        "90 8101 0001" + "00" * 127,
         "of 132 bytes exceeds the limit of 100",
         {"max_packet": 100},
     ),
     (
         "limit counts the header",
-        "3063 0001 74" + "00" * 96,
+        "9063 0001" + "00" * 97,
         "101 bytes exceeds the limit of 100",
         {"max_packet": 100},
     ),
-    ("huge announce", "30 ffffff7f", "268435460 bytes exceeds the limit of 263168", {}),
+    ("huge announce", "90 ffffff7f", "268435460 bytes exceeds the limit of 263168", {}),
     ("CONNECT from server", "1000", "never sends", {}),
     ("SUBSCRIBE from server", "8205 0001 0001 61", "SUBSCRIBE received", {}),
     ("UNSUBSCRIBE from server", "a200", "never sends", {}),
@@ -312,16 +314,8 @@ BAD = [
     ("PUBLISH no topic length", "300100", "no room for the topic length", {}),
     ("PUBLISH empty", "3000", "no room for the topic length", {}),
     ("PUBLISH topic beyond packet", "3004 0009 6162", "topic length 9 exceeds", {}),
-    ("PUBLISH zero-length topic", "3002 0000", "empty topic", {}),
     ("PUBLISH QoS 1 without packet id", "3205 0003 612f62", "packet id", {}),
     ("PUBLISH QoS 1 packet id 0", "3207 0003 612f62 0000", "packet id 0", {}),
-    ("PUBLISH topic not UTF-8", "3004 0002 c328", "not valid UTF-8", {}),
-    ("PUBLISH topic overlong UTF-8", "3004 0002 c0af", "not valid UTF-8", {}),
-    ("PUBLISH topic surrogate", "3005 0003 eda080", "not valid UTF-8", {}),
-    ("PUBLISH topic truncated UTF-8", "3005 0003 61e282", "not valid UTF-8", {}),
-    ("PUBLISH topic wildcard #", "3005 0003 612f23", "wildcard", {}),
-    ("PUBLISH topic wildcard +", "3005 0003 2b2f61", "wildcard", {}),
-    ("PUBLISH topic NUL", "3005 0003 610062", "NUL", {}),
 ]
 
 
@@ -349,13 +343,56 @@ def test_decoder_stops_after_an_error_until_reset():
     eq(summary(dec.next()), ["PINGRESP"])
 
 
-def test_oversize_rejected_before_buffering():
-    # The header alone announces 1 MB: refused at once, nothing allocated for it.
+# PUBLISHes that are well framed but have no topic a client can route: dropped (a DROPPED
+# packet with the reason and the packet id to acknowledge), and decoding goes on.
+UNROUTABLE = [
+    ("zero-length topic", "3002 0000", 0),
+    ("topic not UTF-8", "3004 0002 c328", 0),
+    ("topic overlong UTF-8", "3004 0002 c0af", 0),
+    ("topic surrogate", "3005 0003 eda080", 0),
+    ("topic truncated UTF-8", "3005 0003 61e282", 0),
+    ("topic wildcard #", "3005 0003 612f23", 0),
+    ("topic wildcard +", "3005 0003 2b2f61", 0),
+    ("topic NUL", "3005 0003 610062", 0),
+    ("QoS 1, topic not UTF-8, payload", "3209 0002 c328 0107 6869 21", 0x107),
+]
+
+
+def test_unroutable_publish_is_dropped_not_fatal():
+    for name, h, pid in UNROUTABLE:
+        data = H(h) + H("d000")
+        qos = 1 if pid else 0
+        want = [["DROPPED", m.DROP_TOPIC, pid, qos, len(H(h))], ["PINGRESP"]]
+        eq(decode_chunks([data]), want, name)
+        eq(decode_chunks([data[i : i + 1] for i in range(len(data))]), want, name + " bytewise")
+
+
+def test_oversize_publish_is_read_through_not_buffered():
+    # The header alone announces 1 MB: nothing is allocated for it, the decoder goes on.
     dec = m.Decoder(max_packet=4096, bufsize=64)
-    has(
-        raises(ProtocolError, dec.feed, H("30 80804000")), "1048580 bytes exceeds the limit of 4096"
-    )
+    dec.feed(H("30 80804000"))
     eq(len(dec._buf), 64, "buffer not grown")
+    eq(dec.next(), None, "nothing to hand out yet")
+    # A 5000-byte QoS 1 PUBLISH over max_packet, in 100-byte chunks, then a PINGRESP: the
+    # buffer never grows and the packet id comes out to be acknowledged.
+    payload = bytes(range(256)) * 20
+    buf = bytearray(6000)
+    n = x.encode_publish(buf, "big/topic", payload, qos=1, pid=0x1234)
+    data = bytes(buf[:n]) + H("d000")
+    for step in (100, 1, 7, 64):
+        dec = m.Decoder(max_packet=4096, bufsize=64)
+        out = []
+        for i in range(0, len(data), step):
+            dec.feed(data[i : i + step])
+            eq(len(dec._buf), 64, "buffer not grown (step %d)" % step)
+            drain(dec, out)
+        eq(out, [["DROPPED", m.DROP_TOO_LARGE, 0x1234, 1, n], ["PINGRESP"]], "step %d" % step)
+
+
+def test_oversize_non_publish_is_a_protocol_error():
+    dec = m.Decoder(max_packet=16, bufsize=64)
+    sub = "90 14 0001" + "00" * 18
+    has(raises(ProtocolError, dec.feed, H(sub)), "SUBACK of 22 bytes exceeds the limit of 16")
 
 
 def test_large_packet_grows_buffer_once_then_shrinks():

@@ -43,6 +43,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import figures  # noqa: E402
 from bench_client import (  # noqa: E402 - also puts tools/ on sys.path
     BODY,
     FIRMWARE,
@@ -408,6 +409,7 @@ def main(argv=None):
         default=os.environ.get("UMQTT_SIMPLE") or None,
         help="micropython-lib's umqtt/simple.py, measured as a third column ($UMQTT_SIMPLE)",
     )
+    figures.add_figures_arg(ap)
     args = ap.parse_args(argv)
     if args.sends is None:
         args.sends = 200 if args.quick else 5000
@@ -426,7 +428,35 @@ def main(argv=None):
     print("measured in %.0f s" % res["seconds"])
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    if args.figures:
+        figures.write_block(args.figures, "heap-cpu", markdown(res), figures.source_line())
     return 0
+
+
+def markdown(res):
+    """The README's side-by-side table (the .mpy package, as installed with mip)."""
+    v = res["variants"].get("mpy") or next(iter(res["variants"].values()))
+    rows = v["table"]
+    simple = any("umqtt_simple" in r for r in rows.values())
+    header = ["", "iothub", "umqtt-style baseline", "ratio"]
+    if simple:
+        header += ["umqtt.simple 1.8", "ratio"]
+    header += ["target"]
+    out = []
+    for key, label, _target in ROWS:
+        r = rows[key]
+        line = [label, _num(r["iothub"], key), _num(r["umqtt_like"], key)]
+        line.append("%.2f" % r["ratio"] if r["ratio"] is not None else "-")
+        if simple:
+            line.append(_num(r.get("umqtt_simple"), key))
+            rs = r.get("ratio_simple")
+            line.append("%.2f" % rs if rs is not None else "-")
+        t = r["target"] or "-"
+        if r["pass"] is not None:
+            t += " (met)" if r["pass"] else " (**not met**)"
+        line.append(t)
+        out.append(line)
+    return figures.table(header, out)
 
 
 def run_all(args, state):
