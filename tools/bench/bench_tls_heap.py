@@ -242,6 +242,11 @@ def main(argv=None):
     ap.add_argument("--mfl", type=int, default=-1, help="-1: firmware default; 0: none; or size")
     ap.add_argument("--bytes", type=int, default=12000, help="application data read per connection")
     ap.add_argument("--state", default=None, help="PKI state dir (default: a temporary one)")
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="also print mbedTLS heap per handshake phase (builds with tlsx.heap_phases)",
+    )
     args = ap.parse_args(argv)
     builds = [b.split("=", 1) for b in args.mp] or [["default", default_binary()]]
     state = args.state or tempfile.mkdtemp(prefix="iothub-bench-")
@@ -263,10 +268,13 @@ def main(argv=None):
     )
     print(head)
     print("-" * len(head))
+    phase_rows = []
     for name, binary in builds:
         for profile in ("ecc", "rsa"):
             res, info = measure(binary, pki, profile, args.mfl, args.bytes)
             heap = res.get("heap") or {}
+            if heap.get("phases"):
+                phase_rows.append((name, profile, heap))
             bufs = "%s/%s" % (
                 res.get("in_content_len", "16384?"),
                 res.get("out_content_len", "4096?"),
@@ -288,7 +296,43 @@ def main(argv=None):
                     "ok" if ok else "FAIL at %s: %s" % (res["stage"], res["error"]),
                 )
             )
+    if args.phases:
+        for name, profile, heap in phase_rows:
+            print_phases(name, profile, heap)
     return 0
+
+
+def phase_table(heap):
+    """Rows (phase, held before, peak in phase, rise over held before, held after) of the
+    phases in which mbedTLS's heap moved; the first row is the context (CA certificate)."""
+    rows = [
+        (
+            "context (CA certificate)",
+            0,
+            heap["context_peak"],
+            heap["context_peak"],
+            heap["context_held"],
+        )
+    ]
+    held = heap["context_held"]
+    for phase, peak, end in heap["phases"]:
+        if peak == held and end == held:
+            continue
+        label = "setup (record buffers, handshake state)" if phase == "start" else phase
+        rows.append((label, held, peak, peak - held, end))
+        held = end
+    return rows
+
+
+def print_phases(name, profile, heap):
+    """One table per build and chain: where the handshake's heap goes, phase by phase."""
+    print()
+    print("%s, %s chain: mbedTLS heap per handshake phase (bytes)" % (name, profile))
+    head = "%-42s %-8s %-8s %-8s %s" % ("phase", "before", "peak", "rise", "after")
+    print(head)
+    print("-" * len(head))
+    for label, before, peak, rise, after in phase_table(heap):
+        print("%-42s %-8d %-8d %-8d %d" % (label, before, peak, rise, after))
 
 
 if __name__ == "__main__":
