@@ -19,6 +19,7 @@ import os
 import pathlib
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,13 @@ def main(argv=None):
         action="store_true",
         help="also print mbedTLS heap per handshake phase (builds with tlsx.heap_phases)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="also time N handshakes per build and chain (median; builds interleaved; "
+        "ratio against the first --mp)",
+    )
     args = ap.parse_args(argv)
     builds = [b.split("=", 1) for b in args.mp] or [["default", default_binary()]]
     state = args.state or tempfile.mkdtemp(prefix="iothub-bench-")
@@ -299,7 +307,37 @@ def main(argv=None):
     if args.phases:
         for name, profile, heap in phase_rows:
             print_phases(name, profile, heap)
+    if args.repeat > 0:
+        print_times(builds, pki, args.repeat, args.mfl)
     return 0
+
+
+def print_times(builds, pki, n, mfl):
+    """Median handshake time (device side, around wrap_socket) per build and chain over n
+    runs, the builds taking turns so that load on the machine hits them alike."""
+    times = {(name, p): [] for name, _ in builds for p in ("ecc", "rsa")}
+    for _ in range(n):
+        for profile in ("ecc", "rsa"):
+            for name, binary in builds:
+                res, _info = measure(binary, pki, profile, mfl, 64)
+                if res["error"] is None:
+                    times[(name, profile)].append(res["handshake_us"] / 1000.0)
+    print()
+    print("handshake time, median of %d (ms; ratio against %s)" % (n, builds[0][0]))
+    head = "%-12s %-16s %s" % ("build", "ECC chain", "RSA chain")
+    print(head)
+    print("-" * len(head))
+    base = {p: statistics.median(times[(builds[0][0], p)] or [0]) for p in ("ecc", "rsa")}
+    for name, _ in builds:
+        cells = []
+        for p in ("ecc", "rsa"):
+            t = times[(name, p)]
+            if not t:
+                cells.append("failed")
+                continue
+            med = statistics.median(t)
+            cells.append("%.1f (x%.2f)" % (med, med / base[p] if base[p] else 0))
+        print("%-12s %-16s %s" % (name, cells[0], cells[1]))
 
 
 def phase_table(heap):
