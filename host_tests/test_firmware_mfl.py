@@ -192,10 +192,27 @@ def test_heap_accounting_returns_to_context_after_close(firmware, pki):
     res, info = bench.measure(firmware["binary"], pki, "ecc", -1, 6000)
     assert res["error"] is None, res
     heap = res["heap"]
-    # the input and output record buffers are held for the connection's life
-    assert heap["after_handshake"] >= firmware["in"] + firmware["out"]
+    mfl = firmware["default_mfl"]
+    # the record buffers are held for the connection's life: at the agreed MFL once the
+    # handshake is over (MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH), else at their full sizes
+    held = min(mfl, firmware["in"]) if mfl else firmware["in"]
+    held += min(mfl, firmware["out"]) if mfl else firmware["out"]
+    assert heap["after_handshake"] - heap["context_held"] >= held
     assert heap["peak"] >= heap["after_handshake"]
     assert info.ok
+    # per phase (tlsx.heap_phases): the handshake went through the states that hold its
+    # peak, and their highest figure is the handshake's peak
+    phases = {name: (peak, end) for name, peak, end in heap["phases"]}
+    for name in ("SERVER_CERTIFICATE", "VERIFY_CHAIN", "CLIENT_KEY_EXCHANGE", "HANDSHAKE_WRAPUP"):
+        assert name in phases, heap["phases"]
+    assert max(p for _n, p, _e in heap["phases"]) == heap["handshake_peak"], heap
+    # wrapping up frees the handshake's state and shrinks the buffers to the agreed MFL:
+    # the held heap drops by at least what the shrinking gives back
+    names = [n for n, _p, _e in heap["phases"]]
+    before_wrapup = heap["phases"][names.index("HANDSHAKE_WRAPUP") - 1][2]
+    shrink = (firmware["in"] - min(mfl, firmware["in"])) if mfl else 0
+    shrink += (firmware["out"] - min(mfl, firmware["out"])) if mfl else 0
+    assert before_wrapup - phases["HANDSHAKE_WRAPUP"][1] > shrink, heap["phases"]
     # closing the connection frees everything it took: only the context's share is left
     assert heap["after_close"] == heap["context_held"], heap
 
