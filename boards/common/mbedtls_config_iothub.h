@@ -12,7 +12,7 @@
 // The input buffer must hold the largest handshake message the server sends (its
 // Certificate message: mbedTLS reassembles handshake messages in the input
 // buffer whatever the MFL) and every record once MFL is agreed. Figures and the
-// reasoning behind each board's sizes: README "Board builds".
+// reasoning behind each board's sizes: README "Boards and firmware".
 #ifndef IOTHUB_MBEDTLS_CONFIG_IOTHUB_H
 #define IOTHUB_MBEDTLS_CONFIG_IOTHUB_H
 
@@ -34,7 +34,8 @@
 // --- Less heap per connection (README "mbedTLS heap per handshake phase"). Each
 // option below was kept because tools/bench/bench_tls_heap.py showed it pays and
 // the handshake still succeeds against both emulator chains; the figures, the
-// CPU cost and the options tried and rejected are in the README.
+// CPU cost and the options tried and rejected are in the README; what each
+// option does, with sources: docs/mbedtls-memory.md.
 
 // After the handshake, shrink the record buffers to the agreed max fragment
 // length (mbedTLS reallocates them at the end of the handshake; the input buffer
