@@ -206,7 +206,12 @@ def test_mbedtls_header_keeps_what_the_profiles_and_chains_need(tmp_path):
     for name in curves:
         assert CURVE_MACRO[name] not in undef, name
     # the buffers shrink to the agreed MFL after the handshake (needs MFL compiled in)
-    assert "#define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH" in text
+    # ... only where MFL is requested: without one, mbedTLS 3.6 would shrink the input buffer
+    # to min(IN, OUT) and refuse a hub's full-size records (stock preset)
+    assert (
+        "#if MBEDTLS_SSL_IN_CONTENT_LEN < %d\n#define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH\n#endif"
+        % TLS_RECORD_MAX
+    ) in text
     assert "#define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH" in text
 
 

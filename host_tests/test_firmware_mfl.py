@@ -185,6 +185,21 @@ def test_server_ignoring_mfl_fails_with_record_size_error(firmware, pki):
     assert any(c in res["error"] for c in codes), res["error"]
 
 
+def test_build_without_mfl_takes_full_size_records(firmware, pki):
+    """A build that requests no MFL (stock preset) must keep taking the hub's full-size records
+    after the handshake: its buffers are not shrunk (mbedTLS 3.6 would shrink the input buffer
+    to min(IN, OUT) when no MFL was requested, see boards/common/mbedtls_config_iothub.h)."""
+    if firmware["default_mfl"]:
+        pytest.skip("this build requests MFL %d by default" % firmware["default_mfl"])
+    n = 12000
+    res, info = bench.measure(firmware["binary"], pki, "ecc", -1, n)
+    assert res["error"] is None, res
+    assert res["received"] == n
+    assert res["sha256"] == hashlib.sha256(bench.payload(n)).hexdigest()
+    # the hub really sent records larger than OUT (the size a shrunk input buffer would get)
+    assert info.max_record_out > firmware["out"], info.max_record_out
+
+
 @pytest.mark.needs_mfl
 def test_heap_accounting_returns_to_context_after_close(firmware, pki):
     if not firmware["heap_stats"]:

@@ -37,11 +37,17 @@
 // CPU cost and the options tried and rejected are in the README; what each
 // option does, with sources: docs/mbedtls-memory.md.
 
-// After the handshake, shrink the record buffers to the agreed max fragment
-// length (mbedTLS reallocates them at the end of the handshake; the input buffer
-// must still hold the whole Certificate message during it). ecc preset with MFL
-// 2048: -2048 B held per connection; rsa preset: -4096 B.
+// After the handshake, shrink the record buffers to the max fragment length the
+// client requested (mbedTLS reallocates them at the end of the handshake; the
+// input buffer must still hold the whole Certificate message during it). ecc
+// preset with MFL 2048: -2048 B held per connection; rsa preset: -4096 B.
+// Only in builds whose input buffer is below the 16 KB TLS record, i.e. that
+// request MFL: a client that requests none gets its input buffer shrunk to
+// min(IN, OUT) by mbedTLS 3.6 (4096 B in the stock preset), which then refuses
+// the 16 KB records of a hub that was never asked for less.
+#if MBEDTLS_SSL_IN_CONTENT_LEN < 16384
 #define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH
+#endif
 
 // Elliptic-curve arithmetic: the smallest comb window (mbedTLS's default is 4).
 // Each point multiplication by another point than the generator (ECDSA verify,
