@@ -156,6 +156,65 @@ def test_common_mbedtls_header():
         assert "#define MBEDTLS_SSL_%s_CONTENT_LEN (IOTHUB_TLS_%s)" % (name, name) in text
 
 
+# mbedTLS key-exchange macro per suite prefix (mbedTLS spelling, as in iothub.tlsprofile.SUITES)
+KEY_EXCHANGE_MACRO = {
+    "TLS-ECDHE-ECDSA": "MBEDTLS_KEY_EXCHANGE_ECDHE_ECDSA_ENABLED",
+    "TLS-ECDHE-RSA": "MBEDTLS_KEY_EXCHANGE_ECDHE_RSA_ENABLED",
+    "TLS-RSA": "MBEDTLS_KEY_EXCHANGE_RSA_ENABLED",
+    "TLS-PSK": "MBEDTLS_KEY_EXCHANGE_PSK_ENABLED",
+}
+# curve names of the cryptography package -> mbedTLS curve macro
+CURVE_MACRO = {
+    "secp256r1": "MBEDTLS_ECP_DP_SECP256R1_ENABLED",
+    "secp384r1": "MBEDTLS_ECP_DP_SECP384R1_ENABLED",
+}
+
+
+def test_mbedtls_header_keeps_what_the_profiles_and_chains_need(tmp_path):
+    """The common header removes key exchanges and curves: never one a TLS profile offers, one
+    the emulator's Azure-like chains are signed with, or one an X.509 device key uses."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from iothub import tlsprofile
+    from iothub_emulator.pki import TestPKI, pem_to_der_list
+
+    text = COMMON_H.read_text()
+    undef = set(re.findall(r"^#undef (MBEDTLS_\w+)", text, re.M))
+    offered = {s for suites in tlsprofile.SUITES.values() for s in suites}
+    for suite in offered:
+        kx = suite.split("-WITH-")[0]
+        assert KEY_EXCHANGE_MACRO[kx] not in undef, suite
+    # every removed key exchange is one no profile offers
+    used = {KEY_EXCHANGE_MACRO[s.split("-WITH-")[0]] for s in offered}
+    removed = {m for m in undef if m.startswith("MBEDTLS_KEY_EXCHANGE_")}
+    assert removed and not removed & used, removed
+    # curves: the keys of both chains (root, intermediate, leaf) and of X.509 devices
+    pki = TestPKI.load_or_create(str(tmp_path / "pki"))
+    keys = []
+    for profile in ("ecc", "rsa"):
+        chain = pathlib.Path(pki.server_credentials(profile)[0]).read_bytes()
+        ders = [pki.root_der(profile)] + pem_to_der_list(chain)  # root, leaf, intermediate
+        keys += [x509.load_der_x509_certificate(d).public_key() for d in ders]
+    for kind in ("ec256", "ec384"):
+        cert_pem = pki.issue_client_cert("dev-" + kind, kind=kind)[0]
+        if isinstance(cert_pem, str):
+            cert_pem = cert_pem.encode()
+        keys.append(x509.load_pem_x509_certificate(cert_pem).public_key())
+    curves = {k.curve.name for k in keys if isinstance(k, ec.EllipticCurvePublicKey)}
+    assert curves == {"secp256r1", "secp384r1"}, curves
+    for name in curves:
+        assert CURVE_MACRO[name] not in undef, name
+    # the buffers shrink to the agreed MFL after the handshake (needs MFL compiled in)
+    # ... only where MFL is requested: without one, mbedTLS 3.6 would shrink the input buffer
+    # to min(IN, OUT) and refuse a hub's full-size records (stock preset)
+    assert (
+        "#if MBEDTLS_SSL_IN_CONTENT_LEN < %d\n#define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH\n#endif"
+        % TLS_RECORD_MAX
+    ) in text
+    assert "#define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH" in text
+
+
 def test_unix_variant_files():
     mk = (UNIX / "mpconfigvariant.mk").read_text()
     assert 'MBEDTLS_CONFIG_FILE = \\"mbedtls_config_iothub.h\\"' in mk

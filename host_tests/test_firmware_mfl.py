@@ -185,6 +185,21 @@ def test_server_ignoring_mfl_fails_with_record_size_error(firmware, pki):
     assert any(c in res["error"] for c in codes), res["error"]
 
 
+def test_build_without_mfl_takes_full_size_records(firmware, pki):
+    """A build that requests no MFL (stock preset) must keep taking the hub's full-size records
+    after the handshake: its buffers are not shrunk (mbedTLS 3.6 would shrink the input buffer
+    to min(IN, OUT) when no MFL was requested, see boards/common/mbedtls_config_iothub.h)."""
+    if firmware["default_mfl"]:
+        pytest.skip("this build requests MFL %d by default" % firmware["default_mfl"])
+    n = 12000
+    res, info = bench.measure(firmware["binary"], pki, "ecc", -1, n)
+    assert res["error"] is None, res
+    assert res["received"] == n
+    assert res["sha256"] == hashlib.sha256(bench.payload(n)).hexdigest()
+    # the hub really sent records larger than OUT (the size a shrunk input buffer would get)
+    assert info.max_record_out > firmware["out"], info.max_record_out
+
+
 @pytest.mark.needs_mfl
 def test_heap_accounting_returns_to_context_after_close(firmware, pki):
     if not firmware["heap_stats"]:
@@ -192,10 +207,27 @@ def test_heap_accounting_returns_to_context_after_close(firmware, pki):
     res, info = bench.measure(firmware["binary"], pki, "ecc", -1, 6000)
     assert res["error"] is None, res
     heap = res["heap"]
-    # the input and output record buffers are held for the connection's life
-    assert heap["after_handshake"] >= firmware["in"] + firmware["out"]
+    mfl = firmware["default_mfl"]
+    # the record buffers are held for the connection's life: at the agreed MFL once the
+    # handshake is over (MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH), else at their full sizes
+    held = min(mfl, firmware["in"]) if mfl else firmware["in"]
+    held += min(mfl, firmware["out"]) if mfl else firmware["out"]
+    assert heap["after_handshake"] - heap["context_held"] >= held
     assert heap["peak"] >= heap["after_handshake"]
     assert info.ok
+    # per phase (tlsx.heap_phases): the handshake went through the states that hold its
+    # peak, and their highest figure is the handshake's peak
+    phases = {name: (peak, end) for name, peak, end in heap["phases"]}
+    for name in ("SERVER_CERTIFICATE", "VERIFY_CHAIN", "CLIENT_KEY_EXCHANGE", "HANDSHAKE_WRAPUP"):
+        assert name in phases, heap["phases"]
+    assert max(p for _n, p, _e in heap["phases"]) == heap["handshake_peak"], heap
+    # wrapping up frees the handshake's state and shrinks the buffers to the agreed MFL:
+    # the held heap drops by at least what the shrinking gives back
+    names = [n for n, _p, _e in heap["phases"]]
+    before_wrapup = heap["phases"][names.index("HANDSHAKE_WRAPUP") - 1][2]
+    shrink = (firmware["in"] - min(mfl, firmware["in"])) if mfl else 0
+    shrink += (firmware["out"] - min(mfl, firmware["out"])) if mfl else 0
+    assert before_wrapup - phases["HANDSHAKE_WRAPUP"][1] > shrink, heap["phases"]
     # closing the connection frees everything it took: only the context's share is left
     assert heap["after_close"] == heap["context_held"], heap
 
@@ -205,14 +237,16 @@ def test_heap_stats_off_raises_not_implemented(firmware):
         pytest.skip("this build counts mbedTLS heap")
     import subprocess
 
-    proc = subprocess.run(
-        [
-            firmware["binary"],
-            "-c",
-            "import tlsx\ntry:\n tlsx.heap_stats()\nexcept NotImplementedError as e:\n print('NIE', e)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert "NIE" in proc.stdout
+    for fn in ("heap_stats", "heap_phases"):
+        proc = subprocess.run(
+            [
+                firmware["binary"],
+                "-c",
+                "import tlsx\ntry:\n tlsx.%s()\nexcept NotImplementedError as e:\n print('NIE', e)"
+                % fn,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert "NIE" in proc.stdout and "IOTHUB_TLSX_HEAP_STATS" in proc.stdout, (fn, proc)

@@ -21,6 +21,7 @@ import os
 import pathlib
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -250,6 +251,18 @@ def main(argv=None):
     ap.add_argument("--bytes", type=int, default=12000, help="application data read per connection")
     ap.add_argument("--state", default=None, help="PKI state dir (default: a temporary one)")
     figures.add_figures_arg(ap)
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="also print mbedTLS heap per handshake phase (builds with tlsx.heap_phases)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="also time N handshakes per build and chain (median; builds interleaved; "
+        "ratio against the first --mp)",
+    )
     args = ap.parse_args(argv)
     builds = [b.split("=", 1) for b in args.mp] or [["default", default_binary()]]
     state = args.state or tempfile.mkdtemp(prefix="iothub-bench-")
@@ -272,11 +285,14 @@ def main(argv=None):
     print(head)
     print("-" * len(head))
     table = []
+    phase_rows = []
     for name, binary in builds:
         cells = [name, None, None]
         for profile in ("ecc", "rsa"):
             res, info = measure(binary, pki, profile, args.mfl, args.bytes)
             heap = res.get("heap") or {}
+            if heap.get("phases"):
+                phase_rows.append((name, profile, heap))
             bufs = "%s/%s" % (
                 res.get("in_content_len", "16384?"),
                 res.get("out_content_len", "4096?"),
@@ -315,7 +331,73 @@ def main(argv=None):
                 ["build", "IN/OUT", "MFL", "ECC chain (P-384)", "RSA chain (RSA-2048 leaf)"], table
             )
             figures.write_block(args.figures, "tls-heap", md, figures.source_line())
+    if args.phases:
+        for name, profile, heap in phase_rows:
+            print_phases(name, profile, heap)
+    if args.repeat > 0:
+        print_times(builds, pki, args.repeat, args.mfl)
     return 0
+
+
+def print_times(builds, pki, n, mfl):
+    """Median handshake time (device side, around wrap_socket) per build and chain over n
+    runs, the builds taking turns so that load on the machine hits them alike."""
+    times = {(name, p): [] for name, _ in builds for p in ("ecc", "rsa")}
+    for _ in range(n):
+        for profile in ("ecc", "rsa"):
+            for name, binary in builds:
+                res, _info = measure(binary, pki, profile, mfl, 64)
+                if res["error"] is None:
+                    times[(name, profile)].append(res["handshake_us"] / 1000.0)
+    print()
+    print("handshake time, median of %d (ms; ratio against %s)" % (n, builds[0][0]))
+    head = "%-12s %-16s %s" % ("build", "ECC chain", "RSA chain")
+    print(head)
+    print("-" * len(head))
+    base = {p: statistics.median(times[(builds[0][0], p)] or [0]) for p in ("ecc", "rsa")}
+    for name, _ in builds:
+        cells = []
+        for p in ("ecc", "rsa"):
+            t = times[(name, p)]
+            if not t:
+                cells.append("failed")
+                continue
+            med = statistics.median(t)
+            cells.append("%.1f (x%.2f)" % (med, med / base[p] if base[p] else 0))
+        print("%-12s %-16s %s" % (name, cells[0], cells[1]))
+
+
+def phase_table(heap):
+    """Rows (phase, held before, peak in phase, rise over held before, held after) of the
+    phases in which mbedTLS's heap moved; the first row is the context (CA certificate)."""
+    rows = [
+        (
+            "context (CA certificate)",
+            0,
+            heap["context_peak"],
+            heap["context_peak"],
+            heap["context_held"],
+        )
+    ]
+    held = heap["context_held"]
+    for phase, peak, end in heap["phases"]:
+        if peak == held and end == held:
+            continue
+        label = "setup (record buffers, handshake state)" if phase == "start" else phase
+        rows.append((label, held, peak, peak - held, end))
+        held = end
+    return rows
+
+
+def print_phases(name, profile, heap):
+    """One table per build and chain: where the handshake's heap goes, phase by phase."""
+    print()
+    print("%s, %s chain: mbedTLS heap per handshake phase (bytes)" % (name, profile))
+    head = "%-42s %-8s %-8s %-8s %s" % ("phase", "before", "peak", "rise", "after")
+    print(head)
+    print("-" * len(head))
+    for label, before, peak, rise, after in phase_table(heap):
+        print("%-42s %-8d %-8d %-8d %d" % (label, before, peak, rise, after))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,15 @@
 # nothing, 512/1024/2048/4096 call tlsx.set_max_fragment_length(). Connects,
 # handshakes (root pinned, host name checked), sends "GET NBYTES\n", reads NBYTES
 # bytes of application data, closes, and prints one JSON line: what was requested,
-# the SHA-256 of what was read, mbedTLS heap figures when the firmware counts them
-# (tlsx.heap_stats), or the error. Used by host_tests/test_firmware_mfl.py and
+# the SHA-256 of what was read, the handshake's duration, mbedTLS heap figures when
+# the firmware counts them (tlsx.heap_stats, per phase with tlsx.heap_phases), or the
+# error. Used by host_tests/test_firmware_mfl.py and
 # tools/bench/bench_tls_heap.py.
 import hashlib
 import json
 import socket
 import sys
+import time
 
 import tls
 
@@ -27,6 +29,15 @@ def heap():
         return None
     try:
         return tlsx.heap_stats(True)
+    except NotImplementedError:
+        return None
+
+
+def phases(reset=False):
+    if tlsx is None or not hasattr(tlsx, "heap_phases"):
+        return None
+    try:
+        return tlsx.heap_phases(reset)
     except NotImplementedError:
         return None
 
@@ -60,7 +71,11 @@ def main(argv):
         sock.settimeout(20)
         sock.connect(socket.getaddrinfo(host, port)[0][-1])
         out["stage"] = "handshake"
+        phases(True)
+        t0 = time.ticks_us()
         ssock = ctx.wrap_socket(sock, server_hostname=hostname)
+        out["handshake_us"] = time.ticks_diff(time.ticks_us(), t0)
+        hs_phases = phases()
         hs_heap = heap()
         out["cipher"] = ssock.cipher()
         out["stage"] = "data"
@@ -90,6 +105,9 @@ def main(argv):
                 "data_peak": data_heap[1] - b,
                 "peak": max(ctx_heap[1], hs_heap[1], data_heap[1]) - b,
             }
+            if hs_phases is not None:
+                # [name, highest heap in the phase, heap held at its end], against `base`
+                out["heap"]["phases"] = [[n, p - b, h - b] for n, p, h in hs_phases]
     except Exception as e:  # report, do not hide: the test/bench decides
         out["error"] = "%s: %s" % (type(e).__name__, e)
     finally:

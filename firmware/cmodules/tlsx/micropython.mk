@@ -12,6 +12,11 @@ endif
 
 # Every client mbedtls_ssl_config gets the board default MFL (GNU ld --wrap).
 LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults
+# Test builds with heap accounting: per-phase figures from mbedTLS's debug
+# messages (tlsx.heap_phases), so tlsx takes over every config's debug callback.
+ifeq ($(IOTHUB_TLSX_HEAP_STATS),1)
+LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_conf_dbg
+endif
 
 # Build-time layout check: tlsx.c mirrors the leading members of
 # mp_obj_ssl_context_t. Compare sslcontext_prefix.txt with the tree being built

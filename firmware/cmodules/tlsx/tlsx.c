@@ -15,7 +15,8 @@
 //      before writing anything. A mismatch raises instead of writing.
 //   3. tlsx.heap_stats(): current and peak bytes of mbedTLS heap, in builds whose
 //      mbedTLS config routes mbedTLS allocations through tlsx_heap_calloc/free
-//      (boards/common/mbedtls_config_iothub.h with IOTHUB_TLSX_HEAP_STATS=1).
+//      (boards/common/mbedtls_config_iothub.h with IOTHUB_TLSX_HEAP_STATS=1);
+//      tlsx.heap_phases(): the same per handshake phase (test builds).
 //
 // Python-visible names are unconditional (the CMake ports' qstr scanner does not
 // see a user module's compile definitions); optional features raise
@@ -234,6 +235,7 @@ typedef union {
 
 static size_t tlsx_heap_current;
 static size_t tlsx_heap_peak;
+static void tlsx_phase_track(void);
 
 void *tlsx_heap_calloc(size_t nmemb, size_t size) {
     if (size != 0 && nmemb > (SIZE_MAX - sizeof(tlsx_heap_hdr_t)) / size) {
@@ -249,6 +251,7 @@ void *tlsx_heap_calloc(size_t nmemb, size_t size) {
     if (tlsx_heap_current > tlsx_heap_peak) {
         tlsx_heap_peak = tlsx_heap_current;
     }
+    tlsx_phase_track();
     return h + 1;
 }
 
@@ -259,6 +262,82 @@ void tlsx_heap_free(void *ptr) {
     tlsx_heap_hdr_t *h = (tlsx_heap_hdr_t *)ptr - 1;
     tlsx_heap_current -= h->size;
     free(h);
+}
+
+// Per-phase figures: test builds also compile mbedTLS's debug messages in
+// (MBEDTLS_DEBUG_C, boards/common/mbedtls_config_iothub.h) and take over the
+// debug callback of every SSL config (-Wl,--wrap=mbedtls_ssl_conf_dbg). A
+// client logs "client state: <state>" as it enters each handshake state, and
+// prints the peer's chain ("peer certificate #1:") after parsing it and before
+// verifying it: each of these messages closes the current phase, recording the
+// highest mbedTLS heap seen in it and what was held at its end.
+#if !defined(MBEDTLS_DEBUG_C)
+#error "IOTHUB_TLSX_HEAP_STATS needs MBEDTLS_DEBUG_C (boards/common/mbedtls_config_iothub.h sets it)"
+#endif
+#include "mbedtls/debug.h"
+
+#define TLSX_PHASES_MAX (24)
+#define TLSX_PHASE_NAME (28)
+typedef struct {
+    char name[TLSX_PHASE_NAME];
+    size_t peak;
+    size_t held;
+} tlsx_phase_t;
+
+static tlsx_phase_t tlsx_phases[TLSX_PHASES_MAX]; // closed phases
+static size_t tlsx_n_phases;
+static tlsx_phase_t tlsx_phase_open = { "start", 0, 0 };
+
+static void tlsx_phase_track(void) {
+    if (tlsx_heap_current > tlsx_phase_open.peak) {
+        tlsx_phase_open.peak = tlsx_heap_current;
+    }
+}
+
+// Close the open phase and start one named by `name` (up to `len` characters).
+static void tlsx_phase_mark(const char *name, size_t len) {
+    if (tlsx_n_phases < TLSX_PHASES_MAX) {
+        tlsx_phase_open.held = tlsx_heap_current;
+        tlsx_phases[tlsx_n_phases++] = tlsx_phase_open;
+    }
+    if (len >= TLSX_PHASE_NAME) {
+        len = TLSX_PHASE_NAME - 1;
+    }
+    memcpy(tlsx_phase_open.name, name, len);
+    tlsx_phase_open.name[len] = '\0';
+    tlsx_phase_open.peak = tlsx_heap_current;
+}
+
+static void tlsx_phase_debug(void *p, int level, const char *file, int line, const char *str) {
+    (void)p;
+    (void)level;
+    (void)file;
+    (void)line;
+    static const char state[] = "client state: ";
+    static const char prefix[] = "MBEDTLS_SSL_";
+    static const char chain[] = "peer certificate #1:";
+    if (strncmp(str, state, sizeof(state) - 1) == 0) {
+        str += sizeof(state) - 1;
+        if (strncmp(str, prefix, sizeof(prefix) - 1) == 0) {
+            str += sizeof(prefix) - 1;
+        }
+        size_t len = strcspn(str, "\r\n");
+        tlsx_phase_mark(str, len);
+    } else if (strncmp(str, chain, sizeof(chain) - 1) == 0) {
+        tlsx_phase_mark("VERIFY_CHAIN", 12);
+    }
+}
+
+void __real_mbedtls_ssl_conf_dbg(mbedtls_ssl_config *conf,
+    void (*f_dbg)(void *, int, const char *, int, const char *), void *p_dbg);
+
+void __wrap_mbedtls_ssl_conf_dbg(mbedtls_ssl_config *conf,
+    void (*f_dbg)(void *, int, const char *, int, const char *), void *p_dbg) {
+    (void)f_dbg;
+    (void)p_dbg;
+    // Level 3 carries the chain print; nothing is printed.
+    mbedtls_debug_set_threshold(3);
+    __real_mbedtls_ssl_conf_dbg(conf, tlsx_phase_debug, NULL);
 }
 
 #define TLSX_HEAP_STATS_ON (1)
@@ -287,6 +366,39 @@ static mp_obj_t tlsx_heap_stats(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(tlsx_heap_stats_obj, 0, 1, tlsx_heap_stats);
 
+// heap_phases(reset=False) -> [(name, peak, held), ...]: the handshake phases
+// recorded since the last reset (names: mbedTLS client states without their
+// MBEDTLS_SSL_ prefix, and VERIFY_CHAIN between parsing and verifying the
+// server's chain), then the open phase, with the highest mbedTLS heap in each
+// and what it held at the phase's end (now, for the open one). With reset=True
+// the record restarts after reading, as one open phase named "start".
+static mp_obj_t tlsx_heap_phases(size_t n_args, const mp_obj_t *args) {
+    #if TLSX_HEAP_STATS_ON
+    mp_obj_t list = mp_obj_new_list(0, NULL);
+    for (size_t i = 0; i <= tlsx_n_phases; i++) {
+        tlsx_phase_t *ph = i < tlsx_n_phases ? &tlsx_phases[i] : &tlsx_phase_open;
+        mp_obj_t t[3] = {
+            mp_obj_new_str(ph->name, strlen(ph->name)),
+            mp_obj_new_int_from_uint(ph->peak),
+            mp_obj_new_int_from_uint(i < tlsx_n_phases ? ph->held : tlsx_heap_current),
+        };
+        mp_obj_list_append(list, mp_obj_new_tuple(3, t));
+    }
+    if (n_args > 0 && mp_obj_is_true(args[0])) {
+        tlsx_n_phases = 0;
+        strcpy(tlsx_phase_open.name, "start");
+        tlsx_phase_open.peak = tlsx_heap_current;
+    }
+    return list;
+    #else
+    (void)n_args;
+    (void)args;
+    mp_raise_msg(&mp_type_NotImplementedError,
+        MP_ERROR_TEXT("tlsx: heap accounting is off in this build (IOTHUB_TLSX_HEAP_STATS)"));
+    #endif
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(tlsx_heap_phases_obj, 0, 1, tlsx_heap_phases);
+
 // ---------------------------------------------------------------------------
 // Module.
 
@@ -295,6 +407,7 @@ static const mp_rom_map_elem_t tlsx_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_set_max_fragment_length), MP_ROM_PTR(&tlsx_set_max_fragment_length_obj) },
     { MP_ROM_QSTR(MP_QSTR_get_max_fragment_length), MP_ROM_PTR(&tlsx_get_max_fragment_length_obj) },
     { MP_ROM_QSTR(MP_QSTR_heap_stats), MP_ROM_PTR(&tlsx_heap_stats_obj) },
+    { MP_ROM_QSTR(MP_QSTR_heap_phases), MP_ROM_PTR(&tlsx_heap_phases_obj) },
     { MP_ROM_QSTR(MP_QSTR_DEFAULT_MFL), MP_ROM_INT(TLSX_DEFAULT_MFL) },
     { MP_ROM_QSTR(MP_QSTR_IN_CONTENT_LEN), MP_ROM_INT(MBEDTLS_SSL_IN_CONTENT_LEN) },
     { MP_ROM_QSTR(MP_QSTR_OUT_CONTENT_LEN), MP_ROM_INT(MBEDTLS_SSL_OUT_CONTENT_LEN) },
