@@ -36,6 +36,8 @@ ROOT = HERE.parent.parent
 if str(ROOT / "tools") not in sys.path:
     sys.path.insert(0, str(ROOT / "tools"))
 
+import figures  # noqa: E402
+
 from iothub_emulator import Emulator  # noqa: E402
 from iothub_emulator.pki import TestPKI  # noqa: E402
 from iothub_tool.mpy import compile_package  # noqa: E402
@@ -173,6 +175,7 @@ def main(argv=None):
     ap.add_argument("--messages", type=int, default=20)
     ap.add_argument("--mp", default=None)
     ap.add_argument("--json", default=None)
+    figures.add_figures_arg(ap)
     args = ap.parse_args(argv)
     mp = micropython(args.mp)
     res = {}
@@ -234,6 +237,32 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
+    if args.figures:
+        rows = []
+        for key, label in (
+            ("setup_total", "bytes until CONNACK (handshake, upgrade, CONNECT)"),
+            ("message_total", "bytes per QoS 1 message, both ways"),
+            ("publish_records", "TLS records per PUBLISH"),
+        ):
+            rows.append([label, m[key], w[key], ratio(w[key], m[key])])
+        rows.append(
+            [
+                "masking, us per KiB (portable / viper)",
+                "-",
+                "%.1f / %.2f" % (k["portable_us"], k["fast_us"]),
+                "-",
+            ]
+        )
+        rows.append(
+            [
+                "heap of `import iothub.websocket` (.mpy)",
+                "-",
+                "%d B" % res["heap_mpy"]["websocket"],
+                "-",
+            ]
+        )
+        md = figures.table(["", "MQTT (8883)", "WebSockets (443)", "ratio"], rows)
+        figures.write_block(args.figures, "websockets", md, figures.source_line())
     return 0
 
 
