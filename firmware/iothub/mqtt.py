@@ -64,15 +64,16 @@ _NAMES = (
 )
 
 
-_utf8 = None  # iothub.utf8.valid, loaded with the first PUBLISH from the hub
+_pubmod = None  # iothub.mqttpub, loaded with the first PUBLISH from the hub
 
 
-def _load_utf8():
-    global _utf8
-    from .utf8 import valid
+def _pub():
+    global _pubmod
+    if _pubmod is None:
+        from . import mqttpub
 
-    _utf8 = valid
-    return valid
+        _pubmod = mqttpub
+    return _pubmod
 
 
 def packet_name(ptype):
@@ -428,7 +429,7 @@ class Decoder:
         # packet body is waited for (size limit, type, flags).
         while True:
             if self._skip:
-                self._drop_some()
+                _pub().drop_some(self)
                 if self._skip:
                     return  # the rest of the dropped PUBLISH is still to come
             if not self._need:
@@ -454,7 +455,7 @@ class Decoder:
                 total = (i - s) + rem
                 self._check_header(buf[s], total)
                 if buf[s] >> 4 == PUBLISH and total > self.max_packet:
-                    self._begin_drop(i - s, total, buf[s], DROP_TOO_LARGE)
+                    _pub().begin_drop(self, i - s, total, buf[s], DROP_TOO_LARGE)
                     continue
                 self._need = total
                 if self._scan + total > len(self._buf):
@@ -465,7 +466,7 @@ class Decoder:
                         if buf[s] >> 4 != PUBLISH:
                             raise
                         self._need = 0
-                        self._begin_drop(i - s, total, buf[s], DROP_MEMORY)
+                        _pub().begin_drop(self, i - s, total, buf[s], DROP_MEMORY)
                         continue
             if self._end - self._scan < self._need:
                 return
@@ -496,54 +497,6 @@ class Decoder:
                 "%s of %d bytes exceeds the limit of %d bytes"
                 % (packet_name(t), total, self.max_packet)
             )
-
-    def _begin_drop(self, hlen, total, b0, why):
-        # Read a PUBLISH through without buffering it; keep only its packet id.
-        self._skip = total
-        self._dpos = 0  # bytes of it consumed so far
-        self._dhdr = hlen  # fixed header length: the topic length follows it
-        self._dtl = -1  # topic length, once seen
-        self._dhi = 0
-        self._dpid = 0
-        self._dq = (b0 >> 1) & 3
-        self._dwhy = why
-        self._drop_some()
-
-    def _byte_at(self, off, p0, take):
-        # Byte at offset `off` of the dropped packet if it is in this chunk, else -1.
-        return self._buf[self._scan + off - p0] if p0 <= off < p0 + take else -1
-
-    def _drop_some(self):
-        s = self._scan
-        p0 = self._dpos
-        take = min(self._end - s, self._skip - p0)
-        h = self._dhdr
-        for k in range(2):  # topic length (2 bytes), then the packet id behind the topic
-            at = h if k == 0 else h + 2 + self._dtl
-            if k and (self._dtl < 0 or not self._dq):
-                break
-            b = self._byte_at(at, p0, take)
-            if b >= 0:
-                self._dhi = b
-            b = self._byte_at(at + 1, p0, take)
-            if b >= 0:
-                if k:
-                    self._dpid = (self._dhi << 8) | b
-                else:
-                    self._dtl = (self._dhi << 8) | b
-        rest = self._end - s - take
-        if rest:  # bytes after the dropped packet move to where it started
-            self._buf[s : s + rest] = bytes(memoryview(self._buf)[s + take : self._end])
-        self._end = s + rest
-        self._dpos = p0 + take
-        if self._dpos == self._skip:
-            self._skip = 0
-            self._note_drop(self._dpid, self._dq, self._dpos, self._dwhy)
-
-    def _note_drop(self, pid, qos, size, why):
-        if self._dropped is None:
-            self._dropped = []
-        self._dropped.append((pid, qos, size, why))
 
     def pending(self):
         """True if a complete packet (or a dropped PUBLISH) is there to hand out."""
@@ -589,45 +542,8 @@ class Decoder:
         p.flags = b0 & 15
         name = _NAMES[t]
         if t == PUBLISH:
-            qos = (b0 >> 1) & 3
-            if rem < 2:
-                self._fail("PUBLISH truncated: no room for the topic length")
-            tlen = (buf[i] << 8) | buf[i + 1]
-            toff = i + 2
-            if toff + tlen > end:
-                self._fail("PUBLISH truncated: topic length %d exceeds the packet" % tlen)
-            poff = toff + tlen + (2 if qos else 0)
-            if poff > end:
-                self._fail("PUBLISH truncated: no room for the packet id")
-            if qos:
-                pid = (buf[poff - 2] << 8) | buf[poff - 1]
-                if not pid:
-                    self._fail("PUBLISH QoS %d with packet id 0" % qos)
-                p.pid = pid
-            if (
-                tlen == 0
-                or not (_utf8 or _load_utf8())(buf, toff, toff + tlen)
-                or buf.find(b"\x00", toff, toff + tlen) >= 0
-                or buf.find(b"#", toff, toff + tlen) >= 0
-                or buf.find(b"+", toff, toff + tlen) >= 0
-            ):
-                # Well framed, but no topic a client can route: dropped, not fatal.
-                self._consume(end)
-                self._note_drop(p.pid, qos, end - s, DROP_TOPIC)
-                return self.next(into)
-            p._tlen = tlen
-            if into is None:
-                # Own copies now: the buffer is reused by the next feed().
-                mv = memoryview(buf)
-                p._topic = str(mv[toff : toff + tlen], "utf-8")
-                p._payload = bytes(mv[poff:end])
-            else:
-                p._buf = buf
-                p._toff = toff
-                p._poff = poff
-                p._plen = end - poff
-                p._dec = self
-                p._gen = self._gen
+            if not _pub().parse(self, p, into, buf, s, i, rem, end, b0):
+                return self.next(into)  # dropped: the DROPPED packet comes next
         elif t == PUBACK or t == UNSUBACK:
             if rem != 2:
                 self._fail("%s remaining length %d, expected 2" % (name, rem))

@@ -1,0 +1,104 @@
+# PUBLISH packets from the hub: parsing them, and dropping those a client cannot take (larger
+# than max_packet, no memory for them, a topic that is empty, not UTF-8 or holds a wildcard or
+# NUL), read through without buffering. Part of iothub.mqtt's Decoder, loaded with the first
+# PUBLISH the hub sends: a telemetry-only device (which receives only PUBACK and PINGRESP)
+# never loads it.
+from .mqtt import DROP_TOPIC
+from .utf8 import valid
+
+
+def parse(dec, p, into, buf, s, i, rem, end, b0):
+    """Fill Packet p from the PUBLISH at buf[s:end] (body from i). False when it was dropped
+    (consumed and noted; the caller hands out the DROPPED packet)."""
+    qos = (b0 >> 1) & 3
+    if rem < 2:
+        dec._fail("PUBLISH truncated: no room for the topic length")
+    tlen = (buf[i] << 8) | buf[i + 1]
+    toff = i + 2
+    if toff + tlen > end:
+        dec._fail("PUBLISH truncated: topic length %d exceeds the packet" % tlen)
+    poff = toff + tlen + (2 if qos else 0)
+    if poff > end:
+        dec._fail("PUBLISH truncated: no room for the packet id")
+    if qos:
+        pid = (buf[poff - 2] << 8) | buf[poff - 1]
+        if not pid:
+            dec._fail("PUBLISH QoS %d with packet id 0" % qos)
+        p.pid = pid
+    if (
+        tlen == 0
+        or not valid(buf, toff, toff + tlen)
+        or buf.find(b"\x00", toff, toff + tlen) >= 0
+        or buf.find(b"#", toff, toff + tlen) >= 0
+        or buf.find(b"+", toff, toff + tlen) >= 0
+    ):
+        # Well framed, but no topic a client can route: dropped, not fatal.
+        dec._consume(end)
+        note_drop(dec, p.pid, qos, end - s, DROP_TOPIC)
+        return False
+    p._tlen = tlen
+    if into is None:
+        # Own copies now: the buffer is reused by the next feed().
+        mv = memoryview(buf)
+        p._topic = str(mv[toff : toff + tlen], "utf-8")
+        p._payload = bytes(mv[poff:end])
+    else:
+        p._buf = buf
+        p._toff = toff
+        p._poff = poff
+        p._plen = end - poff
+        p._dec = dec
+        p._gen = dec._gen
+    return True
+
+
+def begin_drop(dec, hlen, total, b0, why):
+    # Read a PUBLISH through without buffering it; keep only its packet id.
+    dec._skip = total
+    dec._dpos = 0  # bytes of it consumed so far
+    dec._dhdr = hlen  # fixed header length: the topic length follows it
+    dec._dtl = -1  # topic length, once seen
+    dec._dhi = 0
+    dec._dpid = 0
+    dec._dq = (b0 >> 1) & 3
+    dec._dwhy = why
+    drop_some(dec)
+
+
+def _byte_at(dec, off, p0, take):
+    # Byte at offset `off` of the dropped packet if it is in this chunk, else -1.
+    return dec._buf[dec._scan + off - p0] if p0 <= off < p0 + take else -1
+
+
+def drop_some(dec):
+    s = dec._scan
+    p0 = dec._dpos
+    take = min(dec._end - s, dec._skip - p0)
+    h = dec._dhdr
+    for k in range(2):  # topic length (2 bytes), then the packet id behind the topic
+        at = h if k == 0 else h + 2 + dec._dtl
+        if k and (dec._dtl < 0 or not dec._dq):
+            break
+        b = _byte_at(dec, at, p0, take)
+        if b >= 0:
+            dec._dhi = b
+        b = _byte_at(dec, at + 1, p0, take)
+        if b >= 0:
+            if k:
+                dec._dpid = (dec._dhi << 8) | b
+            else:
+                dec._dtl = (dec._dhi << 8) | b
+    rest = dec._end - s - take
+    if rest:  # bytes after the dropped packet move to where it started
+        dec._buf[s : s + rest] = bytes(memoryview(dec._buf)[s + take : dec._end])
+    dec._end = s + rest
+    dec._dpos = p0 + take
+    if dec._dpos == dec._skip:
+        dec._skip = 0
+        note_drop(dec, dec._dpid, dec._dq, dec._dpos, dec._dwhy)
+
+
+def note_drop(dec, pid, qos, size, why):
+    if dec._dropped is None:
+        dec._dropped = []
+    dec._dropped.append((pid, qos, size, why))
