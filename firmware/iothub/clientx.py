@@ -286,7 +286,6 @@ def connect(c, deadline):
     session_present; raises on failure with the link closed."""
     c._closed = False
     pw = password(c)
-    unload("sas")  # before the link's code loads: they are never needed at once
     ctx = context(c)  # made at construction; again only after new credentials
     unload("tlsprofile", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
