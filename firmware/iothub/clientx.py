@@ -99,11 +99,6 @@ def init(c, hostname, device_id, options):
     if o["ssl_context"] is not None:
         use_context(c, o["ssl_context"])
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
-    # The TLS context is made now, while the heap is still empty: the context is long-lived
-    # (better low in the heap than between later objects), and building it (the TLS
-    # profile code, the roots) then never adds to what a connect needs at once.
-    context(c)
-    unload("tlsprofile", "roots", "pem")
     s = Session(o["txbuf"], o["max_packet"])
     s.link.use(o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     s.on_publish = c._on_publish
@@ -286,7 +281,7 @@ def connect(c, deadline):
     session_present; raises on failure with the link closed."""
     c._closed = False
     pw = password(c)
-    ctx = context(c)  # made at construction; again only after new credentials
+    ctx = context(c)  # made at the first connect; again only after new credentials
     unload("tlsprofile", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
     s = c._s
