@@ -16,8 +16,8 @@ except ImportError:
         return x
 
 
-from . import sas, topics
-from .clock import require_valid_clock, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
+from . import credentials, sas, topics
+from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -163,7 +163,7 @@ class DeviceClient(Twin, Inbound):
         self._key_name = sak_name
         self._cert = cert
         self._pkey = key
-        if cert is not None or self._ctx is None or getattr(self._ctx, "_iothub_owned", False):
+        if cert is not None or self._ctx is None or credentials.is_own(self._ctx):
             self._ctx = None  # rebuilt at the next connect with the new credentials
 
     def update_credentials(
@@ -190,22 +190,31 @@ class DeviceClient(Twin, Inbound):
     def uses_x509(self):
         return self._cert is not None
 
-    # ---- handlers (setting one subscribes to its topic) ---------------------------
+    # ---- handlers (setting one subscribes to its topic, None unsubscribes) ----------
 
-    def _handler_prop(name, sub):  # noqa: N805 - class-body helper
+    def _handler_prop(name, sub, unsub=None):  # noqa: N805 - class-body helper
         def get(self):
             return self._handlers.get(name)
 
         def set_(self, fn):
+            had = self._handlers.get(name) is not None
             self._handlers[name] = fn
-            if fn is not None and self.is_connected:
-                self._subscribe(sub(self))
+            if self.is_connected:
+                if fn is not None:
+                    self._subscribe(sub(self))
+                elif had:
+                    self._unsubscribe((unsub or sub)(self))
 
         return property(get, set_)
 
     on_message = _handler_prop("message", lambda s: s._c2d_filters())
     on_method = _handler_prop("method", lambda s: [topics.METHODS_SUB])
-    on_desired = _handler_prop("desired", lambda s: s._twin_filters())
+    # twin responses stay subscribed while get_twin()/update_reported() use them
+    on_desired = _handler_prop(
+        "desired",
+        lambda s: s._twin_filters(),
+        lambda s: [topics.TWIN_DESIRED_SUB] if s._want_twin else s._twin_filters(),
+    )
     del _handler_prop
 
     def _c2d_filters(self):
@@ -233,32 +242,19 @@ class DeviceClient(Twin, Inbound):
 
     def _context(self):
         if self._ctx is None:
-            from .tlsprofile import tls_context
-
-            ctx = tls_context(
-                self._tls_profile,
-                roots=self._roots,
-                max_fragment_length=self._mfl,
-                cert=self._cert,
-                key=self._pkey,
+            self._ctx = credentials.own_context(
+                self._tls_profile, self._roots, self._mfl, self._cert, self._pkey, self._log
             )
-            try:
-                ctx._iothub_owned = True
-            except AttributeError:
-                pass
-            self._ctx = ctx
         return self._ctx
 
     def _password(self):
         if self._cert is not None:
             self._token_expiry = 0
             return None
-        now = require_valid_clock(unix_time())
-        expiry = now + self.sas_ttl
         uri = sas.device_resource_uri(self.hostname, self.device_id, self.module_id)
-        token = sas.sas_token(uri, self._key, expiry, self._key_name)
-        self._token_expiry = expiry
-        self._token_issued = now
+        token, self._token_issued, self._token_expiry = credentials.sas_password(
+            uri, self._key, self.sas_ttl, self._key_name
+        )
         return token
 
     def connect(self, timeout_ms=None):
@@ -497,6 +493,19 @@ class DeviceClient(Twin, Inbound):
             deadline = ticks_add(ticks_ms(), self.timeout_ms)
         self._s.subscribe(filters, deadline)
         self._log_line(2, "subscribed %s" % (filters,))
+
+    def _unsubscribe(self, filters):
+        # Not waiting for UNSUBACK: a message the hub sends meanwhile finds no handler (a
+        # method gets 404, a C2D message is acknowledged and dropped), as after it.
+        from .mqtt import encode_unsubscribe
+
+        s = self._s
+        try:
+            s.write(encode_unsubscribe(s.tx, s.next_pid(), filters))
+        except ConnectionLost as e:
+            self._lost(e)
+            return
+        self._log_line(2, "unsubscribed %s" % (filters,))
 
     # ---- the loop ------------------------------------------------------------------
 

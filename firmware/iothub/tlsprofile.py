@@ -4,8 +4,8 @@
 #   sock = ctx.wrap_socket(raw, server_hostname="myhub.azure-devices.net")
 #   print(ctx.iothub_info)                        # what was configured (and negotiated)
 #
-# Facts behind the choices: iothub-protocol.md section 1 (suites 1.2/1.3, roots 1.4/1.5,
-# max fragment length 1.8); MicroPython's tls module: extmod/modtls_mbedtls.c.
+# Facts behind the choices: Microsoft's IoT Hub TLS support page (suites, roots, max fragment
+# length preview); MicroPython's tls module: extmod/modtls_mbedtls.c.
 #
 # The context is the built-in tls.SSLContext (not micropython-lib's ssl wrapper, whose
 # constructor turns verification off), subclassed only to hold `iothub_info` and to make
@@ -50,7 +50,14 @@ _ctx_class = None  # (tls.SSLContext, our subclass), made on first use
 
 
 def tls_context(
-    profile, *, roots=None, max_fragment_length=None, require_mfl=False, cert=None, key=None
+    profile,
+    *,
+    roots=None,
+    max_fragment_length=None,
+    require_mfl=False,
+    cert=None,
+    key=None,
+    log=None,
 ):
     """A tls.SSLContext configured for an IoT Hub TLS profile ("rsa" or "ecc").
 
@@ -58,7 +65,8 @@ def tls_context(
     cert, key: client certificate and private key (PEM or DER) for mutual TLS.
     max_fragment_length: 512, 1024, 2048 or 4096, requested when the firmware can.
     require_mfl: raise TLSError instead of warning when it cannot.
-    The result has `iothub_info`, a dict describing the configuration."""
+    log: fn(level, text) for that warning (the clients pass theirs); without one it is
+    printed. The result has `iothub_info`, a dict describing the configuration."""
     global _mfl_warned
     suites = SUITES.get(profile) if isinstance(profile, str) else None
     if suites is None:
@@ -128,10 +136,14 @@ def tls_context(
             )
         if not _mfl_warned:
             _mfl_warned = True
-            print(
-                "iothub: warning: TLS max fragment length %d not requested (%s); the hub may "
-                "send larger records" % (max_fragment_length, mfl["reason"])
+            text = (
+                "warning: TLS max fragment length %d not requested (%s); the hub may send "
+                "larger records" % (max_fragment_length, mfl["reason"])
             )
+            if log is not None:
+                log(1, text)
+            else:
+                print("iothub: " + text)
     ctx.iothub_info = info
     return ctx
 
