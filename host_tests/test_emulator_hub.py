@@ -849,23 +849,18 @@ def test_drop_send_raw_and_restart(emu, clients):
 
 
 def test_admin_api_round_trip(emu, clients):
-    import urllib.request
+    from iothub_emulator.admin import AdminError
 
-    url = emu.start_admin()
+    emu.start_admin()
     key = emu.add_device("dev1")
     d = Device(emu, "dev1", key)
     clients.append(d)
     d.connect()
     d.subscribe("devices/dev1/messages/devicebound/#")
     d.publish("devices/dev1/messages/events/a=1", b"hi")
+    emu.wait_telemetry(1, "dev1")
 
-    def call(method, path, body=None):
-        req = urllib.request.Request(
-            url + path, json.dumps(body).encode() if body is not None else None, method=method
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-
+    call = emu.admin_call  # with the bearer token, as the CLI sends it
     assert call("GET", "/telemetry?device_id=dev1")[0]["payload"] == "hi"
     assert call("POST", "/c2d", {"device_id": "dev1", "payload": "x", "properties": {"p": "1"}})[
         "message_id"
@@ -874,6 +869,6 @@ def test_admin_api_round_trip(emu, clients):
     assert call("POST", "/desired", {"device_id": "dev1", "patch": {"a": 1}}) == {"version": 2}
     assert call("POST", "/faults", {"refuse_connack": 5})["refuse_connack"] == 5
     assert emu.faults.refuse_connack == 5
-    with pytest.raises(urllib.error.HTTPError) as e:
+    with pytest.raises(AdminError) as e:
         call("POST", "/faults", {"nope": 1})
-    assert e.value.code == 400
+    assert e.value.status == 400
