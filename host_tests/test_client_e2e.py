@@ -16,17 +16,12 @@ from iothub_emulator import Emulator
 def emu(request, pki, tmp_path_factory):
     state = tmp_path_factory.mktemp("emu-" + request.param)
     with Emulator(str(state), profile=request.param, pki=pki) as e:
-        root = state / "root.der"
-        root.write_bytes(e.root_der)
-        e.root_der_file = str(root)
         yield e
 
 
 @pytest.fixture
 def ecc_emu(pki, tmp_path):
     with Emulator(str(tmp_path), profile="ecc", pki=pki) as e:
-        (tmp_path / "root.der").write_bytes(e.root_der)
-        e.root_der_file = str(tmp_path / "root.der")
         yield e
 
 
@@ -327,8 +322,6 @@ def test_wrong_key_is_an_authentication_error(ecc_emu):
 def test_expired_token_is_refused(pki, tmp_path):
     # the hub's clock is two hours ahead: the device's fresh token is already expired there
     with Emulator(str(tmp_path), profile="ecc", pki=pki, clock=lambda: time.time() + 7200) as e:
-        (tmp_path / "r.der").write_bytes(e.root_der)
-        e.root_der_file = str(tmp_path / "r.der")
         cfg = sas_cfg(e)
         err = device_error(cfg, "devkit.client(CFG).connect()")
         assert err.startswith("AuthenticationError")

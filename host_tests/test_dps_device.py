@@ -20,22 +20,13 @@ from iothub_emulator.dps_store import derive_device_key, new_key
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    from iothub_emulator.pki import TestPKI
-
-    return TestPKI.load_or_create(str(tmp_path_factory.getbasetemp() / "emulator-pki"))
-
-
 class Env:
     def __init__(self, hub, dps, tmp):
         self.hub = hub
         self.dps = dps
         self.tmp = tmp
-        self.root = tmp / ("root-%s.der" % dps.profile)
-        self.root.write_bytes(dps.root_der)
-        self.hub_root = tmp / ("hub-root-%s.der" % hub.profile)
-        self.hub_root.write_bytes(hub.root_der)
+        self.root = dps.root_der_file
+        self.hub_root = hub.root_der_file
 
     def cfg(self, registration_id, **kw):
         c = {

@@ -186,10 +186,7 @@ def _device(code):
 
 
 def _has_tlsx():
-    return (
-        mpyrun.run("import tlsx").returncode == 0
-        and mpyrun.run("import tlsx; tlsx.set_max_fragment_length").returncode == 0
-    )
+    return mpyrun.tlsx_caps() is not None and mpyrun.tlsx_caps()["set_mfl"]
 
 
 @pytest.mark.parametrize("profile", ["ecc", "rsa"])
