@@ -1,6 +1,6 @@
 """Zero-touch provisioning end to end: iothub.provisioning on the real MicroPython unix port,
 over real TLS, against the DPS emulator (tools/iothub_emulator/dps.py), which assigns devices
-to the hub emulator. Every flow and error of iothub-protocol.md section 4, retry-after honoured
+to the hub emulator. Every flow and error of DPS over MQTT (Microsoft's iot-dps-mqtt-support doc), retry-after honoured
 (measured on the emulator's clock), and a whole boot: provision -> assigned hub -> telemetry.
 
 The device driver is host_tests/device/dps_device.py; each run prints one JSON line.

@@ -25,7 +25,7 @@ def test_sas_token_matches_azure_iot_device():
 
 
 def test_string_to_sign_matches_sdk_for_c_vector():
-    # iothub-protocol.md 3.3 P8 (azure-sdk-for-c signs lower-case %2f; the service accepts both)
+    # azure-sdk-for-c's provisioning test vector (it signs lower-case %2f; the service accepts both)
     uri = sas.dps_resource_uri("0neFEEDC0DE", "myRegistrationId")
     got = sas.string_to_sign(uri, 1578941692)
     assert got.lower() == "0neFEEDC0DE%2fregistrations%2fmyRegistrationId\n1578941692".lower()
@@ -33,5 +33,5 @@ def test_string_to_sign_matches_sdk_for_c_vector():
 
 def test_username_matches_azure_iot_device():
     pytest.importorskip("azure.iot.device")
-    # the python SDK's user name is this plus "&ClientVersion=..." (iothub-protocol.md 4.1)
+    # the python SDK's user name is this plus "&ClientVersion=..." (azure-iot-device provisioning MQTT pipeline)
     assert dps_topics.username("0ne1", "r1") == "0ne1/registrations/r1/api-version=2019-03-31"

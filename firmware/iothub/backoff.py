@@ -1,6 +1,6 @@
 # Reconnect delays: exponential backoff with jitter, as azure-sdk-for-c computes them
 # (az_iot_calculate_retry_delay in sdk/src/azure/iot/az_iot_common.c, with
-# _az_retry_calc_delay in az_retry_internal.h; iothub-protocol.md 5.2):
+# _az_retry_calc_delay in az_retry_internal.h; sdk/docs/iot/mqtt_state_machine.md):
 #   delay = min(min_ms * 2**attempt, max_ms)       (attempt > 30: max_ms)
 #   if max_ms - delay > jitter_ms: delay += jitter_ms   (so no jitter once capped at max)
 #   delay = max(delay - operation_ms, 0)

@@ -1,6 +1,6 @@
-# DPS names, payloads (iothub.dps_topics) and reply decisions (iothub.dps_replies): run on CPython and on the unix
-# port (coretest.py). Expected strings from iothub-protocol.md section 4 (doc examples and
-# azure-sdk-for-c's provisioning tests).
+# DPS names, payloads (iothub.dps_topics) and reply decisions (iothub.dps_replies): run on
+# CPython and on the unix port (coretest.py). Expected strings from Microsoft's
+# iot-dps-mqtt-support doc (its examples) and azure-sdk-for-c's provisioning tests.
 
 import json
 
