@@ -75,3 +75,45 @@ def run_json(code, **kw):
     proc = run(code, check=True, **kw)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     return json.loads(lines[-1])
+
+
+_TLSX_PROBE = """
+try:
+    import tlsx
+except ImportError as e:
+    print("NO-TLSX", e)
+else:
+    import json
+    print(json.dumps({
+        "default": tlsx.DEFAULT_MFL,
+        "in": tlsx.IN_CONTENT_LEN,
+        "out": tlsx.OUT_CONTENT_LEN,
+        "set_mfl": hasattr(tlsx, "set_max_fragment_length"),
+        "heap_stats": bool(getattr(tlsx, "HEAP_STATS", 0)),
+    }))
+"""
+_tlsx_cache = []
+
+
+def tlsx_caps():
+    """What the binary's `tlsx` module reports ({default, in, out, set_mfl}), or None when the
+    binary positively has no `tlsx` (ImportError on import: stock MicroPython). Anything else
+    (a crash, an error inside tlsx, output that is not the probe's) raises AssertionError with
+    the output, so a broken firmware build fails instead of reading as "stock"."""
+    if not _tlsx_cache:
+        proc = run(_TLSX_PROBE, timeout=60)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        if proc.returncode == 0 and lines and lines[-1].startswith("NO-TLSX"):
+            _tlsx_cache.append(None)
+        else:
+            try:
+                caps = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
+            except ValueError:
+                caps = None
+            if not isinstance(caps, dict):
+                raise AssertionError(
+                    "probing tlsx on %s failed (exit %d)\nstdout:\n%s\nstderr:\n%s"
+                    % (micropython_binary(), proc.returncode, proc.stdout, proc.stderr)
+                )
+            _tlsx_cache.append(caps)
+    return _tlsx_cache[0]

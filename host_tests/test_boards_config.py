@@ -7,8 +7,12 @@
   (the emulator's Azure-like chains, generated here), and the small presets cannot take a
   16 KB record (so the README's warning about hubs that ignore MFL stands).
 * Files the board definitions name exist; manifests include the port's manifest and ours.
+* The lines a firmware build depends on (CI cannot build one) are checked in the build files:
+  each check names the contract it guards. Prose is not checked.
+* Where the binary under test has tlsx, its real DEFAULT_MFL is checked against the derivation.
 """
 
+import os
 import pathlib
 import re
 
@@ -96,7 +100,8 @@ def test_documented_default_mfl_is_what_tlsx_derives():
 
 
 def test_tlsx_derivation_matches_its_source():
-    # the #if chain in tlsx.c is what tlsx_default_mfl() mirrors
+    # Contract: the #if chain in tlsx.c is what tlsx_default_mfl() (and the README table's
+    # default MFL column) mirrors; a build would silently pick another default otherwise.
     src = (ROOT / "firmware" / "cmodules" / "tlsx" / "tlsx.c").read_text()
     chain = re.search(r"#ifndef TLSX_DEFAULT_MFL\n(.*?)\n#endif\n#endif", src, re.S).group(1)
     assert "#if MBEDTLS_SSL_IN_CONTENT_LEN >= 16384\n#define TLSX_DEFAULT_MFL (0)" in chain
@@ -106,10 +111,7 @@ def test_tlsx_derivation_matches_its_source():
 
 
 @pytest.fixture(scope="module")
-def chain_sizes(tmp_path_factory):
-    from iothub_emulator.pki import TestPKI
-
-    pki = TestPKI.load_or_create(str(tmp_path_factory.mktemp("boards-pki")))
+def chain_sizes(pki):
     return pki.sizes()
 
 
@@ -126,7 +128,6 @@ def test_input_buffers_hold_the_chains_they_claim(chain_sizes):
     assert doc["rsa"][0] >= rsa_msg + 1024 and doc["rsa"][0] >= ecc_msg + 1024
     # ecc: the ECC chain with 1 KB to spare; it makes no claim for RSA hubs
     assert doc["ecc"][0] >= ecc_msg + 1024
-    assert "ECC (G3) hubs that honour MFL" in (BOARDS / "README.md").read_text()
     # the sizes the README quotes are the ones the emulator makes (keys vary by a few bytes)
     text = (BOARDS / "README.md").read_text()
     quoted = {
@@ -146,11 +147,20 @@ def test_small_presets_cannot_take_full_records():
             assert i < TLS_RECORD_MAX and mfl > 0, preset
 
 
+# ---- build contracts ------------------------------------------------------------------------
+# CI cannot build firmware, so the lines a build depends on are checked where they are written.
+# Each one guards a contract stated next to it; nothing here checks wording or optional tuning.
+
+
 def test_common_mbedtls_header():
     text = COMMON_H.read_text()
+    # the port's own mbedTLS configuration stays the base (its ciphers, entropy, platform)
     assert '#include "mbedtls/mbedtls_config_port.h"' in text
+    # tlsx.set_max_fragment_length needs MFL compiled into mbedTLS
     assert "#define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH" in text
+    # MFL with TLS 1.3 aborts the handshake in mbedTLS: contexts are TLS 1.2 only
     assert "#undef MBEDTLS_SSL_PROTO_TLS1_3" in text
+    # the preset's buffer sizes are the ones compiled in (the README table's IN/OUT)
     for name in ("IN", "OUT"):
         assert "#undef MBEDTLS_SSL_%s_CONTENT_LEN" % name in text
         assert "#define MBEDTLS_SSL_%s_CONTENT_LEN (IOTHUB_TLS_%s)" % (name, name) in text
@@ -217,37 +227,62 @@ def test_mbedtls_header_keeps_what_the_profiles_and_chains_need(tmp_path):
 
 def test_unix_variant_files():
     mk = (UNIX / "mpconfigvariant.mk").read_text()
+    # the variant builds with our mbedTLS header (found through the include path)
     assert 'MBEDTLS_CONFIG_FILE = \\"mbedtls_config_iothub.h\\"' in mk
     assert "-I$(VARIANT_DIR)/../common" in mk
-    assert "MICROPY_PY_BTREE = 0" in mk and "MICROPY_PY_FFI = 0" in mk
     h = (UNIX / "mpconfigvariant.h").read_text()
+    # a unix variant must pull in the port's common variant settings to build at all
     assert '#include "variants/mpconfigvariant_common.h"' in h
 
 
 def test_esp32_board_files():
     cmake = (ESP32 / "mpconfigboard.cmake").read_text()
-    assert "set(IDF_TARGET esp32)" in cmake
+    # the chosen buffer preset and our mbedTLS settings reach ESP-IDF's sdkconfig
     assert "${MICROPY_BOARD_DIR}/sdkconfig.tls_${IOTHUB_TLS_BUFFERS}" in cmake
     assert "${MICROPY_BOARD_DIR}/sdkconfig.iothub" in cmake
-    assert "boards/sdkconfig.base" in cmake and "boards/sdkconfig.ble" in cmake
+    # on top of the port's own base configuration, not instead of it
+    assert "boards/sdkconfig.base" in cmake
+    # the package is frozen into the image
     assert "set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)" in cmake
     frag = (ESP32 / "sdkconfig.iothub").read_text()
+    # the same three mbedTLS contracts as the common header, in ESP-IDF's spelling
     assert "CONFIG_MBEDTLS_SSL_MAX_FRAGMENT_LENGTH=y" in frag
     assert "CONFIG_MBEDTLS_SSL_PROTO_TLS1_3=n" in frag
     assert "CONFIG_MBEDTLS_ASYMMETRIC_CONTENT_LEN=y" in frag
+    # variable buffers would shrink IN to min(IN, OUT) after a handshake without MFL
     assert "\nCONFIG_MBEDTLS_DYNAMIC_BUFFER=y" not in frag
-    assert (ESP32 / "mpconfigboard.h").is_file()
 
 
 def test_pico_w_board_files():
     cmake = (PICO / "mpconfigboard.cmake").read_text()
-    assert 'set(PICO_BOARD "pico_w")' in cmake
+    # the board's mbedTLS configuration is the common header, with the preset's sizes
     m = re.search(r"set\(MBEDTLS_CONFIG_FILE \$\{MICROPY_BOARD_DIR\}/(\S+)\)", cmake)
     assert m and (PICO / m.group(1)).resolve() == COMMON_H.resolve()
     assert "IOTHUB_TLS_IN=${IOTHUB_TLS_IN}" in cmake
+    # the package is frozen into the image
     assert "set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)" in cmake
     h = (PICO / "mpconfigboard.h").read_text()
+    # the Pico W's own pins, Wi-Fi and flash layout stay the base
     assert '#include "boards/RPI_PICO_W/mpconfigboard.h"' in h
+
+
+def test_built_tlsx_default_mfl_is_the_derived_one():
+    # (set IOTHUB_TLSX_DEFAULT_MFL when testing a build made with that override)
+    # behaviour, where the binary under test is a tlsx build (skipped on stock MicroPython)
+    import mpyrun
+
+    caps = mpyrun.tlsx_caps()
+    if caps is None:
+        pytest.skip("MICROPYTHON=%s has no tlsx module (ImportError)" % mpyrun.micropython_binary())
+    # a build may override the default (IOTHUB_TLSX_DEFAULT_MFL=...): then it must still be a
+    # size RFC 6066 allows that fits the build's buffers; without one it is the derived size
+    assert caps["default"] in (0, 512, 1024, 2048, 4096), caps
+    assert caps["default"] <= min(caps["in"], caps["out"]), caps
+    override = os.environ.get("IOTHUB_TLSX_DEFAULT_MFL")
+    if override is None:
+        assert caps["default"] == tlsx_default_mfl(caps["in"], caps["out"]), caps
+    else:
+        assert caps["default"] == int(override), caps
 
 
 class _Manifest:

@@ -124,6 +124,8 @@ def run_deploy(tmp_path, board, *extra):
             str(tool),
             "--config",
             str(cfg),
+            "--build",  # this test's own directory: concurrent runs never share one
+            str(tmp_path / "build"),
             *extra,
         ],
         capture_output=True,
@@ -160,7 +162,7 @@ def test_deploy_to_esp32_copies_package_config_and_main(tmp_path):
         assert remote in cp, remote
         local = pathlib.Path(cp[remote])
         assert local.read_bytes()[:2] == b"M\x06"
-        assert local.is_relative_to(ROOT / "build" / "deploy" / "esp32")
+        assert local.is_relative_to(tmp_path / "build" / "esp32")
     assert cp[":config.py"] == str(cfg)
     assert cp[":main.py"] == str(ROOT / "boards" / "examples" / "main.py")
     assert "esp32, .mpy 6.3, xtensawin" in proc.stdout

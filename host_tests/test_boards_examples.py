@@ -8,7 +8,6 @@ the LED fall back to their stand-ins because `network`, `ntptime` and `machine` 
 import ast
 import pathlib
 import threading
-import time
 
 import pytest
 
@@ -138,14 +137,15 @@ def test_example_round_trip_on_unix_port(emu, tmp_path):
     assert emu.twin("example-dev")["reported"].get("interval") == 2
 
 
-def invoke_when_subscribed(emu, name, payload, timeout=30):
-    """The hub answers 404 with an errorCode until the device has subscribed to methods
-    (it does so right after CONNACK); retry until the device itself answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = emu.invoke_method("example-dev", name, payload, timeout=20)
-        if not (status == 404 and isinstance(body, dict) and "errorCode" in body):
-            return status, body
-        if time.monotonic() > deadline:
-            raise AssertionError("the example never subscribed to direct methods: %r" % body)
-        time.sleep(0.1)
+def invoke_when_subscribed(emu, name, payload, timeout=60):
+    """Invoke once the device has subscribed to direct methods (it does so right after
+    CONNACK): the hub's own event log says when."""
+    emu.wait_event(
+        lambda ev: (
+            ev[1] == "example-dev"
+            and ev[2] == "subscribe"
+            and any(f == "$iothub/methods/POST/#" and c != 0x80 for f, c in ev[3])
+        ),
+        timeout=timeout,
+    )
+    return emu.invoke_method("example-dev", name, payload, timeout=20)

@@ -16,17 +16,12 @@ from iothub_emulator import Emulator
 def emu(request, pki, tmp_path_factory):
     state = tmp_path_factory.mktemp("emu-" + request.param)
     with Emulator(str(state), profile=request.param, pki=pki) as e:
-        root = state / "root.der"
-        root.write_bytes(e.root_der)
-        e.root_der_file = str(root)
         yield e
 
 
 @pytest.fixture
 def ecc_emu(pki, tmp_path):
     with Emulator(str(tmp_path), profile="ecc", pki=pki) as e:
-        (tmp_path / "root.der").write_bytes(e.root_der)
-        e.root_der_file = str(tmp_path / "root.der")
         yield e
 
 
@@ -260,6 +255,46 @@ print("GOT", got[0].body.decode() if got else None)
         dev.kill()
 
 
+def test_handler_set_to_none_unsubscribes(ecc_emu):
+    cfg = sas_cfg(ecc_emu)
+    body = r"""
+import devkit
+c = devkit.client(CFG)
+c.on_message = lambda m: print("C2D", m.body)
+c.on_method = lambda name, payload: (200, None)
+c.on_desired = lambda patch, version: None
+c.connect()
+c.on_method = c.on_method  # replacing a handler keeps the subscription
+print("READY")
+c.poll(200)
+c.on_message = None
+c.on_method = None
+c.on_desired = None
+c.on_method = None  # already unset: nothing more goes out
+print("UNSET")
+c.poll(60000)
+"""
+    dev = DeviceProcess(body, cfg)
+    device_id = cfg["device_id"]
+    try:
+        dev.expect("READY")
+        assert ecc_emu.wait_connected(device_id)
+        assert ecc_emu.invoke_method(device_id, "m", {}, timeout=10)[0] == 200
+        dev.expect("UNSET")
+        subs = ("devices/%s/messages/devicebound/#" % device_id, "$iothub/methods/POST/#")
+        for flt in subs + ("$iothub/twin/PATCH/properties/desired/#",):
+            ecc_emu.wait_event(lambda ev, f=flt: ev[2] == "unsubscribe" and f in ev[3])
+        unsub = [ev[3] for ev in ecc_emu.events if ev[2] == "unsubscribe"]
+        # the twin responses stay subscribed: connect() read the twin and may again
+        assert sorted(unsub) == sorted(
+            [[subs[0]], [subs[1]], ["$iothub/twin/PATCH/properties/desired/#"]]
+        ), unsub
+        # what the hub now does for this device: no method route (404)
+        assert ecc_emu.invoke_method(device_id, "m", {}, timeout=2)[0] == 404
+    finally:
+        dev.kill()
+
+
 def device_error(cfg, body):
     """Run body on the device; return the repr of the exception it raised (printed)."""
     code = (
@@ -287,8 +322,6 @@ def test_wrong_key_is_an_authentication_error(ecc_emu):
 def test_expired_token_is_refused(pki, tmp_path):
     # the hub's clock is two hours ahead: the device's fresh token is already expired there
     with Emulator(str(tmp_path), profile="ecc", pki=pki, clock=lambda: time.time() + 7200) as e:
-        (tmp_path / "r.der").write_bytes(e.root_der)
-        e.root_der_file = str(tmp_path / "r.der")
         cfg = sas_cfg(e)
         err = device_error(cfg, "devkit.client(CFG).connect()")
         assert err.startswith("AuthenticationError")

@@ -20,22 +20,13 @@ from iothub_emulator.dps_store import derive_device_key, new_key
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    from iothub_emulator.pki import TestPKI
-
-    return TestPKI.load_or_create(str(tmp_path_factory.getbasetemp() / "emulator-pki"))
-
-
 class Env:
     def __init__(self, hub, dps, tmp):
         self.hub = hub
         self.dps = dps
         self.tmp = tmp
-        self.root = tmp / ("root-%s.der" % dps.profile)
-        self.root.write_bytes(dps.root_der)
-        self.hub_root = tmp / ("hub-root-%s.der" % hub.profile)
-        self.hub_root.write_bytes(hub.root_der)
+        self.root = dps.root_der_file
+        self.hub_root = hub.root_der_file
 
     def cfg(self, registration_id, **kw):
         c = {
@@ -219,7 +210,10 @@ def test_throttled_429_then_assigned(env):
     replies = [e for e in events(env.dps, "thr-1", "reply")]
     assert [e[3]["status"] for e in replies] == [429, 202, 200]
     regs = events(env.dps, "thr-1", "register")
-    assert regs[1][0] - replies[0][0] >= 0.95  # the retry waited retry-after
+    # the device decided to wait retry-after (its own figure), and the wire agrees with a
+    # margin for the emulator's threads being descheduled on a loaded machine
+    assert out["stats"]["waits_ms"] == [1000, 1000], out["stats"]
+    assert regs[1][0] - replies[0][0] >= 0.5
 
 
 def test_no_retry_after_backoff_and_default_poll(env):

@@ -29,13 +29,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    from iothub_emulator.pki import TestPKI
-
-    return TestPKI.load_or_create(str(tmp_path_factory.getbasetemp() / "emulator-pki"))
-
-
 @pytest.fixture
 def emus(pki, tmp_path):
     hub = Emulator(str(tmp_path), pki=pki).start()

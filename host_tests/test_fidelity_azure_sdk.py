@@ -26,13 +26,6 @@ pytestmark = pytest.mark.filterwarnings(
 MODEL_ID = "dtmi:com:example:Thermostat;1"
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    from iothub_emulator.pki import TestPKI
-
-    return TestPKI.load_or_create(str(tmp_path_factory.getbasetemp() / "emulator-pki"))
-
-
 def _port_free(port):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

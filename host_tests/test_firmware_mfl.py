@@ -20,7 +20,7 @@ from bench import bench_tls_heap as bench
 from tlslite.messages import ClientHello, RecordHeader3
 from tlslite.utils.codec import Parser
 
-from iothub_emulator.pki import TestPKI
+import mpyrun
 
 MFL_CODES = {512: 1, 1024: 2, 2048: 3, 4096: 4}
 EXT_MAX_FRAGMENT_LENGTH = 1
@@ -31,38 +31,21 @@ MBEDTLS_ERR_SSL_BAD_INPUT_DATA = -0x7100
 @pytest.fixture(scope="module")
 def firmware():
     binary = os.environ.get("MICROPYTHON")
-    if not binary or not bench.has_tlsx(binary):
+    if not binary:
+        pytest.skip("needs MICROPYTHON=<unix build of boards/unix-iothub with the tlsx module>")
+    caps = mpyrun.tlsx_caps()  # a probe that crashes fails here, with its output
+    if caps is None:
         pytest.skip(
-            "needs MICROPYTHON=<unix build of boards/unix-iothub with the tlsx module>; "
-            "this binary (%s) has no tlsx (stock firmware)" % (binary or "unset")
+            "MICROPYTHON=%s has no tlsx module (ImportError: stock firmware); needs a unix "
+            "build of boards/unix-iothub" % binary
         )
-    proc = mpy_caps(binary)
-    return {"binary": binary, **proc}
-
-
-def mpy_caps(binary):
-    import json
-    import subprocess
-
-    out = subprocess.run(
-        [
-            binary,
-            "-c",
-            "import tlsx, json; print(json.dumps([tlsx.IN_CONTENT_LEN, tlsx.OUT_CONTENT_LEN, "
-            "tlsx.DEFAULT_MFL, tlsx.HEAP_STATS]))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    ).stdout
-    i, o, d, h = json.loads(out.strip().splitlines()[-1])
-    return {"in": i, "out": o, "default_mfl": d, "heap_stats": bool(h)}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return TestPKI.load_or_create(str(tmp_path_factory.mktemp("fw-pki")))
+    return {
+        "binary": binary,
+        "in": caps["in"],
+        "out": caps["out"],
+        "default_mfl": caps["default"],
+        "heap_stats": caps["heap_stats"],
+    }
 
 
 def client_hello(raw):

@@ -87,7 +87,7 @@ def _make_pki(d):
     os.chmod(d / "server.key", 0o644)  # readable if mosquitto drops to its own user
 
 
-def _wait_port(port, proc, timeout=10.0):
+def _wait_port(port, proc, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -163,6 +163,8 @@ class Observer:
         self.cond = threading.Condition()
         self.c = paho.Client(client_id=prefix + "-observer", clean_session=True)
         self.c.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.c.on_subscribe = lambda client, userdata, mid, granted: self.subscribed.set()
         self.c.connect("127.0.0.1", port, keepalive=30)
         self.c.loop_start()
         r, mid = self.c.subscribe(prefix + "/#", qos=1)
@@ -211,7 +213,8 @@ def test_device_codec_against_mosquitto(broker, transport):
     prefix = "interop/%s/%d" % (transport, os.getpid())
     obs = Observer(broker["plain"], prefix)
     try:
-        time.sleep(0.2)  # let the observer's SUBSCRIBE land before traffic starts
+        # the broker's SUBACK: the observer's subscription is in place before traffic starts
+        assert obs.subscribed.wait(20), "mosquitto did not acknowledge the SUBSCRIBE"
         obs.publish_retained(prefix + "/in/retained", b"retained from paho")
         args = ["127.0.0.1", broker[transport], prefix]
         if transport == "tls":

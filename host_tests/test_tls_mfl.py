@@ -28,18 +28,14 @@ OVERHEAD = {"GCM": 24, "CBC": 16 + 48 + 16}
 
 @pytest.fixture(scope="module")
 def tlsx_caps():
-    proc = mpyrun.run(
-        "import json, tlsx\n"
-        "print(json.dumps([tlsx.DEFAULT_MFL, tlsx.IN_CONTENT_LEN, tlsx.OUT_CONTENT_LEN]))"
-    )
-    if proc.returncode != 0:
+    caps = mpyrun.tlsx_caps()  # fails with the output when the probe crashes
+    if caps is None:
         pytest.skip(
-            "MICROPYTHON=%s has no tlsx module (stock MicroPython cannot request max fragment "
-            "length): set MICROPYTHON to a firmware build with tlsx to run the MFL wire tests"
-            % mpyrun.micropython_binary()
+            "MICROPYTHON=%s has no tlsx module (ImportError; stock MicroPython cannot request "
+            "max fragment length): set MICROPYTHON to a firmware build with tlsx to run the MFL "
+            "wire tests" % mpyrun.micropython_binary()
         )
-    default, inlen, outlen = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"default": default, "in": inlen, "out": outlen, "max": min(inlen, outlen)}
+    return dict(caps, max=min(caps["in"], caps["out"]))
 
 
 def _handshake_bodies(raw, want_type):

@@ -186,10 +186,7 @@ def _device(code):
 
 
 def _has_tlsx():
-    return (
-        mpyrun.run("import tlsx").returncode == 0
-        and mpyrun.run("import tlsx; tlsx.set_max_fragment_length").returncode == 0
-    )
+    return mpyrun.tlsx_caps() is not None and mpyrun.tlsx_caps()["set_mfl"]
 
 
 @pytest.mark.parametrize("profile", ["ecc", "rsa"])
@@ -254,6 +251,21 @@ def test_mfl_on_stock_firmware_warns_once_and_records():
         "reason": "this firmware cannot request it (no tlsx module; stock MicroPython)",
     }
     assert b["requested"] is False and b["size"] == 512
+
+
+def test_mfl_warning_goes_to_log_when_given():
+    if _has_tlsx():
+        pytest.skip("this MicroPython binary has tlsx: see test_tls_mfl.py")
+    proc = mpyrun.run(
+        "import iothub\n"
+        "seen = []\n"
+        "iothub.tls_context('ecc', max_fragment_length=1024, log=lambda l, t: seen.append((l, t)))\n"
+        "print('LOGGED', len(seen), seen[0][1])",
+        check=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("LOGGED 1 warning:"), proc.stdout
+    assert "max fragment length 1024 not requested" in lines[0]
 
 
 def test_require_mfl_on_stock_firmware_raises():

@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import signal
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -48,8 +49,8 @@ def tool(*args, check=True):
     return p
 
 
-def emucli(state, *args, check=True, timeout=60):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"))
+def emucli(state, *args, check=True, timeout=60, env=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tools"), **(env or {}))
     p = subprocess.run(
         _cmd("iothub-emulator", "iothub_emulator.cli") + ["--state", str(state)] + list(args),
         capture_output=True,
@@ -146,6 +147,21 @@ def test_cert_create_ec_rsa_and_ca_signed(tmp_path, pki):
         hashlib.sha256(der).hexdigest().upper(),
     )
     assert oct(os.stat(tmp_path / "ec.key").st_mode & 0o777) == "0o600"
+    # over an existing world-readable file the new private key is still 0600
+    (tmp_path / "old.key").write_bytes(b"old")
+    os.chmod(tmp_path / "old.key", 0o644)
+    tool(
+        "cert",
+        "create",
+        "--cn",
+        "again",
+        "--out-cert",
+        str(tmp_path / "a.pem"),
+        "--out-key",
+        str(tmp_path / "old.key"),
+    )
+    assert oct(os.stat(tmp_path / "old.key").st_mode & 0o777) == "0o600"
+    assert load_pem_private_key((tmp_path / "old.key").read_bytes(), None)
 
     tool(
         "cert",
@@ -200,19 +216,19 @@ def test_cert_create_ec_rsa_and_ca_signed(tmp_path, pki):
 # ---- iothub-emulator ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    from iothub_emulator.pki import TestPKI
-
-    return TestPKI.load_or_create(str(tmp_path_factory.getbasetemp() / "emulator-pki"))
-
-
 @pytest.fixture
 def state(tmp_path, pki):
     d = tmp_path / "state"
     shutil.copytree(
         pathlib.Path(pki.device_ca_pem_path).parent, d / "pki"
     )  # reuse the generated PKI
+    return d
+
+
+def tmp_path_elsewhere(state):
+    """A state directory with no emulator and no token in it."""
+    d = state.parent / "elsewhere"
+    d.mkdir(exist_ok=True)
     return d
 
 
@@ -327,6 +343,23 @@ def test_serve_and_service_operations(state):
         assert (
             info["root_pem"] in text and info["device_ca_pem"] in text and info["admin_url"] in text
         )
+        # the admin token: random, private, printed once for the developer
+        token = (state / "admin-token").read_text().strip()
+        assert len(token) >= 40 and stat.S_IMODE((state / "admin-token").stat().st_mode) == 0o600
+        assert [ln for ln in srv.lines if token in ln] == [
+            ln for ln in srv.lines if "admin token" in ln
+        ]
+        # --admin URL needs the token: from the state directory, or the environment
+        p = emucli(tmp_path_elsewhere(state), "--admin", info["admin_url"], "events", check=False)
+        assert p.returncode == 2 and "IOTHUB_EMULATOR_ADMIN_TOKEN" in p.stderr
+        p = emucli(
+            tmp_path_elsewhere(state),
+            "--admin",
+            info["admin_url"],
+            "events",
+            env={"IOTHUB_EMULATOR_ADMIN_TOKEN": token},
+        )
+        assert p.returncode == 0
         assert "rsa-root.pem" in info["root_pem"]
         out = emucli(state, "device", "add", "dev1", "--key", KEY).stdout
         assert "running emulator" in out
@@ -342,8 +375,12 @@ def test_serve_and_service_operations(state):
         )
         c.tls_set_context(ssl.create_default_context(cafile=info["root_pem"]))
 
+        arrived = threading.Condition()
+
         def on_message(cl, u, m):
-            got.append(m)
+            with arrived:
+                got.append(m)
+                arrived.notify_all()
             if m.topic.startswith("$iothub/methods/POST/"):
                 cl.publish(
                     "$iothub/methods/res/200/?$rid=" + m.topic.split("$rid=")[1],
@@ -389,9 +426,8 @@ def test_serve_and_service_operations(state):
                 emucli(state, "desired", "dev1", '{"rate": 7}').stdout.strip()
                 == "desired $version: 2"
             )
-            deadline = time.monotonic() + 5
-            while len(got) < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            with arrived:  # the method request, the C2D message and the desired patch
+                arrived.wait_for(lambda: len(got) >= 3, 20)
             topics = [m.topic for m in got]
             assert (
                 "devices/dev1/messages/devicebound/$.mid=cli-1&$.to=%2Fdevices%2Fdev1%2Fmessages%2FdeviceBound&a=1&b=x%2Fy"

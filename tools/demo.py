@@ -24,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from iothub_emulator import Emulator  # noqa: E402
+from iothub_emulator.files import write_private  # noqa: E402
 
 
 def hub(text):
@@ -103,7 +104,7 @@ def run(args, state):
             cert_path = pathlib.Path(state) / "device-cert.pem"
             key_path = pathlib.Path(state) / "device-key.pem"
             cert_path.write_bytes(cert_pem)
-            key_path.write_bytes(key_pem)
+            write_private(str(key_path), key_pem)
             cred = [device_id, str(cert_path), str(key_path)]
             hub(
                 "device %s registered with an EC P-256 certificate, SHA-256 %s"

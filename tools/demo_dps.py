@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from iothub_emulator import Emulator  # noqa: E402
 from iothub_emulator.dps import DPSEmulator  # noqa: E402
 from iothub_emulator.dps_store import derive_device_key  # noqa: E402
+from iothub_emulator.files import write_private  # noqa: E402
 
 # The device program (MicroPython). argv: config JSON path.
 DEVICE = r"""
@@ -258,7 +259,7 @@ def run(args, state):
         for boot in (1, 2):
             cfg["boot"] = boot
             cfg_path = state / "device-config.json"
-            cfg_path.write_text(json.dumps(cfg))
+            write_private(str(cfg_path), json.dumps(cfg))  # holds the device key
             say("demo", "---- boot %d ----" % boot)
             n_dps = len(dps.connections)
             with transcript:

@@ -82,20 +82,21 @@ class DeviceClient:
 
         clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
 
-    # ---- handlers (setting one subscribes to its topic) ---------------------------
+    # ---- handlers (setting one subscribes to its topic, None unsubscribes) ----------
 
     def _handler_prop(name):  # noqa: N805 - class-body helper
         def get(self):
             return self._handlers.get(name)
 
         def set_(self, fn):
+            had = self._handlers.get(name) is not None
             self._handlers[name] = fn
             if name == "desired" and fn is not None:
                 self._twin()
-            if fn is not None and self.is_connected:
+            if self.is_connected and (fn is not None or had):
                 from . import clientx
 
-                clientx.subscribe(self, clientx.filters(self, name))
+                clientx.handler_changed(self, name, fn is not None)
 
         return property(get, set_)
 

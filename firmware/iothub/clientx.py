@@ -218,7 +218,7 @@ def context(c):
         from .tlsprofile import configure
 
         c._ctx, c._tlsinfo = configure(
-            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True
+            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
         )
         c._owned = True
     return c._ctx
@@ -228,16 +228,12 @@ def password(c):
     if c._cert is not None:
         c._renew_at = None
         return None
-    from . import sas
-    from .clock import require_valid_clock, unix_time
+    from .credentials import sas_password
+    from .sas import device_resource_uri
 
-    now = require_valid_clock(unix_time())
     ttl = c.sas_ttl
-    token = sas.sas_token(
-        sas.device_resource_uri(c.hostname, c.device_id, c.module_id),
-        c._key,
-        now + ttl,
-        c._key_name,
+    token, now, _ = sas_password(
+        device_resource_uri(c.hostname, c.device_id, c.module_id), c._key, ttl, c._key_name
     )
     # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
     # a big int on 32-bit boards, allocates).
@@ -267,6 +263,40 @@ def filters(c, only=None):
         f.append(routes.TWIN_RES_SUB)
         f.append(routes.TWIN_DESIRED_SUB)
     return f
+
+
+def handler_changed(c, name, set_):
+    """A handler was set (subscribe its topics) or set to None (unsubscribe them), while
+    connected. The twin's responses stay subscribed while get_twin()/update_reported() use
+    them."""
+    if set_:
+        subscribe(c, filters(c, name))
+        return
+    from . import routes
+
+    if name == "message":
+        f = [
+            routes.module_inputs_subscribe_topic(c.device_id, c.module_id)
+            if c.module_id
+            else routes.c2d_subscribe_topic(c.device_id)
+        ]
+    elif name == "method":
+        f = [routes.METHODS_SUB]
+    elif c._tw is not None and c._tw.want:
+        f = [routes.TWIN_DESIRED_SUB]
+    else:
+        f = [routes.TWIN_RES_SUB, routes.TWIN_DESIRED_SUB]
+    # Not waiting for UNSUBACK: a message the hub sends meanwhile finds no handler (a method
+    # gets 404, a C2D message is acknowledged and dropped), as after it.
+    from .mqttconn import encode_unsubscribe
+
+    s = c._s
+    try:
+        s.write(encode_unsubscribe(s.tx, s.next_pid(), f))
+    except ConnectionLost as e:
+        c._lost(e)
+        return
+    c._log_line(2, "unsubscribed %s" % (f,))
 
 
 def subscribe(c, filters, deadline=None):

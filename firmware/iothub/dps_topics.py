@@ -1,21 +1,12 @@
-# Device Provisioning Service (DPS) over MQTT: names, payloads and the decision what to do
-# with each response (docs/protocol.md section 4). Pure: no socket, no clock, no sleep;
-# the adapter (provisioning.py) owns the link and the waiting. Parsers return None for a
-# topic that is not theirs and raise ProtocolError for one that is theirs but malformed
-# (after azure-sdk-for-c az_iot_provisioning_client.c). Error bodies never crash the
-# parser: a reply without operationId or with a body that is not JSON still gives a step.
+# Device Provisioning Service (DPS) over MQTT: user name, topics and the request payload, and
+# the parser of reply topics (docs/protocol.md section 4). Pure: no socket, no clock, no sleep. What to do with a reply is
+# dps_replies.py; the adapter (provisioning.py) owns the link and the waiting. The parser
+# returns None for a topic that is not a DPS reply and raises ProtocolError for one that is
+# but is malformed (after azure-sdk-for-c az_iot_provisioning_client.c).
 
 import json
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-from .errors import ConfigError, IoTHubError, ProtocolError, StatusError
+from .errors import ConfigError, ProtocolError
 from .jsonc import dumps as _dumps
 from .pct import unquote
 from .topics import quote
@@ -27,67 +18,7 @@ _RES = "$dps/registrations/res/"
 _REGISTER = "$dps/registrations/PUT/iotdps-register/?$rid="
 _QUERY = "$dps/registrations/GET/iotdps-get-operationstatus/?$rid="
 
-# retry-after handling (seconds). azure-iot-sdk-c clamps to [1, 300]
-# (PROV_GET_THROTTLE_TIME, MAX_PROV_GET_THROTTLE_TIME); the python SDK polls every 2 s when
-# the service gives no retry-after (DEFAULT_POLLING_INTERVAL).
-MIN_RETRY_S = const(1)
-MAX_RETRY_S = const(300)
-DEFAULT_POLL_S = const(2)
-
-# Steps returned by next_step()
-ASSIGNED = "assigned"
-POLL = "poll"  # send the operation-status query after delay_ms
-RETRY = "retry"  # throttled or server error: repeat the same request after delay_ms
-REGISTER = "register"  # no operation id to poll with: register again after delay_ms
-
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-
-class RegistrationError(StatusError):
-    """DPS refused the request: 401 (bad key or certificate), 404 (unknown registration),
-    400, 403... `status`, `error_code` (e.g. 401002), `message` and `tracking_id` come
-    from the reply; `retriable` is False for these statuses."""
-
-    def __init__(self, status, error_code=None, message=None, tracking_id=None):
-        text = "DPS registration failed with status %d" % status
-        if error_code is not None:
-            text += ", errorCode %s" % (error_code,)
-        if message:
-            text += ": %s" % (message,)
-        if status == 401:
-            text += " (wrong key or certificate, or the registration id is not enrolled)"
-        elif status == 404:
-            text += " (the registration id is unknown to this ID scope)"
-        super(StatusError, self).__init__(text)  # StatusError.__init__ fixes the text
-        self.status = status
-        self.body = None
-        self.error_code = error_code
-        self.message = message
-        self.tracking_id = tracking_id
-
-
-class ProvisioningError(IoTHubError):
-    """The registration completed without an assignment: `status` is "failed" (e.g. no
-    hub could be allocated, errorCode 400207/400208) or "disabled". Not retriable: the
-    enrollment must change first."""
-
-    retriable = False
-
-    def __init__(self, status, error_code=None, message=None, state=None):
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.registration_state = state
-        text = "DPS registration %s" % status
-        if error_code is not None:
-            text += ", errorCode %s" % (error_code,)
-        if message:
-            text += ": %s" % (message,)
-        super().__init__(text)
-
-
-class EnrollmentDisabled(ProvisioningError):
-    """The device's enrollment (individual or group) is disabled on the DPS."""
 
 
 def _text(value, what):
@@ -200,96 +131,3 @@ def parse_response_topic(topic):
     if rid is None:
         raise ProtocolError("DPS reply topic has no $rid")
     return int(code), rid, retry
-
-
-def clamp_retry_s(retry_after, min_s=MIN_RETRY_S, max_s=MAX_RETRY_S, default_s=DEFAULT_POLL_S):
-    """retry-after in seconds limited to [min_s, max_s]; default_s when absent (None)."""
-    s = default_s if retry_after is None else retry_after
-    if s < min_s:
-        s = min_s
-    if s > max_s:
-        s = max_s
-    return s
-
-
-def backoff_ms(attempt, min_s=MIN_RETRY_S, max_s=MAX_RETRY_S, jitter_ms=0):
-    """Exponential delay for throttling without retry-after: min_s * 2**attempt, capped at
-    max_s, plus jitter while below the cap (azure-sdk-for-c az_iot_calculate_retry_delay)."""
-    ms = max_s * 1000 if attempt > 20 else min(min_s * 1000 << attempt, max_s * 1000)
-    if max_s * 1000 - ms > jitter_ms:
-        ms += jitter_ms
-    return ms
-
-
-def parse_body(payload):
-    """The reply body as a dict: {} when empty or not a JSON object (error bodies are free
-    text on some paths; they must not crash the client)."""
-    if not payload:
-        return {}
-    try:
-        doc = json.loads(payload)
-    except (ValueError, TypeError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _str_or_none(v):
-    return v if isinstance(v, str) and v else None
-
-
-def next_step(
-    status,
-    body,
-    retry_after,
-    operation_id=None,
-    attempt=0,
-    min_s=MIN_RETRY_S,
-    max_s=MAX_RETRY_S,
-    jitter_ms=0,
-):
-    """What to do with one reply. status: from the topic; body: parse_body() of the
-    payload; retry_after: from the topic (or None); operation_id: the one in use (None
-    before the first 202); attempt: consecutive throttled/failed replies so far.
-
-    Returns (ASSIGNED, registrationState) | (POLL, operation_id, delay_ms) |
-    (RETRY, delay_ms) | (REGISTER, delay_ms). Raises RegistrationError for refused
-    requests, ProvisioningError/EnrollmentDisabled for failed/disabled registrations and
-    ProtocolError for replies that make no sense."""
-    if status == 429 or status >= 500:
-        if retry_after is None:
-            return (RETRY, backoff_ms(attempt, min_s, max_s, jitter_ms))
-        return (RETRY, clamp_retry_s(retry_after, min_s, max_s) * 1000)
-    if status >= 300 or status < 200:
-        code = body.get("errorCode")
-        raise RegistrationError(
-            status,
-            code if isinstance(code, int) else None,
-            _str_or_none(body.get("message")),
-            _str_or_none(body.get("trackingId")),
-        )
-    state = body.get("registrationState")
-    if not isinstance(state, dict):
-        state = {}
-    op_status = _str_or_none(body.get("status")) or _str_or_none(state.get("status"))
-    if op_status == "assigned":
-        if not _str_or_none(state.get("assignedHub")) or not _str_or_none(state.get("deviceId")):
-            raise ProtocolError("DPS reported 'assigned' without assignedHub and deviceId")
-        return (ASSIGNED, state)
-    if op_status in ("assigning", "unassigned") or (op_status is None and status == 202):
-        op = _str_or_none(body.get("operationId")) or operation_id
-        delay = clamp_retry_s(retry_after, min_s, max_s) * 1000
-        if op is None:
-            # azure-sdk-for-c: a reply may lack operationId; without a cached one, start over
-            return (REGISTER, delay)
-        return (POLL, op, delay)
-    if op_status == "failed":
-        code = state.get("errorCode")
-        raise ProvisioningError(
-            "failed",
-            code if isinstance(code, int) else None,
-            _str_or_none(state.get("errorMessage")),
-            state,
-        )
-    if op_status == "disabled":
-        raise EnrollmentDisabled("disabled", None, "the enrollment is disabled", state)
-    raise ProtocolError("DPS reply %d with unknown registration status %r" % (status, op_status))

@@ -69,10 +69,10 @@ class ProxyError(IoTHubError):
 class StatusError(IoTHubError):
     """A twin/DPS response with status >= 400. 429 and 5xx are retriable."""
 
-    def __init__(self, status, what="request", body=None):
+    def __init__(self, status, what="request", body=None, detail=""):
         self.status = status
         self.body = body
-        super().__init__("%s failed with status %d" % (what, status))
+        super().__init__("%s failed with status %d%s" % (what, status, detail))
 
     @property
     def retriable(self):

@@ -1,5 +1,5 @@
-# MQTT 3.1.1 packets of connection setup (OASIS MQTT 3.1.1 sections 3.1 and 3.8): CONNECT
-# and SUBSCRIBE, and the session steps that send them (open a link and wait for CONNACK;
+# MQTT 3.1.1 packets of connection setup (OASIS MQTT 3.1.1 sections 3.1, 3.8, 3.10):
+# CONNECT, SUBSCRIBE and UNSUBSCRIBE (a handler set back to None), and the session steps that send them (open a link and wait for CONNACK;
 # subscribe and wait for SUBACK). Loaded for each connection and dropped after it by
 # DeviceClient: between connections only iothub.mqtt's publish/ack path stays in RAM.
 from . import mqtt as m
@@ -77,6 +77,29 @@ def encode_subscribe(buf, pid, topics):
         i = m._put_str(buf, i, f)
         buf[i] = qos
         i += 1
+    return i
+
+
+def encode_unsubscribe(buf, pid, filters):
+    """UNSUBSCRIBE filters (a handler set back to None)."""
+    m._check_pid(pid)
+    if not filters:
+        raise ConfigError("UNSUBSCRIBE needs at least one topic filter")
+    items = []
+    rem = 2
+    for f in filters:
+        f = _field(m._b(f, "topic filter"), "topic filter")
+        if not f:
+            raise ConfigError("topic filter must not be empty")
+        items.append(f)
+        rem += 2 + len(f)
+    n = 1 + m._rl_size(rem) + rem
+    m._fits(buf, n, "UNSUBSCRIBE")
+    buf[0] = 0xA2
+    i = m._put_rl(buf, 1, rem)
+    i = m._put_u16(buf, i, pid)
+    for f in items:
+        i = m._put_str(buf, i, f)
     return i
 
 

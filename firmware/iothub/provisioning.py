@@ -7,9 +7,10 @@
 #   client = result.client()                               # DeviceClient for the assigned hub
 #
 # Importable on its own: a device that never provisions never loads this module, and this
-# module loads the MQTT session and TLS code only when register() runs. Names, payloads and
-# the reply decisions are pure (dps_topics.py); this module owns the link, the clock, the
-# waiting between polls (retry-after, clamped), the overall timeout and persistence.
+# module loads the MQTT session and TLS code only when register() runs. Names and payloads
+# (dps_topics.py) and the reply decisions (dps_replies.py) are pure; this module owns the
+# link, the clock, the waiting between polls (retry-after, clamped; backoff.Backoff when the
+# service throttles without one), the overall timeout and persistence.
 import json
 import os
 
@@ -21,8 +22,10 @@ except ImportError:
         return x
 
 
+from . import dps_replies as dr
 from . import dps_topics as dt
 from .clock import ticks_add, ticks_diff, ticks_ms
+from .dps_errors import EnrollmentDisabled, ProvisioningError, RegistrationError  # noqa: F401
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -36,6 +39,21 @@ _MAX_REQUESTS = const(100)  # hard bound on requests per register() besides the 
 _MAX_REPLY = const(16384)  # largest DPS reply accepted (registration state + custom payload)
 _TXBUF = const(768)  # CONNECT with a 128-character registration id and its SAS token fits
 _FORMAT = const(1)  # version of the saved-result file
+
+# ProvisioningResult's fields, in constructor order: (attribute, registrationState member).
+# The one list that the constructor, from_state(), as_dict() and load() go by.
+_FIELDS = (
+    ("assigned_hub", "assignedHub"),
+    ("device_id", "deviceId"),
+    ("status", "status"),
+    ("substatus", "substatus"),
+    ("payload", "payload"),
+    ("registration_id", "registrationId"),
+    ("id_scope", None),  # not in the reply: the client's
+    ("etag", "etag"),
+    ("created", "createdDateTimeUtc"),
+    ("last_updated", "lastUpdatedDateTimeUtc"),
+)
 
 
 def _log_to(log, level, text):
@@ -52,52 +70,38 @@ class ProvisioningResult:
     client(**kw) makes the DeviceClient for the assigned hub with the credentials the
     device registered with. save()/load() keep the assignment (never the keys) on flash."""
 
-    def __init__(
-        self,
-        assigned_hub,
-        device_id,
-        status="assigned",
-        substatus=None,
-        payload=None,
-        registration_id=None,
-        id_scope=None,
-        etag=None,
-        created=None,
-        last_updated=None,
-        source="dps",
-    ):
+    def __init__(self, assigned_hub, device_id, source="dps", **fields):
         if not isinstance(assigned_hub, str) or not assigned_hub:
             raise ConfigError("assigned_hub must be a non-empty str")
         if not isinstance(device_id, str) or not device_id:
             raise ConfigError("device_id must be a non-empty str")
         self.assigned_hub = assigned_hub
         self.device_id = device_id
-        self.status = status
-        self.substatus = substatus
-        self.payload = payload
-        self.registration_id = registration_id
-        self.id_scope = id_scope
-        self.etag = etag
-        self.created = created
-        self.last_updated = last_updated
+        for name, _ in _FIELDS[2:]:
+            setattr(self, name, fields.pop(name, None))
+        if fields:
+            raise ConfigError("unknown ProvisioningResult field %s" % sorted(fields)[0])
+        if not self.status:
+            self.status = "assigned"
         self.source = source
         self._creds = None  # {"shared_access_key": ...} or {"cert": ..., "key": ...}
         self._tls = None  # {"tls": profile, "roots": ...} of the provisioning client
 
     @classmethod
+    def _from(cls, get, source, **extra):
+        fields = {}
+        for name, member in _FIELDS[2:]:
+            fields[name] = get(name, member)
+        fields.update(extra)
+        return cls(
+            get("assigned_hub", "assignedHub"), get("device_id", "deviceId"), source, **fields
+        )
+
+    @classmethod
     def from_state(cls, state, id_scope=None):
         """From a DPS registrationState dict (the 200 "assigned" reply)."""
-        return cls(
-            state.get("assignedHub"),
-            state.get("deviceId"),
-            state.get("status") or "assigned",
-            state.get("substatus"),
-            state.get("payload"),
-            state.get("registrationId"),
-            id_scope,
-            state.get("etag"),
-            state.get("createdDateTimeUtc"),
-            state.get("lastUpdatedDateTimeUtc"),
+        return cls._from(
+            lambda name, member: state.get(member) if member else None, "dps", id_scope=id_scope
         )
 
     def attach(self, credentials, tls=None):
@@ -126,19 +130,10 @@ class ProvisioningResult:
         return DeviceClient(self.assigned_hub, self.device_id, **args)
 
     def as_dict(self):
-        return {
-            "format": _FORMAT,
-            "assigned_hub": self.assigned_hub,
-            "device_id": self.device_id,
-            "status": self.status,
-            "substatus": self.substatus,
-            "payload": self.payload,
-            "registration_id": self.registration_id,
-            "id_scope": self.id_scope,
-            "etag": self.etag,
-            "created": self.created,
-            "last_updated": self.last_updated,
-        }
+        d = {"format": _FORMAT}
+        for name, _ in _FIELDS:
+            d[name] = getattr(self, name)
+        return d
 
     def save(self, path):
         """Write the assignment as JSON (no key material). Written to path + ".tmp" first
@@ -168,19 +163,7 @@ class ProvisioningResult:
             raise ConfigError("%s is not a saved provisioning result (not JSON)" % path)
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
             raise ConfigError("%s is not a saved provisioning result (format)" % path)
-        r = cls(
-            d.get("assigned_hub"),
-            d.get("device_id"),
-            d.get("status") or "assigned",
-            d.get("substatus"),
-            d.get("payload"),
-            d.get("registration_id"),
-            d.get("id_scope"),
-            d.get("etag"),
-            d.get("created"),
-            d.get("last_updated"),
-            "saved",
-        )
+        r = cls._from(lambda name, member: d.get(name), "saved")
         pc = provisioning_client
         if pc is not None:
             if r.id_scope != pc.id_scope or r.registration_id != pc.registration_id:
@@ -212,7 +195,9 @@ class ProvisioningClient:
     (default: endpoint); tls: "rsa" or "ecc" profile; roots: trust anchors (default: the
     profile's DigiCert root). payload: JSON-able data sent with the registration (e.g.
     {"modelId": "dtmi:...;1"}). timeout_ms bounds a whole register(); retry-after values
-    are clamped to [min_retry_s, max_retry_s]. key_name: skn of the SAS token
+    are clamped to [min_retry_s, max_retry_s]; a throttled request without retry-after is
+    repeated after backoff.next_delay_ms() (default: dps_replies.throttle_backoff(min_retry_s,
+    max_retry_s), reset when the registration moves on). key_name: skn of the SAS token
     ("registration" as the DPS doc shows; None to omit it, as the python SDK does)."""
 
     def __init__(
@@ -234,12 +219,13 @@ class ProvisioningClient:
         max_fragment_length=None,
         payload=None,
         timeout_ms=60000,
-        min_retry_s=dt.MIN_RETRY_S,
-        max_retry_s=dt.MAX_RETRY_S,
+        min_retry_s=dr.MIN_RETRY_S,
+        max_retry_s=dr.MAX_RETRY_S,
         sas_ttl=3600,
         key_name="registration",
         keepalive=60,
         ssl_context=None,
+        backoff=None,
         log=None,
     ):
         given = (symmetric_key is not None) + (group_key is not None) + (cert is not None)
@@ -290,8 +276,10 @@ class ProvisioningClient:
         self.sas_ttl = sas_ttl
         self.key_name = key_name
         self.keepalive = keepalive
-        self._ctx = ssl_context
-        self._own_ctx = ssl_context is not None  # the application's: kept
+        self._ctx = ssl_context  # the application's (kept) or None: made per register()
+        if backoff is None:
+            backoff = dr.throttle_backoff(min_retry_s, max_retry_s)
+        self._backoff = backoff
         self._log = log
         self._rid = 0
         self._reply = None
@@ -323,14 +311,10 @@ class ProvisioningClient:
 
     def _context(self):
         if self._ctx is None:
-            from .tlsprofile import tls_context
+            from .credentials import own_context
 
-            self._ctx = tls_context(
-                self.tls,
-                roots=self.roots,
-                max_fragment_length=self.max_fragment_length,
-                cert=self._cert,
-                key=self._pkey,
+            self._ctx = own_context(
+                self.tls, self.roots, self.max_fragment_length, self._cert, self._pkey, self._log
             )
         return self._ctx
 
@@ -338,11 +322,10 @@ class ProvisioningClient:
         if self._cert is not None:
             return None
         from . import sas
-        from .clock import require_valid_clock, unix_time
+        from .credentials import sas_password
 
-        expiry = require_valid_clock(unix_time()) + self.sas_ttl
         uri = sas.dps_resource_uri(self.id_scope, self.registration_id)
-        return sas.sas_token(uri, self._key, expiry, self.key_name)
+        return sas_password(uri, self._key, self.sas_ttl, self.key_name)[0]
 
     def _on_publish(self, pkt):
         try:
@@ -400,7 +383,7 @@ class ProvisioningClient:
         try:
             s.subscribe([dt.RES_SUB], deadline)
             op = None
-            attempt = 0
+            self._backoff.reset()
             for _ in range(_MAX_REQUESTS):
                 self._rid += 1
                 rid = str(self._rid)
@@ -423,18 +406,17 @@ class ProvisioningClient:
                     )
                 status, retry_after, payload = self._reply
                 self._reply = None
-                step = dt.next_step(
+                step = dr.next_step(
                     status,
-                    dt.parse_body(payload),
+                    dr.parse_body(payload),
                     retry_after,
                     op,
-                    attempt,
+                    self._backoff,
                     self.min_retry_s,
                     self.max_retry_s,
-                    _jitter_ms(),
                 )
                 kind = step[0]
-                if kind == dt.ASSIGNED:
+                if kind == dr.ASSIGNED:
                     result = ProvisioningResult.from_state(step[1], self.id_scope)
                     if result.registration_id is None:
                         result.registration_id = self.registration_id
@@ -443,12 +425,11 @@ class ProvisioningClient:
                     )
                     ok = True
                     return result.attach(self.credentials(), self.tls_settings())
-                if kind == dt.POLL:
+                if kind == dr.POLL:
                     op = step[1]
-                    attempt = 0
+                    self._backoff.reset()
                     delay = step[2]
-                elif kind == dt.RETRY:
-                    attempt += 1
+                elif kind == dr.RETRY:
                     stats["retries"] += 1
                     delay = step[1]
                 else:  # REGISTER
@@ -466,7 +447,9 @@ class ProvisioningClient:
             raise Timeout("DPS: no assignment after %d requests" % _MAX_REQUESTS)
         finally:
             s.close(clean=ok)
-            if not self._own_ctx:
+            from .credentials import is_own
+
+            if is_own(self._ctx):
                 self._ctx = None  # a one-off link: do not keep the TLS context around
 
 
@@ -479,16 +462,6 @@ def _idle(s, delay_ms):
         if left <= 0:
             return
         s.pump(min(left, 1000))
-
-
-def _jitter_ms():
-    # 0..1000 ms of jitter for throttled retries without retry-after (section 5.1)
-    try:
-        import random
-
-        return random.getrandbits(10) % 1001
-    except (ImportError, AttributeError):
-        return 0
 
 
 def provision_or_load(pc, path, *, force=False, timeout_ms=None):

@@ -50,7 +50,14 @@ _ctx_class = None  # (tls.SSLContext, our subclass), made on first use
 
 
 def tls_context(
-    profile, *, roots=None, max_fragment_length=None, require_mfl=False, cert=None, key=None
+    profile,
+    *,
+    roots=None,
+    max_fragment_length=None,
+    require_mfl=False,
+    cert=None,
+    key=None,
+    log=None,
 ):
     """A tls.SSLContext configured for an IoT Hub TLS profile ("rsa" or "ecc").
 
@@ -58,8 +65,9 @@ def tls_context(
     cert, key: client certificate and private key (PEM or DER) for mutual TLS.
     max_fragment_length: 512, 1024, 2048 or 4096, requested when the firmware can.
     require_mfl: raise TLSError instead of warning when it cannot.
-    The result has `iothub_info`, a dict describing the configuration."""
-    ctx, info = configure(profile, roots, max_fragment_length, require_mfl, cert, key)
+    log: fn(level, text) for that warning (the clients pass theirs); without one it is
+    printed. The result has `iothub_info`, a dict describing the configuration."""
+    ctx, info = configure(profile, roots, max_fragment_length, require_mfl, cert, key, log=log)
     ctx.iothub_info = info
     return ctx
 
@@ -72,6 +80,7 @@ def configure(
     cert=None,
     key=None,
     plain=False,
+    log=None,
 ):
     """(context, info) as tls_context() makes them. plain=True: the firmware's own
     tls.SSLContext, which keeps no reference to this module (DeviceClient unloads it once
@@ -145,10 +154,14 @@ def configure(
             )
         if not _mfl_warned:
             _mfl_warned = True
-            print(
-                "iothub: warning: TLS max fragment length %d not requested (%s); the hub may "
-                "send larger records" % (max_fragment_length, mfl["reason"])
+            text = (
+                "warning: TLS max fragment length %d not requested (%s); the hub may send "
+                "larger records" % (max_fragment_length, mfl["reason"])
             )
+            if log is not None:
+                log(1, text)
+            else:
+                print("iothub: " + text)
     return ctx, info
 
 

@@ -245,16 +245,8 @@ class Link:
 
 
 def _again(e):
-    # EAGAIN (11) / EWOULDBLOCK / ETIMEDOUT (110, 116 on some ports): nothing to read yet.
-    code = e.args[0] if e.args else None
-    if code in (11, 35, 110, 116, -26880, -26752):  # -0x6900 WANT_READ, -0x6880 WANT_WRITE
-        return None
-    if code == -30848:  # MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
-        return 0
-    if code == -0x7100:  # MBEDTLS_ERR_SSL_BAD_INPUT_DATA on read
-        raise ConnectionLost(
-            "read failed: a TLS record was larger than this firmware's TLS input buffer (the "
-            "hub ignored max fragment length?); use a firmware with the stock 16 KB buffer (%s)"
-            % (e,)
-        )
-    raise ConnectionLost("read failed: %s" % (e,))
+    # None: nothing to read yet; 0: closed by the peer; else ConnectionLost, explained. The
+    # codes and what they mean are in one table (tlserrors), loaded at the first read error.
+    from .tlserrors import read_outcome
+
+    return read_outcome(e)

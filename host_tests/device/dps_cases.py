@@ -1,12 +1,14 @@
-# DPS names, payloads and reply decisions (iothub.dps_topics): run on CPython and on the unix
-# port (coretest.py). Expected strings from docs/protocol.md section 4 (doc examples and
-# azure-sdk-for-c's provisioning tests).
+# DPS names, payloads (iothub.dps_topics) and reply decisions (iothub.dps_replies): run on
+# CPython and on the unix port (coretest.py). Expected strings from Microsoft's
+# iot-dps-mqtt-support doc (its examples; docs/protocol.md section 4) and azure-sdk-for-c's provisioning tests.
 
 import json
 
 from coretest import eq, has, raises
 
+import iothub.dps_replies as r
 import iothub.dps_topics as d
+from iothub.backoff import Backoff
 from iothub.errors import ConfigError, ProtocolError, StatusError
 
 OP = "4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d"
@@ -82,21 +84,29 @@ def test_parse_response_topic():
 
 
 def test_clamp_and_backoff():
-    eq(d.clamp_retry_s(3), 3)
-    eq(d.clamp_retry_s(None), d.DEFAULT_POLL_S)
-    eq(d.clamp_retry_s(0), 1)
-    eq(d.clamp_retry_s(100000), 300)
-    eq(d.clamp_retry_s(5, 0, 2), 2)
-    eq(d.clamp_retry_s(0, 0, 2), 0)
-    eq([d.backoff_ms(a) for a in range(4)], [1000, 2000, 4000, 8000])
-    eq(d.backoff_ms(9), 300000)
-    eq(d.backoff_ms(99), 300000)
-    eq(d.backoff_ms(1, jitter_ms=700), 2700)
-    eq(d.backoff_ms(9, jitter_ms=700), 300000)  # no jitter once capped
+    eq(r.clamp_retry_s(3), 3)
+    eq(r.clamp_retry_s(None), r.DEFAULT_POLL_S)
+    eq(r.clamp_retry_s(0), 1)
+    eq(r.clamp_retry_s(100000), 300)
+    eq(r.clamp_retry_s(5, 0, 2), 2)
+    eq(r.clamp_retry_s(0, 0, 2), 0)
+    # throttling without retry-after: the SDK's one Backoff, in seconds of the DPS range
+    b = r.throttle_backoff(rand=lambda n: 0)
+    eq([b.next_delay_ms() for _ in range(4)], [1000, 2000, 4000, 8000])
+    eq([b.next_delay_ms() for _ in range(5)][-1], 256000)
+    eq(b.next_delay_ms(), 300000)
+    eq(isinstance(b, Backoff), True)
+    draws = []
+    b = r.throttle_backoff(rand=lambda n: draws.append(n) or 700)
+    eq(b.next_delay_ms(), 1700)
+    eq(draws, [1000], "jitter drawn in [0, 1000] ms")
+    b.attempt = 9
+    eq(b.next_delay_ms(), 300000)  # no jitter once capped
+    eq(r.throttle_backoff(0, 2, rand=lambda n: 0).next_delay_ms(), 0)
 
 
 def _body(obj):
-    return d.parse_body(json.dumps(obj).encode())
+    return r.parse_body(json.dumps(obj).encode())
 
 
 ASSIGNED_STATE = {
@@ -113,13 +123,13 @@ ASSIGNED_STATE = {
 
 
 def test_next_step_flow():
-    s = d.next_step
+    s = r.next_step
     eq(s(202, _body({"operationId": OP, "status": "assigning"}), 3), ("poll", OP, 3000))
     # 202 without retry-after: default poll interval
     eq(s(202, _body({"operationId": OP, "status": "assigning"}), None), ("poll", OP, 2000))
     # retry-after clamped to the client's range
     eq(
-        s(202, _body({"operationId": OP, "status": "assigning"}), 9999, None, 0, 1, 60),
+        s(202, _body({"operationId": OP, "status": "assigning"}), 9999, None, None, 1, 60),
         ("poll", OP, 60000),
     )
     eq(s(202, _body({"operationId": OP, "status": "assigning"}), 0), ("poll", OP, 1000))
@@ -164,16 +174,20 @@ def test_next_step_flow():
 
 
 def test_next_step_throttle():
-    s = d.next_step
+    s = r.next_step
     eq(s(429, {}, 7), ("retry", 7000))
-    eq(s(429, {}, None, OP, 0), ("retry", 1000))
-    eq(s(429, {}, None, OP, 3), ("retry", 8000))
-    eq(s(503, {}, None, OP, 2, 1, 300, 250), ("retry", 4250))
+    eq(s(429, {}, None, OP), ("retry", 1000))  # no backoff given: min_s
+    b = r.throttle_backoff(rand=lambda n: 250)
+    eq([s(429, {}, None, OP, b)[1] for _ in range(3)], [1250, 2250, 4250])
+    eq(s(503, {}, None, OP, b), ("retry", 8250))
+    eq(b.attempt, 4)
+    eq(s(429, {}, 3, OP, b), ("retry", 3000))  # retry-after wins; the backoff is not drawn
+    eq(b.attempt, 4)
     eq(s(500, _body({"errorCode": 500000}), 1000, OP), ("retry", 300000))
 
 
 def test_next_step_errors():
-    s = d.next_step
+    s = r.next_step
     body = _body(
         {
             "errorCode": 401002,
@@ -185,7 +199,7 @@ def test_next_step_errors():
     try:
         s(401, body, None)
         raise AssertionError("no error")
-    except d.RegistrationError as e:
+    except r.RegistrationError as e:
         eq(e.status, 401)
         eq(e.error_code, 401002)
         eq(e.message, "Invalid certificate.")
@@ -198,19 +212,19 @@ def test_next_step_errors():
     # an error body that is not JSON, or JSON without fields, never crashes the client
     for payload in (b"", b"not json", b"[1,2]", b'{"errorCode":"x"}', b"\xff\xfe"):
         try:
-            s(404, d.parse_body(payload), None)
+            s(404, r.parse_body(payload), None)
             raise AssertionError("no error")
-        except d.RegistrationError as e:
+        except r.RegistrationError as e:
             eq(e.status, 404)
             eq(e.error_code, None)
-    raises(d.RegistrationError, s, 400, {}, None)
-    raises(d.RegistrationError, s, 302, {}, None)
-    raises(d.RegistrationError, s, 100, {}, None)
+    raises(r.RegistrationError, s, 400, {}, None)
+    raises(r.RegistrationError, s, 302, {}, None)
+    raises(r.RegistrationError, s, 100, {}, None)
     return msg401
 
 
 def test_next_step_failed_and_disabled():
-    s = d.next_step
+    s = r.next_step
     failed = {
         "operationId": OP,
         "status": "failed",
@@ -224,25 +238,25 @@ def test_next_step_failed_and_disabled():
     try:
         s(200, _body(failed), None, OP)
         raise AssertionError("no error")
-    except d.ProvisioningError as e:
+    except r.ProvisioningError as e:
         eq(e.status, "failed")
         eq(e.error_code, 400207)
         has(str(e), "Custom allocation failed")
         eq(e.retriable, False)
-        eq(isinstance(e, d.EnrollmentDisabled), False)
+        eq(isinstance(e, r.EnrollmentDisabled), False)
     disabled = {"operationId": "", "status": "disabled"}
     try:
         s(200, _body(disabled), None)
         raise AssertionError("no error")
-    except d.EnrollmentDisabled as e:
+    except r.EnrollmentDisabled as e:
         eq(e.status, "disabled")
         has(str(e), "disabled")
-    raises(d.EnrollmentDisabled, s, 200, _body({"registrationState": {"status": "disabled"}}), None)
+    raises(r.EnrollmentDisabled, s, 200, _body({"registrationState": {"status": "disabled"}}), None)
 
 
 def test_parse_body():
-    eq(d.parse_body(b""), {})
-    eq(d.parse_body(None), {})
-    eq(d.parse_body(b"{"), {})
-    eq(d.parse_body(b'"text"'), {})
-    eq(d.parse_body(b'{"a":1}'), {"a": 1})
+    eq(r.parse_body(b""), {})
+    eq(r.parse_body(None), {})
+    eq(r.parse_body(b"{"), {})
+    eq(r.parse_body(b'"text"'), {})
+    eq(r.parse_body(b'{"a":1}'), {"a": 1})

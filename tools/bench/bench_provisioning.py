@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from iothub_emulator import Emulator  # noqa: E402
 from iothub_emulator.dps import DPSEmulator  # noqa: E402
+from iothub_emulator.files import write_private  # noqa: E402
 
 try:
     from . import figures
@@ -127,7 +128,7 @@ def measure(state, pki, profile, auth, n, binary):
         if auth == "x509":
             cert, key, _, sha256 = pki.issue_client_cert(reg, kind="ec256")
             (pathlib.Path(state) / "c.pem").write_bytes(cert)
-            (pathlib.Path(state) / "k.pem").write_bytes(key)
+            write_private(str(pathlib.Path(state) / "k.pem"), key)
             cfg["cert"], cfg["key"] = (
                 str(pathlib.Path(state) / "c.pem"),
                 str(pathlib.Path(state) / "k.pem"),

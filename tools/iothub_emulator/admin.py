@@ -13,11 +13,25 @@
     POST /drop      {device_id, module_id?}
 
 Errors answer 4xx with {"error": "..."}. Only ever bound to 127.0.0.1.
+
+Loopback alone does not keep a web page in the developer's browser out (cross-site requests,
+DNS rebinding), and the API hands out device keys. So every request must:
+  - name a loopback host in `Host` (127.0.0.1, localhost or [::1]): a rebound DNS name is refused;
+  - carry no `Origin` header: browsers add it to cross-site requests, the CLI never does;
+  - carry `Authorization: Bearer <token>`, the random token `serve` writes to
+    <state>/admin-token (mode 0600) and prints;
+  - for POST, be JSON (`Content-Type: application/json`), which a page cannot send without a
+    CORS preflight that this server never answers.
+Refusals: 403 (Host, Origin), 401 (token), 415 (Content-Type); they never echo the token.
 """
 
 import base64
+import hmac
 import json
+import secrets
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,9 +50,57 @@ def telemetry_json(rec):
     return out
 
 
+TOKEN_FILE = "admin-token"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def new_token():
+    return secrets.token_urlsafe(32)
+
+
+class AdminError(Exception):
+    """The admin API refused a request or could not be reached; .status is the HTTP status
+    (None when unreachable)."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+def call(url, token, method, path, body=None, timeout=60):
+    """One admin API request (the CLI's and the tests' way in): JSON in, JSON out."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url + path, data=data, method=method)
+    req.add_header("Authorization", "Bearer " + token)
+    if method == "POST":
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read().decode()).get("error")
+        except ValueError:
+            msg = str(e)
+        raise AdminError(msg, e.code) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise AdminError(
+            "admin API %s not reachable: %s" % (url, getattr(e, "reason", e))
+        ) from None
+
+
+def _host_name(host):
+    # "127.0.0.1:8080" -> "127.0.0.1"; "[::1]:8080" -> "[::1]"
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "iothub-emulator-admin"
     emu = None  # set per server class
+    token = None  # set per server class
 
     def log_message(self, fmt, *args):  # quiet: the CLI prints what matters
         pass
@@ -60,7 +122,31 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError("request body must be a JSON object")
         return data
 
+    def _refusal(self, method):
+        """(status, error) when the request must be refused, else None."""
+        host = self.headers.get("Host")
+        if host is None or _host_name(host) not in LOOPBACK_NAMES:
+            return 403, "Host %r is not a loopback name (DNS rebinding?)" % ((host or "")[:80],)
+        if self.headers.get("Origin") is not None:
+            return 403, "requests from a web page (with an Origin header) are refused"
+        auth = self.headers.get("Authorization") or ""
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+            return 401, (
+                "missing or wrong admin token: send 'Authorization: Bearer <token>' with the "
+                "token from the state directory's %s" % TOKEN_FILE
+            )
+        if method == "POST":
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return 415, "POST bodies must be JSON (Content-Type: application/json)"
+        return None
+
     def _dispatch(self, method):
+        refused = self._refusal(method)
+        if refused is not None:
+            self.close_connection = True
+            return self._reply(refused[0], {"error": refused[1]})
         url = urlsplit(self.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -152,8 +238,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class AdminServer:
-    def __init__(self, emu, port=0):
-        handler = type("AdminHandler", (_Handler,), {"emu": emu})
+    """The admin API on 127.0.0.1:port. token: the bearer token requests must carry (default:
+    a new random one, in .token)."""
+
+    def __init__(self, emu, port=0, token=None):
+        self.token = token or new_token()
+        handler = type("AdminHandler", (_Handler,), {"emu": emu, "token": self.token})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

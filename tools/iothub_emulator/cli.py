@@ -10,8 +10,9 @@
     iothub-emulator telemetry [DEVICE] | twin DEVICE | events
     iothub-emulator fault NAME=VALUE ... | fault --reset
 
-`serve` writes emulator.json into the state directory (ports, admin URL, CA paths); the other
-commands find the running emulator's loopback admin API there. `--state` and `--admin` may also
+`serve` writes emulator.json into the state directory (ports, admin URL, CA paths) and the admin
+API's random bearer token into admin-token (mode 0600, also printed); the other commands find the
+running emulator's loopback admin API and its token there. `--state` and `--admin` may also
 follow the command (`iothub-emulator serve --state DIR`). `device add/list/connection-string`
 also work with no emulator running, on the registry file in the state directory.
 """
@@ -26,10 +27,12 @@ import time
 import urllib.error
 import urllib.request
 
+from .admin import TOKEN_FILE, AdminError, call
 from .emulator import STATE_FILE
 from .registry import Registry, RegistryError
 
 DEFAULT_STATE = os.environ.get("IOTHUB_EMULATOR_STATE", "state")
+TOKEN_ENV = "IOTHUB_EMULATOR_ADMIN_TOKEN"  # with --admin URL, when the state dir is elsewhere
 
 
 class CLIError(Exception):
@@ -40,51 +43,58 @@ def _state_file(state):
     return os.path.join(state, STATE_FILE)
 
 
+def _read_token(state):
+    try:
+        with open(os.path.join(state, TOKEN_FILE)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _running(state):
-    """The state info of a running emulator, or None."""
+    """The state info of a running emulator, or None. info["admin"] is (url, token)."""
     try:
         with open(_state_file(state)) as f:
             info = json.load(f)
     except (OSError, ValueError):
         return None
     url = info.get("admin_url")
-    if not url:
+    token = _read_token(state)
+    if not url or not token:
         return None
+    info["admin"] = (url, token)
     try:
-        _call(url, "GET", "/status", timeout=2)
+        _call(info["admin"], "GET", "/status", timeout=2)
     except CLIError:
         return None
     return info
 
 
-def _call(url, method, path, body=None, timeout=60):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
+def _call(admin, method, path, body=None, timeout=60):
+    url, token = admin
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read().decode())
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read().decode()).get("error")
-        except ValueError:
-            msg = str(e)
-        raise CLIError(msg) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise CLIError("admin API %s not reachable: %s" % (url, getattr(e, "reason", e))) from None
+        return call(url, token, method, path, body, timeout)
+    except AdminError as e:
+        raise CLIError(str(e)) from None
 
 
 def _admin(args):
+    """(url, token) of the admin API to talk to."""
     if args.admin:
-        return args.admin.rstrip("/")
+        token = os.environ.get(TOKEN_ENV) or _read_token(args.state)
+        if not token:
+            raise CLIError(
+                "--admin needs the admin token: set %s or give the --state directory holding %s"
+                % (TOKEN_ENV, TOKEN_FILE)
+            )
+        return args.admin.rstrip("/"), token
     info = _running(args.state)
     if info is None:
         raise CLIError(
             "no running emulator found in state dir %r (start one with "
             "`iothub-emulator --state %s serve`)" % (args.state, args.state)
         )
-    return info["admin_url"]
+    return info["admin"]
 
 
 def _print_event(ev):
@@ -140,6 +150,10 @@ def cmd_serve(args):
     )
     print("  device CA (for --x509-ca devices):    %s" % info["device_ca_pem"])
     print("  admin API:                            %s" % info["admin_url"])
+    print(
+        "  admin token (also in %s, 0600): %s" % (info["admin_token_file"], emu.admin_token),
+        flush=True,
+    )
     from . import dps_cli
 
     dps = dps_cli.start_dps(emu, args)  # prints its own line when --dps-port is given
@@ -178,7 +192,7 @@ def cmd_device(args):
         }
         info = None if args.offline else _running(args.state)
         if info is not None:
-            key = _call(info["admin_url"], "POST", "/devices", body)["key"]
+            key = _call(info["admin"], "POST", "/devices", body)["key"]
             where = "running emulator at %s" % info["admin_url"]
         else:
             os.makedirs(args.state, exist_ok=True)
@@ -299,9 +313,9 @@ def cmd_events(args):
 
 
 def cmd_fault(args):
-    url = _admin(args)
+    admin = _admin(args)
     if args.reset:
-        r = _call(url, "POST", "/faults/reset", {})
+        r = _call(admin, "POST", "/faults/reset", {})
     else:
         body = {}
         for item in args.settings:
@@ -311,7 +325,7 @@ def cmd_fault(args):
                     "fault setting %r is not NAME=VALUE (VALUE as JSON: 5, true, null, 0.5)" % item
                 )
             body[k] = _json_arg(v, "fault value for %s" % k)
-        r = _call(url, "POST", "/faults", body)
+        r = _call(admin, "POST", "/faults", body)
     print(json.dumps(r, sort_keys=True))
     return 0
 
@@ -326,7 +340,11 @@ def build_parser():
         default=DEFAULT_STATE,
         help="state directory: PKI, registry, emulator.json (default %(default)s, env IOTHUB_EMULATOR_STATE)",
     )
-    p.add_argument("--admin", help="admin API URL (default: read from the state directory)")
+    p.add_argument(
+        "--admin",
+        help="admin API URL (default: read from the state directory); its token comes from "
+        "%s or the state directory's %s" % (TOKEN_ENV, TOKEN_FILE),
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the hub until Ctrl-C")

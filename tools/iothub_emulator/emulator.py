@@ -69,6 +69,10 @@ class Emulator(ServedEndpoint):
         if self.admin is not None:
             self.admin.stop()
             self.admin = None
+            try:
+                os.remove(os.path.join(self.state_dir, "admin-token"))
+            except OSError:
+                pass
         self._stop_ws()
         if self.endpoint is not None:
             self.endpoint.stop()
@@ -84,11 +88,24 @@ class Emulator(ServedEndpoint):
         return self.start()
 
     def start_admin(self, port=0):
-        """Serve the loopback admin API (HTTP + JSON on 127.0.0.1). Returns its URL."""
-        from .admin import AdminServer
+        """Serve the loopback admin API (HTTP + JSON on 127.0.0.1). Returns its URL. Requests
+        need the bearer token in `admin_token`, also written to <state>/admin-token (0600)."""
+        from .admin import TOKEN_FILE, AdminServer
+        from .files import write_private
 
         self.admin = AdminServer(self, port).start()
+        write_private(os.path.join(self.state_dir, TOKEN_FILE), self.admin.token + "\n")
         return self.admin.url
+
+    @property
+    def admin_token(self):
+        return self.admin.token if self.admin is not None else None
+
+    def admin_call(self, method, path, body=None, timeout=60):
+        """One request to this emulator's admin API, as the CLI sends it."""
+        from .admin import call
+
+        return call(self.admin.url, self.admin.token, method, path, body, timeout)
 
     # ---- endpoint facts ---------------------------------------------------------------------
 
@@ -236,4 +253,5 @@ class Emulator(ServedEndpoint):
             "device_ca_pem": self.pki.device_ca_pem_path,
             "admin_url": self.admin.url if self.admin is not None else None,
             "admin_port": self.admin.port if self.admin is not None else None,
+            "admin_token_file": os.path.join(self.state_dir, "admin-token"),
         }

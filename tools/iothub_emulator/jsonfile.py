@@ -1,8 +1,10 @@
 """A JSON document in a file that another process (the CLI) may change: the registry and the
-DPS store both keep their state this way."""
+DPS store both keep their state this way. Both hold keys, so the file is private (0600)."""
 
 import json
 import os
+
+from .files import write_private
 
 
 class JsonFile:
@@ -28,9 +30,6 @@ class JsonFile:
         return data
 
     def save(self, data):
-        """Write atomically (temporary file, then rename)."""
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        """Write atomically (temporary file, then rename), mode 0600."""
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True))
         self._stamp = self._file_stamp()

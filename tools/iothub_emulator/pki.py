@@ -57,6 +57,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .files import write_private
+
 PROFILES = ("rsa", "ecc")
 NEGATIVE_KINDS = ("third-root", "self-signed", "expired", "wrong-host")
 _FORMAT = 1  # bump when the generated set changes shape
@@ -351,9 +353,11 @@ class TestPKI:
 
     def _write(self, name, data, secret=False):
         path = self._p(name)
+        if secret:
+            write_private(path, data)  # 0600 even over an older file or a left-over .tmp
+            return name
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
         return name

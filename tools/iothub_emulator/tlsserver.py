@@ -572,3 +572,8 @@ class ServedEndpoint:
     @property
     def root_pem_path(self):
         return self.pki.root_pem_path(self.profile)
+
+    @property
+    def root_der_file(self):
+        """Path of the root (DER) a device trusts for this endpoint: tests pass it as roots=."""
+        return self.pki.root_der_path(self.profile)

@@ -7,8 +7,9 @@ iothub-tool dps-key --group-key K --registration-id R
 """
 
 import argparse
-import os
 import sys
+
+from iothub_emulator.files import write_private
 
 from . import certs
 from .sas import ToolError, derive_device_key, parse_connection_string, token_from_args
@@ -63,9 +64,7 @@ def cmd_cert(args):
     cert_pem, key_pem, sha1, sha256 = certs.create(args.cn, args.rsa, ca_cert, ca_key, args.days)
     with open(args.out_cert, "wb") as f:
         f.write(cert_pem)
-    fd = os.open(args.out_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
+    write_private(args.out_key, key_pem)  # 0600, also over an existing file
     print(
         "certificate: %s (%s, CN=%s, %s)"
         % (

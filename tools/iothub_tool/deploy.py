@@ -188,10 +188,10 @@ def board_info(tool, port):
     raise DeployError("the board on %s did not answer the probe: %r" % (port, out[-200:]))
 
 
-def plan(compiled, info, *, include_lib, config=CONFIG, main=MAIN):
+def plan(compiled, info, *, include_lib, config=CONFIG, main=MAIN, build=BUILD):
     """The mpremote argument lists, in order, for one deploy. `compiled` are paths under
-    build/deploy/<platform>/ as written by mpy.compile_package()."""
-    base = BUILD / info["platform"]
+    <build>/<platform>/ (default build/deploy/) as written by mpy.compile_package()."""
+    base = pathlib.Path(build) / info["platform"]
     steps = []
     if include_lib:
         dirs = {"lib", "lib/iothub"}
@@ -234,6 +234,7 @@ def deploy(
     force_lib=False,
     info=None,
     config=CONFIG,
+    build=BUILD,
 ):
     check_config(config)
     if tool is None and not (dry_run and info):
@@ -241,7 +242,7 @@ def deploy(
     if info is None:
         info = board_info(tool, port)
     march = mpy.MARCH_BY_PLATFORM.get(info["platform"], info.get("arch"))
-    out = BUILD / info["platform"]
+    out = pathlib.Path(build) / info["platform"]
     if out.exists():
         shutil.rmtree(out)
     compiled = mpy.compile_package(out, march=march, bytecode=info["version"])
@@ -253,7 +254,12 @@ def deploy(
             + ("copying lib/iothub anyway; it stays shadowed" if force_lib else "not copying it")
         )
     steps = plan(
-        compiled, info, include_lib=include_lib, config=config, main=MAIN if with_main else None
+        compiled,
+        info,
+        include_lib=include_lib,
+        config=config,
+        main=MAIN if with_main else None,
+        build=build,
     )
     for args in steps:
         if dry_run:
@@ -284,6 +290,11 @@ def main(argv=None):
         help="with --dry-run: do not ask a board, assume this port",
     )
     ap.add_argument("--config", default=str(CONFIG), help="config file (default: %(default)s)")
+    ap.add_argument(
+        "--build",
+        default=str(BUILD),
+        help="where the .mpy files are compiled (default: %(default)s)",
+    )
     args = ap.parse_args(argv)
     if args.assume and not args.dry_run:
         ap.error("--assume only goes with --dry-run")
@@ -298,6 +309,7 @@ def main(argv=None):
             force_lib=args.force_lib,
             info=info,
             config=pathlib.Path(args.config),
+            build=pathlib.Path(args.build),
         )
     except (DeployError, mpy.MpyError) as e:
         print("deploy: %s" % e, file=sys.stderr)

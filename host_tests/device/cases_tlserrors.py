@@ -1,0 +1,50 @@
+# The TLS error table (iothub.tlserrors): run on CPython and on the unix port (coretest.py).
+# Every code the SDK acts on has one outcome and at most one explanation, and the read path
+# and the handshake path explain a code in the same words.
+
+from coretest import eq, has, raises
+
+import iothub.tlserrors as t
+from iothub.errors import ConnectionLost, TLSError
+
+
+def test_read_outcomes():
+    for code in (11, 35, 110, 116, -0x6900, -0x6880):
+        eq(t.read_outcome(OSError(code)), None, "%d means: nothing to read yet" % code)
+    eq(t.read_outcome(OSError(-0x7880)), 0, "close notify is the end of the stream")
+    msg = raises(ConnectionLost, t.read_outcome, OSError(-0x7100))
+    has(msg, "does not fit this firmware's TLS input buffer")
+    has(msg, "mbedTLS -0x7100")
+    msg = raises(ConnectionLost, t.read_outcome, OSError(104, "ECONNRESET"))
+    has(msg, "ECONNRESET")
+    raises(ConnectionLost, t.read_outcome, OSError("no code"))
+    return msg
+
+
+def test_one_explanation_per_code():
+    names = set()
+    for code, (name, outcome, text) in t.CODES.items():
+        eq(name in names, False, "one entry per name: %s" % name)
+        names.add(name)
+        eq(outcome in (t.AGAIN, t.CLOSED, t.FAILED), True, name)
+        if outcome == t.FAILED and code < 0:
+            eq(isinstance(text, str) and len(text) > 20, True, "%s is explained" % name)
+    eq(t.explain(-0x1234), None)
+    return sorted(names)
+
+
+def test_handshake_and_read_say_the_same():
+    for code in (-0x7100, -0x7200, -0x6E80, -0x7080):
+        err = t.handshake_error(OSError(code), "hub.example")
+        eq(isinstance(err, TLSError), True)
+        eq(err.code, code)
+        has(str(err), t.explain(code), "handshake explanation of -0x%04X" % -code)
+        read = raises(ConnectionLost, t.read_outcome, OSError(code))
+        has(read, t.explain(code), "read explanation of -0x%04X" % -code)
+    eq(t.handshake_error(OSError(-0x7100), "h").reason, "buffer")
+    alert = t.handshake_error(OSError(-0x7780), "h", {"profile": "ecc"})
+    eq(alert.reason, "refused")
+    has(str(alert), t.explain(-0x7780))
+    has(str(alert), "use profile 'rsa'")
+    # a socket error code is not a TLS verdict: no mbedTLS explanation is attached
+    eq(t.handshake_error(OSError(110), "h").reason, "other")
