@@ -64,7 +64,7 @@ DEVICE_ID = "hostile-dev"
 KEY = base64.b64encode(bytes(range(32))).decode()
 HEAP = "192k"
 SMALL_HEAP = "144k"
-HEAP_SLACK = 6144  # bytes the heap may grow over a scenario
+HEAP_SLACK = 10240  # bytes the heap may grow over a scenario (twin scenarios: ~7.7 KB)
 TIMEOUT_MS = 2000  # the client's timeout_ms and connect(timeout_ms=...)
 POLL_MS = 200
 N = 8  # messages sent in the hostile phase (at most; it ends after HOSTILE_MS)

@@ -9,6 +9,7 @@
 # handler, the hub's desired patch arrived).
 import gc
 import json
+import sys
 import time
 
 import devkit
@@ -110,6 +111,7 @@ def run(cfg):
         c.on_desired = lambda patch, v: desired.append(v)
 
     rec.call("connect", timeout, c.connect, timeout_ms=timeout)
+    mods = set(sys.modules)
     gc.collect()
     heap_start = gc.mem_alloc()
     print("STARTED", heap_start)
@@ -138,6 +140,8 @@ def run(cfg):
             rec.call("get_twin", timeout, c.get_twin, timeout_ms=timeout)
         rec.call("poll", poll_bound, c.poll, poll_ms)
     stats_hostile = dict(c.stats)
+    gc.collect()
+    heap_hostile = gc.mem_alloc()
     print("HOSTILE-DONE")
     t0 = time.ticks_ms()
     while not _exists(cfg["flag"]) and time.ticks_diff(time.ticks_ms(), t0) < 20000:
@@ -174,6 +178,8 @@ def run(cfg):
         "connected": c.is_connected,
         "heap_start": heap_start,
         "heap_end": heap_end,
+        "heap_hostile": heap_hostile,
+        "modules_loaded": sorted(k for k in sys.modules if k not in mods),
         "hook": hook_calls,
         "hook_kinds": hook_calls_kinds,
         "hook_count": hook_count[0],
