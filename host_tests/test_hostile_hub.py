@@ -63,7 +63,7 @@ ALLOWED = {
 DEVICE_ID = "hostile-dev"
 KEY = base64.b64encode(bytes(range(32))).decode()
 HEAP = "192k"
-SMALL_HEAP = "144k"
+SMALL_HEAP = "160k"
 HEAP_SLACK = 10240  # bytes the heap may grow over a scenario (twin scenarios: ~7.7 KB)
 TIMEOUT_MS = 2000  # the client's timeout_ms and connect(timeout_ms=...)
 POLL_MS = 200
@@ -71,7 +71,8 @@ N = 8  # messages sent in the hostile phase (at most; it ends after HOSTILE_MS)
 HOSTILE_MS = 3000
 MARK = b"POISON-CONTENT"  # inside undeliverable messages: must never be logged
 PRELOAD = ["iothub.inbound", "iothub.routes", "iothub.backoff", "iothub.twin", "iothub.jsonc"]
-SMALL_PRELOAD = ["iothub.inbound", "iothub.routes", "iothub.backoff"]  # no twin at 128 KiB
+BIG_MAX_PACKET = 98304  # memory scenarios: packets within max_packet that the heap cannot hold
+SMALL_PRELOAD = ["iothub.inbound", "iothub.routes", "iothub.backoff"]  # no twin at SMALL_HEAP
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,15 @@ class Scenario(Behaviour):
 class WellBehaved(Scenario):
     name = "well-behaved hub (control)"
     cfg = {"handlers": ["message", "method", "desired"], "twin_every": 3}
+
+
+class WellBehavedSmallHeap(Scenario):
+    name = "well-behaved hub at the small heap (control for the memory scenarios)"
+    cfg = {"handlers": ["message", "method"], "preload": SMALL_PRELOAD}
+    heap = SMALL_HEAP
+
+    def after_connack(self, hub, c):
+        c.send(publish(c2d_topic(DEVICE_ID, "ok=1"), b"fine", qos=1, pid=77))
 
 
 class SlowHandshake(Scenario):
@@ -444,26 +454,26 @@ class HandlerRaises(RedeliveredC2D):
         assert r["messages"] >= 1
 
 
-class SmallHeapC2D(RedeliveredC2D):
-    name = "C2D of 16 KB at a 128 KiB heap"
+class C2DAboveFreeHeap(RedeliveredC2D):
+    name = "C2D of 60 KB within max_packet (96 KiB) but above the free heap (160 KiB heap)"
     heap = SMALL_HEAP
-    cfg = {"handlers": ["message"], "preload": SMALL_PRELOAD}
-    payload = b"z" * 16000
+    cfg = {"handlers": ["message"], "preload": SMALL_PRELOAD, "max_packet": BIG_MAX_PACKET}
+    payload = b"z" * 60000
     follow_up = False
 
     def check(self, r, hub, out):
         pass  # delivered or dropped: only the common checks
 
 
-class MethodName20K(RawAfterConnack):
-    name = "direct method with a 20 KB name at a 128 KiB heap"
-    cfg = {"handlers": ["method"], "preload": SMALL_PRELOAD}
+class MethodNameHuge(RawAfterConnack):
+    name = "direct method with a 45 KB name within max_packet but above the free heap"
+    cfg = {"handlers": ["method"], "preload": SMALL_PRELOAD, "max_packet": BIG_MAX_PACKET}
     heap = SMALL_HEAP
-    raw_bytes = publish("$iothub/methods/POST/" + "m" * 20000 + "/?$rid=1", b"{}")
+    raw_bytes = publish("$iothub/methods/POST/" + "m" * 45000 + "/?$rid=1", b"{}")
 
 
 class Flood(RawAfterConnack):
-    name = "flood of 3000 small QoS 1 PUBLISHes at a 128 KiB heap"
+    name = "flood of 3000 small QoS 1 PUBLISHes at a 160 KiB heap"
     cfg = {"handlers": ["message"], "preload": SMALL_PRELOAD}
     heap = SMALL_HEAP
 
@@ -563,6 +573,7 @@ class TwinNeverAnswers(Scenario):
 
 SCENARIOS = [
     WellBehaved,
+    WellBehavedSmallHeap,
     SlowHandshake,
     PlainHTTP,
     SilentTCP,
@@ -593,8 +604,8 @@ SCENARIOS = [
     BadPercentC2D,
     BadUTF8TopicC2D,
     HandlerRaises,
-    SmallHeapC2D,
-    MethodName20K,
+    C2DAboveFreeHeap,
+    MethodNameHuge,
     Flood,
     UnexpectedTopic,
     TwinList,
