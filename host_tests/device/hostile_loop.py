@@ -161,6 +161,10 @@ def run(cfg):
         rec.call("get_twin", timeout, c.get_twin, timeout_ms=timeout)
     hook_calls_kinds = [k for k, _ in hook_calls]
     gc.collect()
+    heap_drained = gc.mem_alloc()
+    for _ in range(3):
+        rec.call("poll", poll_bound, c.poll, 100)
+    gc.collect()
     heap_end = gc.mem_alloc()
     result = {
         "escaped": rec.escaped,
@@ -179,6 +183,7 @@ def run(cfg):
         "heap_start": heap_start,
         "heap_end": heap_end,
         "heap_hostile": heap_hostile,
+        "heap_drained": heap_drained,
         "modules_loaded": sorted(k for k in sys.modules if k not in mods),
         "hook": hook_calls,
         "hook_kinds": hook_calls_kinds,
