@@ -663,8 +663,16 @@ def run_scenario(pki, tmp_path, mpy_dir, scenario):
     cfg = device_cfg(hub, tmp_path, scenario)
     dev = DeviceProcess(BODY, cfg, heapsize=scenario.heap, extra_path=[mpy_dir])
     try:
-        dev.expect("STARTED", 15)
-        dev.expect("HOSTILE-DONE", 30)
+        try:
+            dev.expect("STARTED", 15)
+        except AssertionError as e:
+            raise AssertionError(
+                "the first connect(timeout_ms=%d) did not end within 15 s\n%s" % (TIMEOUT_MS, e)
+            ) from None
+        try:
+            dev.expect("HOSTILE-DONE", 30)
+        except AssertionError as e:
+            raise AssertionError("the hostile phase did not end within 30 s\n%s" % e) from None
         hub.heal()
         (tmp_path / "healed").write_text("yes")
         r = json.loads(dev.expect("RESULT", 40))
