@@ -385,8 +385,8 @@ class HostileHub:
         c = Conn(self, tls, sock)
         with self.lock:
             self.conns.add(c)
-        if self.stopped.is_set():
-            c.close()
+        if self.stopped.is_set() or (b is not self.normal and self.healed.is_set()):
+            c.close()  # healed (or stopped) during the handshake: heal() missed this one
         try:
             self._mqtt(c, b)
         except EOFError:

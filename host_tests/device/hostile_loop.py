@@ -159,6 +159,14 @@ def run(cfg):
         rec.call("poll", poll_bound, c.poll, 100)
     if cfg.get("twin_at_end") and c.is_connected:
         rec.call("get_twin", timeout, c.get_twin, timeout_ms=timeout)
+    # One blocking send proves a live link to the well-behaved hub (the hostile link closed
+    # by heal() may still look open until the next read).
+    t0 = time.ticks_ms()
+    final = None
+    while final is None and time.ticks_diff(time.ticks_ms(), t0) < cfg.get("drain_ms", 15000):
+        final = rec.call("send", timeout, c.send, '{"final":1}', message_id="final")
+        if final is None:
+            rec.call("poll", poll_bound, c.poll, 100)
     hook_calls_kinds = [k for k, _ in hook_calls]
     gc.collect()
     heap_drained = gc.mem_alloc()
@@ -190,6 +198,7 @@ def run(cfg):
         "hook_count": hook_count[0],
         "desired": [v if isinstance(v, int) else repr(v) for v in desired],
         "messages": msgs[0],
+        "final_acked": final is not None,
     }
     print("RESULT", json.dumps(result))
     rec.call("disconnect", timeout, c.disconnect)
