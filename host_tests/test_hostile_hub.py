@@ -408,7 +408,11 @@ class RedeliveredC2D(Scenario):
             assert r["messages"] >= 1, "the valid message after it was not delivered"
         if self.expect_kind:
             assert r["stats"].get(POISON_STAT, 0) >= 1, r["stats"]
-            assert self.expect_kind in r["hook_kinds"], r["hook"]
+            assert self.expect_kind in r["hook_kinds"], "%s not called with kind %r: %s" % (
+                ERROR_HOOK,
+                self.expect_kind,
+                r["hook"],
+            )
         assert MARK.decode() not in out, "the content of a dropped message was logged"
         for _, detail in r["hook"]:
             assert MARK.decode() not in detail, r["hook"]
@@ -540,7 +544,11 @@ class DesiredPatch(Scenario):
         c.send(publish("$iothub/twin/PATCH/properties/desired/", self.patch))
 
     def check(self, r, hub, out):
-        assert KIND_TWIN in r["hook_kinds"], r["hook"]
+        assert KIND_TWIN in r["hook_kinds"], "%s not called with kind %r; its calls: %s" % (
+            ERROR_HOOK,
+            KIND_TWIN,
+            r["hook"],
+        )
         assert DESIRED_PATCH_VERSION in r["desired"], r["desired"]
 
 
