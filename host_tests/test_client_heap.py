@@ -1,8 +1,9 @@
 """Heap discipline of DeviceClient on the unix port, against the emulator over TLS:
 
 - the send path allocates nothing: QoS 1 sends (until their PUBACK) of a bytes payload
-  with no properties, or with the same properties as the previous send, and QoS 0 sends,
-  all under micropython.heap_lock() (any allocation raises MemoryError there);
+  with no properties, or with the same properties (and Plug and Play component) as the
+  previous send, and QoS 0 sends, all under micropython.heap_lock() (any allocation raises
+  MemoryError there);
 - a long outage cannot fragment the heap: a few hundred queued sends of random sizes
   with the hub down (queue full, drop-oldest), then an 8 KB contiguous block must still
   be allocatable, and once the hub is back the newest queued messages arrive in order.
@@ -56,6 +57,7 @@ import devkit
 c = devkit.client(CFG)
 c.connect()
 props = {"sensor": "bme280", "alert": "low"}
+comp = CFG.get("component")  # a Plug and Play component: part of the cached topic
 body = b'{"temperature":21.5,"humidity":40.25,"pressure":1013.25,"seq":1}'
 
 
@@ -66,7 +68,7 @@ def locked(n):
     try:
         for i in range(n):
             step = "QoS 1, same properties"
-            c.send(body, properties=props)
+            c.send(body, properties=props, component=comp)
             step = "QoS 1, no properties"
             c.send(body)
             step = "QoS 0, no properties"
@@ -83,7 +85,7 @@ def locked(n):
 
 # warm up: the cached topic, the decoder's packet, ipoll's result tuple are made once
 for _ in range(3):
-    c.send(body, properties=props)
+    c.send(body, properties=props, component=comp)
     c.send(body)
     c.send(body, qos=0)
     c.poll(0)
@@ -107,6 +109,28 @@ def test_send_path_allocates_nothing(emu, mpy_dir, form):
     # every message reached the hub: 3 per round, the warm-up's 9 and the last one
     emu.wait_telemetry(3 * 100 + 9 + 1, cfg["device_id"], timeout=20)
     assert len(emu.telemetry(cfg["device_id"])) == 3 * 100 + 9 + 1
+
+
+@pytest.mark.parametrize("form", ["py", "mpy"])
+def test_component_send_allocates_nothing(emu, mpy_dir, form):
+    # send(component=) keys the topic cache too: unchanged properties and component reuse it
+    cfg = cfg_for(emu, "heap-lock-pnp-" + form, n=100, component="thermostat1")
+    extra = [mpy_dir] if form == "mpy" else []
+    out = mpyrun.run("CFG=%r\n" % cfg + HEAP_LOCKED, timeout=120, extra_path=extra, check=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, out.stdout + out.stderr
+    r = json.loads(line[-1][7:])
+    assert r["step"] == "done", "allocated under heap_lock at: %s\n%s" % (r["step"], out.stdout)
+    assert r["done"] == 100 and r["queued"] == 0, r
+    emu.wait_telemetry(3 * 100 + 9 + 1, cfg["device_id"], timeout=20)
+    msgs = emu.telemetry(cfg["device_id"])
+    # one component send per round and in the warm-up, the others bare
+    assert [m["component"] for m in msgs].count("thermostat1") == 100 + 3
+    first = msgs[0]
+    assert first["component"] == "thermostat1" and first["properties"] == {
+        "sensor": "bme280",
+        "alert": "low",
+    }
 
 
 CFG_HEAP = 160 * 1024

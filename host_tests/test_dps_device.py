@@ -264,6 +264,41 @@ def test_payloads_both_ways(env):
     assert env.dps.registration("pl-1")["devicePayload"] == model
 
 
+def test_model_id_in_the_registration_and_the_hub_connect(env):
+    # IoT Central: DPS with the ID scope and a group key, the model id in the registration
+    model = "dtmi:com:example:iothub:TemperatureController;1"
+    gkey = env.dps.add_group("central-group")
+    out = device(env.cfg("pnp-1", group_key=gkey, model_id=model, payload={"site": "lab"}), "boot")
+    assert out["ok"], out
+    assert env.dps.registration("pnp-1")["devicePayload"] == {"site": "lab", "modelId": model}
+    # the assigned hub's client announces the same model id
+    assert env.hub.connect_info("pnp-1")["model_id"] == model
+    # the saved assignment gives it too on the next boot (no DPS this time)
+    out = device(env.cfg("pnp-1", group_key=gkey, model_id=model, boot_no=2), "boot")
+    assert out["ok"] and out["source"] == "saved", out
+    connects = [e[3] for e in env.hub.events if e[1] == "pnp-1" and e[2] == "connect"]
+    assert [c.get("model_id") for c in connects] == [model, model]
+
+
+def test_model_id_bad_input_is_a_config_error():
+    code = (
+        "from iothub.provisioning import ProvisioningClient\n"
+        "for kw in ({'model_id': ''}, {'model_id': 5}, {'model_id': 'dtmi:a;1', 'payload': [1]},\n"
+        "           {'model_id': 'dtmi:a;1', 'payload': {'modelId': 'dtmi:b;1'}}):\n"
+        "    try:\n"
+        "        ProvisioningClient('0ne00000001', 'r1', symmetric_key='a2V5a2V5a2V5a2V5a2V5', **kw)\n"
+        "        print('ACCEPTED', kw)\n"
+        "    except ValueError as e:\n"
+        "        print('REFUSED', type(e).__name__, e)\n"
+    )
+    proc = mpyrun.run(code, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and all(ln.startswith("REFUSED ConfigError") for ln in lines), (
+        proc.stdout + proc.stderr
+    )
+    assert "model_id" in lines[0] and "dict" in lines[2] and "another modelId" in lines[3]
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 

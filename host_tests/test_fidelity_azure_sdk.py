@@ -219,3 +219,93 @@ def test_sdk_refused_with_a_wrong_key(emu):
         "signature does not match" in [e for e in emu.events if e[2] == "connect"][-1][3]["reason"]
     )
     assert [e[3] for e in emu.events if e[2] == "connack"] == [5]
+
+
+# ---- IoT Plug and Play: our reports as the official SDK reads them --------------------------------
+
+# JSON texts azure-sdk-for-c's property writer produces (its unit tests,
+# sdk/tests/iot/hub/test_az_iot_hub_client_properties.c): a component with a read-only property,
+# and writable-property acknowledgements at the root and in a component.
+C_SDK_COMPONENT = '{"component_one":{"__t":"c","prop":100}}'
+C_SDK_ACK = '{"targetTemperature":{"ac":200,"av":29,"ad":"success","value":50}}'
+C_SDK_COMPONENT_ACK = (
+    '{"component_one":{"__t":"c","targetTemperature":{"ac":200,"av":5,"ad":"success","value":23}}}'
+)
+
+PNP_DEVICE = r"""
+import devkit
+from iothub import pnp
+c = devkit.client(CFG)
+c.connect()
+print("A", pnp.Patch().report({"prop": 100}, "component_one").encode().decode())
+print("B", pnp.Patch().ack("targetTemperature", 50, 29, 200, "success").encode().decode())
+print("C", pnp.Patch().ack("targetTemperature", 23, 5, 200, "success", "component_one").encode().decode())
+c.report_properties({"prop": 100}, component="component_one")
+c.ack_writable("targetTemperature", 50, 29, 200, "success")
+c.ack_writable("targetTemperature", 23, 5, 200, "success", component="component_one")
+c.disconnect()
+print("DONE")
+"""
+
+
+def test_pnp_reports_read_back_by_the_sdk(emu, tmp_path):
+    """Our device (unix port) reports with the PnP helpers; the official SDK, connected as the
+    same device, reads the twin: the same documents azure-sdk-for-c's writer produces."""
+    import json
+
+    import mpyrun
+
+    emu.add_device("pnpdev")
+    (tmp_path / "root.der").write_bytes(emu.root_der)
+    cfg = {
+        "profile": emu.profile,
+        "port": emu.port,
+        "root": str(tmp_path / "root.der"),
+        "cs": emu.connection_string("pnpdev", gateway=False),
+    }
+    proc = mpyrun.run("CFG = %r\n" % (cfg,) + PNP_DEVICE, timeout=60)
+    assert "DONE" in proc.stdout, proc.stdout + proc.stderr
+    lines = dict(
+        ln.split(" ", 1) for ln in proc.stdout.splitlines() if ln[:2] in ("A ", "B ", "C ")
+    )
+    assert (lines["A"], lines["B"], lines["C"]) == (C_SDK_COMPONENT, C_SDK_ACK, C_SDK_COMPONENT_ACK)
+
+    want = {}
+    for text in (C_SDK_COMPONENT, C_SDK_ACK, C_SDK_COMPONENT_ACK):
+        for k, v in json.loads(text).items():  # the hub merges the three patches
+            want.setdefault(k, {}).update(v)
+    client = _client(emu, emu.connection_string("pnpdev"))
+    try:
+        client.connect()
+        reported = client.get_twin()["reported"]
+    finally:
+        client.shutdown()
+    assert reported.pop("$version") == 4
+    assert reported == want
+
+
+def test_pnp_acks_written_by_the_sdk_satisfy_our_parser_and_the_hub(emu):
+    """The other way round: a device on the official SDK acknowledges a component's writable
+    property in azure-sdk-for-c's shape; the emulator's service view shows it accepted, and our
+    device-side parser (iothub.pnp on CPython) finds nothing left to acknowledge."""
+    import json
+
+    from iothub import pnp
+
+    emu.add_device("sdkpnp")
+    v = emu.set_writable("sdkpnp", "targetTemperature", 23, component="component_one")
+    client = _client(emu, emu.connection_string("sdkpnp"))
+    try:
+        client.connect()
+        twin = client.get_twin()
+        assert twin["desired"]["component_one"] == {"__t": "c", "targetTemperature": 23}
+        version, todo = pnp.unacknowledged(twin)
+        assert (version, todo) == (v, [("component_one", "targetTemperature", 23)])
+        ack = json.loads(C_SDK_COMPONENT_ACK.replace('"av":5', '"av":%d' % v))
+        client.patch_twin_reported_properties(ack)
+        twin = client.get_twin()
+    finally:
+        client.shutdown()
+    assert pnp.unacknowledged(twin) == (v, [])
+    st = emu.writable_status("sdkpnp", "targetTemperature", "component_one")
+    assert st["state"] == "accepted" and st["ack"]["av"] == v

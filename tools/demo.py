@@ -39,7 +39,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", choices=("ecc", "rsa"), default="ecc")
     ap.add_argument("--auth", choices=("sas", "x509"), default="sas")
-    ap.add_argument("--mode", choices=("hub", "dps"), default="hub")
+    ap.add_argument("--mode", choices=("hub", "dps", "pnp"), default="hub")
     ap.add_argument("--transport", choices=("mqtt", "websockets"), default="mqtt")
     ap.add_argument(
         "--state",
@@ -59,6 +59,15 @@ def main(argv=None):
             demo_dps.main(
                 ["--profile", args.profile, "--auth", args.auth]
                 + (["--state", args.state] if args.state else [])
+            )
+        )
+
+    if args.mode == "pnp":
+        import demo_pnp
+
+        raise SystemExit(
+            demo_pnp.main(
+                ["--profile", args.profile] + (["--state", args.state] if args.state else [])
             )
         )
 

@@ -124,8 +124,9 @@ class Led:
 # ---- the client --------------------------------------------------------------------------
 
 
-def make_client(cfg):
-    """A DeviceClient from config.py: a connection string, or DPS when that is empty."""
+def make_client(cfg, model_id=None):
+    """A DeviceClient from config.py: a connection string, or DPS when that is empty.
+    model_id: the Plug and Play model the device announces (pnp_thermostat.py)."""
     kw = {"tls": setting(cfg, "TLS_PROFILE", "rsa")}
     if setting(cfg, "ROOTS"):
         kw["roots"] = cfg.ROOTS
@@ -135,6 +136,8 @@ def make_client(cfg):
         kw["port"] = cfg.PORT
     cs = setting(cfg, "CONNECTION_STRING", "")
     if cs:
+        if model_id is not None:
+            kw["model_id"] = model_id
         return iothub.DeviceClient.from_connection_string(cs, **kw)
     if setting(cfg, "DPS_ID_SCOPE", ""):
         # Provisioning is a separate module, loaded only by devices that use it. The
@@ -147,6 +150,7 @@ def make_client(cfg):
             symmetric_key=cfg.DPS_SYMMETRIC_KEY,
             tls=kw["tls"],
             roots=kw.get("roots"),
+            model_id=model_id,  # IoT Central picks the device template by it
         )
         result = provision_or_load(pc, setting(cfg, "DPS_STATE_FILE", "/provisioning.json"))
         hub_kw = {k: kw[k] for k in ("host", "port") if k in kw}

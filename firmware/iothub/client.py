@@ -52,6 +52,10 @@ def _positive(v, what):
 
 
 class DeviceClient:
+    # Plug and Play: the model's component names, for desired patches written without the
+    # "__t":"c" marker (a marked object is a component anyway).
+    components = ()
+
     def __init__(self, hostname, device_id, **options):
         # Options and their defaults: see clientx.OPTIONS (checked there, once).
         from . import clientx
@@ -91,7 +95,7 @@ class DeviceClient:
         def set_(self, fn):
             had = self._handlers.get(name) is not None
             self._handlers[name] = fn
-            if name == "desired" and fn is not None:
+            if (name == "desired" or name == "writable") and fn is not None:
                 self._twin()
             if self.is_connected and (fn is not None or had):
                 from . import clientx
@@ -103,6 +107,12 @@ class DeviceClient:
     on_message = _handler_prop("message")
     on_method = _handler_prop("method")
     on_desired = _handler_prop("desired")
+    # Plug and Play (iothub/pnp.py, loaded when first needed): on_writable(component, name,
+    # value, version) -> None (200), a status or (status, description), acknowledged for it;
+    # on_command(component, command, payload) -> (status, payload), None for a command it
+    # does not know (passed to on_method, else answered 404).
+    on_writable = _handler_prop("writable")
+    on_command = _handler_prop("command")
     del _handler_prop
 
     def _twin(self):
@@ -142,7 +152,8 @@ class DeviceClient:
             "clientx", "mqttconn", "routes", "sas", "pct", "tlsprofile", "connstr", "utf8"
         )
         self._notify(CONNECTED, None)
-        if self._handlers.get("desired"):
+        h = self._handlers
+        if h.get("desired") or h.get("writable"):
             self._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
         return session_present
 
@@ -184,11 +195,18 @@ class DeviceClient:
     def _publish(self, topic, payload, qos=0, pid=0, dup=False):
         self._s.publish(topic, payload, qos, pid, dup)
 
-    def _telemetry_topic(self, props, mid, cid, ct, ce):
+    def _telemetry_topic(self, props, mid, cid, ct, ce, comp):
         # The encoded topic of the previous send is reused when nothing it was built from
         # changed: compared by value against a private snapshot, so a dict the
         # application mutates between sends is noticed.
-        if props is None and mid is None and cid is None and ct is None and ce is None:
+        if (
+            props is None
+            and mid is None
+            and cid is None
+            and ct is None
+            and ce is None
+            and comp is None
+        ):
             return self._t0  # the bare telemetry topic, built once
         k = self._tkey
         if (
@@ -197,19 +215,23 @@ class DeviceClient:
             and k[2] == cid
             and k[3] == ct
             and k[4] == ce
+            and k[5] == comp
             and k[0] == props
         ):
             return self._topic
-        t = topics.telemetry_topic(
-            self.device_id, self.module_id, props, mid, cid, None, ct, ce
-        ).encode()
+        t = topics.telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
+        if comp is not None:  # Plug and Play component telemetry: $.sub={component}
+            from .pnp import add_component
+
+            t = add_component(t, comp)
+        t = t.encode()
         if isinstance(props, dict):
             snap = dict(props)
         elif props is None:
             snap = None
         else:
             snap = [p[:] for p in props]
-        self._tkey = [snap, mid, cid, ct, ce]
+        self._tkey = [snap, mid, cid, ct, ce, comp]
         self._topic = t
         return t
 
@@ -225,6 +247,7 @@ class DeviceClient:
         qos=1,
         timeout_ms=None,
         block=True,
+        component=None,
     ):
         """Send telemetry. QoS 1 returns once the hub's PUBACK arrives.
 
@@ -233,6 +256,7 @@ class DeviceClient:
         With block=False it is queued and sent by poll(). A message larger than the ring
         is never queued: it is sent straight from the payload while connected, and send()
         raises ConnectionLost if the link fails before its PUBACK (send it again).
+        component: the Plug and Play component the telemetry belongs to ($.sub).
         """
         if qos != 1 and qos != 0:
             raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
@@ -250,7 +274,7 @@ class DeviceClient:
             else:
                 raise ConfigError("payload must be bytes, str, dict or list")
         topic = self._telemetry_topic(
-            properties, message_id, correlation_id, content_type, content_encoding
+            properties, message_id, correlation_id, content_type, content_encoding, component
         )
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
@@ -259,7 +283,7 @@ class DeviceClient:
             from .clientx import props_size
 
             size = plen + props_size(
-                properties, message_id, correlation_id, content_type, content_encoding
+                properties, message_id, correlation_id, content_type, content_encoding, component
             )
             if size > D2C_MAX:
                 raise ConfigError(
@@ -348,6 +372,25 @@ class DeviceClient:
     def update_reported(self, patch, timeout_ms=None):
         """PATCH reported properties (None deletes a member). Returns the new version."""
         return self._twin().update_reported(patch, timeout_ms)
+
+    # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
+
+    def report_properties(self, properties, component=None, timeout_ms=None):
+        """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
+        pnp.Patch with several properties, components and acks. Returns the new version."""
+        from .pnp import report_properties
+
+        return report_properties(self._twin(), properties, component, timeout_ms)
+
+    def ack_writable(
+        self, name, value, version, status=200, description=None, component=None, timeout_ms=None
+    ):
+        """Acknowledge a writable property ({"ac", "av", "ad", "value"}) at the desired
+        version it answers. Returns the new reported version."""
+        from .pnp import Patch, report_properties
+
+        patch = Patch().ack(name, value, version, status, description, component)
+        return report_properties(self._twin(), patch, None, timeout_ms)
 
     def _on_publish(self, pkt):
         from .inbound import route

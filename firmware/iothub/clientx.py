@@ -246,8 +246,11 @@ def filters(c, only=None):
     """Topic filters for the handlers set (or for the one named), [] when none."""
     h = c._handlers
     tw = c._tw
-    want_twin = only == "twin" or h.get("desired") or (tw is not None and tw.want)
-    if not (h.get("message") or h.get("method") or want_twin):
+    want_twin = (
+        only == "twin" or h.get("desired") or h.get("writable") or (tw is not None and tw.want)
+    )
+    methods = h.get("method") or h.get("command")
+    if not (h.get("message") or methods or want_twin):
         return []
     from . import routes
 
@@ -257,9 +260,9 @@ def filters(c, only=None):
             f.append(routes.module_inputs_subscribe_topic(c.device_id, c.module_id))
         else:
             f.append(routes.c2d_subscribe_topic(c.device_id))
-    if only in (None, "method") and h.get("method"):
+    if only in (None, "method", "command") and methods:
         f.append(routes.METHODS_SUB)
-    if only in (None, "desired", "twin") and want_twin:
+    if only in (None, "desired", "writable", "twin") and want_twin:
         f.append(routes.TWIN_RES_SUB)
         f.append(routes.TWIN_DESIRED_SUB)
     return f

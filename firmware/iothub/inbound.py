@@ -88,6 +88,11 @@ def _route(c, topic, payload):
 
 def _answer_method(c, name, rid, payload):
     fn = c._handlers.get("method")
+    on_command = c._handlers.get("command")
+    if on_command is not None:  # Plug and Play: "component*command", then on_method
+        from .pnp import command_handler
+
+        fn = command_handler(on_command, fn)
     if fn is None:
         status, result = 404, {"error": "no handler for method %s" % name}
     else:

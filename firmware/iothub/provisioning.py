@@ -86,6 +86,7 @@ class ProvisioningResult:
         self.source = source
         self._creds = None  # {"shared_access_key": ...} or {"cert": ..., "key": ...}
         self._tls = None  # {"tls": profile, "roots": ...} of the provisioning client
+        self._model_id = None  # the Plug and Play model id the device registered with
 
     @classmethod
     def _from(cls, get, source, **extra):
@@ -104,10 +105,11 @@ class ProvisioningResult:
             lambda name, member: state.get(member) if member else None, "dps", id_scope=id_scope
         )
 
-    def attach(self, credentials, tls=None):
-        """Give the result the credentials (and TLS settings) client() uses."""
+    def attach(self, credentials, tls=None, model_id=None):
+        """Give the result the credentials (TLS settings, model id) client() uses."""
         self._creds = credentials
         self._tls = tls
+        self._model_id = model_id
         return self
 
     def client(self, **kw):
@@ -126,6 +128,8 @@ class ProvisioningResult:
         if self._tls and "tls" not in kw:
             args.update(self._tls)
         args.update(self._creds)
+        if self._model_id is not None:
+            args["model_id"] = self._model_id  # announced again in the hub CONNECT
         args.update(kw)
         return DeviceClient(self.assigned_hub, self.device_id, **args)
 
@@ -168,7 +172,7 @@ class ProvisioningResult:
         if pc is not None:
             if r.id_scope != pc.id_scope or r.registration_id != pc.registration_id:
                 return None
-            r.attach(pc.credentials(), pc.tls_settings())
+            r.attach(pc.credentials(), pc.tls_settings(), pc.model_id)
         return r
 
     def __repr__(self):
@@ -194,10 +198,12 @@ class ProvisioningClient:
     endpoint: the DPS host name (TLS server name and SNI); host: address to dial instead
     (default: endpoint); tls: "rsa" or "ecc" profile; roots: trust anchors (default: the
     profile's DigiCert root). payload: JSON-able data sent with the registration (e.g.
-    {"modelId": "dtmi:...;1"}). timeout_ms bounds a whole register(); retry-after values
-    are clamped to [min_retry_s, max_retry_s]; a throttled request without retry-after is
-    repeated after backoff.next_delay_ms() (default: dps_replies.throttle_backoff(min_retry_s,
-    max_retry_s), reset when the registration moves on). key_name: skn of the SAS token
+    {"modelId": "dtmi:...;1"}). model_id: the IoT Plug and Play model (DTDL) id, sent as
+    {"modelId": ...} in the payload (IoT Central picks the device template by it) and by
+    the result's client() in its CONNECT. timeout_ms bounds a whole register(); retry-after
+    values are clamped to [min_retry_s, max_retry_s]; a throttled request without retry-after
+    is repeated after backoff.next_delay_ms() (default: dps_replies.throttle_backoff(
+    min_retry_s, max_retry_s), reset when the registration moves on). key_name: skn of the SAS token
     ("registration" as the DPS doc shows; None to omit it, as the python SDK does)."""
 
     def __init__(
@@ -218,6 +224,7 @@ class ProvisioningClient:
         roots=None,
         max_fragment_length=None,
         payload=None,
+        model_id=None,
         timeout_ms=60000,
         min_retry_s=dr.MIN_RETRY_S,
         max_retry_s=dr.MAX_RETRY_S,
@@ -268,6 +275,18 @@ class ProvisioningClient:
         self.tls = tls
         self.roots = roots
         self.max_fragment_length = max_fragment_length
+        if model_id is not None:
+            if not isinstance(model_id, str) or not model_id:
+                raise ConfigError("model_id must be a non-empty str (a DTDL id, dtmi:...;1)")
+            if payload is None:
+                payload = {}
+            elif not isinstance(payload, dict):
+                raise ConfigError("model_id= goes into the payload: payload= must be a dict")
+            elif payload.get("modelId", model_id) != model_id:
+                raise ConfigError("payload= has another modelId than model_id=")
+            payload = dict(payload)
+            payload["modelId"] = model_id
+        self.model_id = model_id
         self.payload = payload
         self._payload_json = dt.encode_payload(payload)
         self.timeout_ms = timeout_ms
@@ -424,7 +443,7 @@ class ProvisioningClient:
                         log, 1, "DPS: assigned %s on %s" % (result.device_id, result.assigned_hub)
                     )
                     ok = True
-                    return result.attach(self.credentials(), self.tls_settings())
+                    return result.attach(self.credentials(), self.tls_settings(), self.model_id)
                 if kind == dr.POLL:
                     op = step[1]
                     self._backoff.reset()

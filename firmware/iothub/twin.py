@@ -1,7 +1,9 @@
 # Device twin: GET and reported PATCH correlated by $rid with bounded waits, and desired
 # properties delivered once per $version (also after a reconnect, when patches pushed while
 # offline were missed). One Twin per DeviceClient, made on the first twin call or desired
-# handler; a telemetry-only client never loads this module.
+# handler; a telemetry-only client never loads this module. With an on_writable handler (IoT
+# Plug and Play) writable properties are acknowledged through iothub/pnp.py after every
+# connect and on every desired patch.
 #
 # What the hub sends is checked before it is used: a twin document or desired patch that is
 # not a JSON object, or a $version that is not an integer in 0..2^53, is refused with
@@ -42,8 +44,8 @@ class Twin:
             raise ConnectionLost("not connected")
         if not self.want:
             # first twin request: subscribe to the responses (connect() renews it later);
-            # a desired handler subscribed them already
-            if not c._handlers.get("desired"):
+            # a desired or writable handler subscribed them already
+            if not self.handlers():
                 from . import clientx
 
                 clientx.subscribe(c, clientx.filters(c, "twin"))
@@ -65,9 +67,15 @@ class Twin:
             raise StatusError(status, what, body)
         return version, body
 
+    def handlers(self):
+        h = self.c._handlers
+        return h.get("desired") or h.get("writable")
+
     def on_response(self, rid, status, version, payload):
         if rid in self.replies:
             self.replies[rid] = (status, version, payload)
+        elif status >= 400:  # a request nobody waits for (a Plug and Play acknowledgement)
+            self.c._log_line(0, "twin request %s failed with status %d" % (rid, status))
 
     def fetch(self, timeout_ms=None):
         _, body = self.request(routes.twin_get_topic, b"", "twin GET", timeout_ms)
@@ -111,10 +119,14 @@ class Twin:
         version = desired.get("$version")
         if version is None:
             return
+        if c._handlers.get("writable"):
+            from .pnp import acknowledge_twin
+
+            acknowledge_twin(self, doc, version, True)  # every connect, the first one too
         if self.version is None:
             self.version = version  # first connect: the application reads the twin itself
         elif version > self.version:
-            self.deliver(desired, version)
+            self.deliver(desired, version, True)
 
     def on_patch(self, payload, version):
         """A desired-properties PATCH pushed by the hub (version from its topic, 0 if none)."""
@@ -127,13 +139,19 @@ class Twin:
             return
         self.deliver(patch, version)
 
-    def deliver(self, patch, version):
+    def deliver(self, patch, version, full=False):
+        # full: the desired section of the whole twin (after a reconnect), else a patch
         if self.version is not None and version <= self.version:
             return
         self.version = version
-        fn = self.c._handlers.get("desired")
+        h = self.c._handlers
+        fn = h.get("desired")
         if fn is not None:
             try:
                 fn(patch, version)
             except Exception as e:
                 self.c._log_line(0, "on_desired raised %r" % (e,))
+        if not full and h.get("writable"):
+            from .pnp import acknowledge_twin
+
+            acknowledge_twin(self, patch, version, False)

@@ -1,6 +1,6 @@
 # Device-side DPS test driver (runs on the unix port). The test passes CFG, a dict:
 #   id_scope, registration_id, dps_port, profile, root (DER path), and one credential:
-#   symmetric_key | group_key | cert + key (PEM paths); optional: endpoint, payload,
+#   symmetric_key | group_key | cert + key (PEM paths); optional: endpoint, payload, model_id,
 #   timeout_ms, min_retry_s, max_retry_s, key_name, hub_port, hub_root, hub_profile, state.
 # Every entry point prints one JSON line (the last line of stdout) describing the outcome.
 import json
@@ -34,6 +34,7 @@ def pclient(cfg):
     for k in (
         "endpoint",
         "payload",
+        "model_id",
         "timeout_ms",
         "min_retry_s",
         "max_retry_s",

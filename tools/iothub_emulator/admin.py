@@ -6,7 +6,10 @@
     POST /c2d       {device_id, payload | payload_b64, properties?, message_id?, correlation_id?} -> {message_id}
     POST /method    {device_id, name, payload?, timeout?, module_id?}            -> {status, payload}
     POST /desired   {device_id, patch, module_id?}                               -> {version}
-    GET  /telemetry[?device_id=D]        [{..., payload (text) or payload_b64}]
+    POST /writable  {device_id, name, value, component?, module_id?, wait?}      -> {version, status}
+    GET  /writable?device_id=D&name=N[&component=C][&module_id=M]               -> status
+    POST /command   {device_id, name, component?, payload?, timeout?, module_id?} -> {status, payload}
+    GET  /telemetry[?device_id=D][&component=C]  [{..., component, payload (text) or payload_b64}]
     GET  /twin?device_id=D[&module_id=M]
     GET  /events[?since=N]
     GET  /faults ; POST /faults {name: value, ...} ; POST /faults/reset
@@ -213,7 +216,39 @@ class _Handler(BaseHTTPRequestHandler):
         return {"version": self.emu.patch_desired(b["device_id"], b["patch"], b.get("module_id"))}
 
     def GET_telemetry(self, q, b):
-        return [telemetry_json(r) for r in self.emu.telemetry(q.get("device_id"))]
+        recs = self.emu.telemetry(q.get("device_id"))
+        if "component" in q:
+            recs = [r for r in recs if r.get("component") == q["component"]]
+        return [telemetry_json(r) for r in recs]
+
+    def POST_writable(self, q, b):
+        # status: {desired, desired_version, ack, state}; with wait=S, after the device's ack
+        dev, name, comp, mod = b["device_id"], b["name"], b.get("component"), b.get("module_id")
+        version = self.emu.set_writable(dev, name, b["value"], comp, mod)
+        if b.get("wait"):
+            try:
+                status = self.emu.wait_writable_ack(dev, name, comp, version, float(b["wait"]), mod)
+            except TimeoutError:
+                status = self.emu.writable_status(dev, name, comp, mod)
+        else:
+            status = self.emu.writable_status(dev, name, comp, mod)
+        return {"version": version, "status": status}
+
+    def GET_writable(self, q, b):
+        return self.emu.writable_status(
+            q["device_id"], q["name"], q.get("component"), q.get("module_id")
+        )
+
+    def POST_command(self, q, b):
+        status, payload = self.emu.invoke_command(
+            b["device_id"],
+            b["name"],
+            b.get("payload"),
+            b.get("component"),
+            float(b.get("timeout", 30)),
+            b.get("module_id"),
+        )
+        return {"status": status, "payload": payload}
 
     def GET_twin(self, q, b):
         return self.emu.twin(q["device_id"], q.get("module_id"))

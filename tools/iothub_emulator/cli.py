@@ -7,7 +7,9 @@
     iothub-emulator c2d DEVICE PAYLOAD [--prop k=v ...] [--message-id ID] [--correlation-id ID]
     iothub-emulator method DEVICE NAME [--payload JSON] [--timeout S]
     iothub-emulator desired DEVICE JSON
-    iothub-emulator telemetry [DEVICE] | twin DEVICE | events
+    iothub-emulator telemetry [DEVICE] [--component C] | twin DEVICE | events
+    iothub-emulator writable DEVICE NAME [JSON] [--component C] [--wait S]   (Plug and Play)
+    iothub-emulator command DEVICE NAME [--component C] [--payload JSON] [--timeout S]
     iothub-emulator fault NAME=VALUE ... | fault --reset
 
 `serve` writes emulator.json into the state directory (ports, admin URL, CA paths) and the admin
@@ -289,12 +291,85 @@ def cmd_desired(args):
     return 0
 
 
-def cmd_telemetry(args):
-    path = "/telemetry" + (
-        "?device_id=" + urllib.request.quote(args.device, safe="") if args.device else ""
+def _query(**kw):
+    q = "&".join(
+        "%s=%s" % (k, urllib.request.quote(v, safe="")) for k, v in kw.items() if v is not None
     )
+    return "?" + q if q else ""
+
+
+def cmd_telemetry(args):
+    path = "/telemetry" + _query(device_id=args.device, component=args.component)
     for rec in _call(_admin(args), "GET", path):
         print(json.dumps(rec, sort_keys=True))
+    return 0
+
+
+def _print_writable(st):
+    where = (st["component"] + "/" if st["component"] else "") + st["name"]
+    print("%s: %s" % (where, st["state"]))
+    print(
+        "  desired: %s (set at desired $version %s)"
+        % (json.dumps(st["desired"]), st["desired_version"])
+    )
+    ack = st["ack"]
+    if ack is None:
+        print("  ack: none")
+    else:
+        print(
+            "  ack: ac=%s av=%s ad=%s value=%s"
+            % (
+                ack.get("ac"),
+                ack.get("av"),
+                json.dumps(ack.get("ad")),
+                json.dumps(ack.get("value")),
+            )
+        )
+
+
+def cmd_writable(args):
+    url = _admin(args)
+    if args.value is None:
+        st = _call(
+            url,
+            "GET",
+            "/writable"
+            + _query(
+                device_id=args.device,
+                name=args.name,
+                component=args.component,
+                module_id=args.module,
+            ),
+        )
+        _print_writable(st)
+        return 0
+    body = {
+        "device_id": args.device,
+        "name": args.name,
+        "value": _json_arg(args.value, "the property value"),
+        "component": args.component,
+        "module_id": args.module,
+        "wait": args.wait,
+    }
+    r = _call(url, "POST", "/writable", body, timeout=args.wait + 10)
+    print("desired $version: %d" % r["version"])
+    _print_writable(r["status"])
+    return 0 if r["status"]["state"] in ("accepted", "rejected") or not args.wait else 1
+
+
+def cmd_command(args):
+    payload = _json_arg(args.payload, "--payload") if args.payload is not None else None
+    body = {
+        "device_id": args.device,
+        "name": args.name,
+        "component": args.component,
+        "payload": payload,
+        "timeout": args.timeout,
+        "module_id": args.module,
+    }
+    r = _call(_admin(args), "POST", "/command", body, timeout=args.timeout + 10)
+    print("status: %d" % r["status"])
+    print("payload: %s" % json.dumps(r["payload"]))
     return 0
 
 
@@ -419,7 +494,32 @@ def build_parser():
 
     t = sub.add_parser("telemetry", help="list received telemetry (JSON lines)")
     t.add_argument("device", nargs="?")
+    t.add_argument("--component", help="only telemetry of this Plug and Play component ($.sub)")
     t.set_defaults(fn=cmd_telemetry)
+
+    w = sub.add_parser(
+        "writable",
+        help="Plug and Play: set a writable property and show the device's acknowledgement "
+        "(without JSON: show it only)",
+    )
+    w.add_argument("device")
+    w.add_argument("name")
+    w.add_argument("value", nargs="?", help="JSON value to set")
+    w.add_argument("--component")
+    w.add_argument("--module")
+    w.add_argument(
+        "--wait", type=float, default=10, help="seconds to wait for the ack (0: do not wait)"
+    )
+    w.set_defaults(fn=cmd_writable)
+
+    cm = sub.add_parser("command", help="Plug and Play: invoke a (component) command")
+    cm.add_argument("device")
+    cm.add_argument("name")
+    cm.add_argument("--component")
+    cm.add_argument("--payload", help="JSON")
+    cm.add_argument("--timeout", type=float, default=30)
+    cm.add_argument("--module")
+    cm.set_defaults(fn=cmd_command)
 
     tw = sub.add_parser("twin", help="print a twin")
     tw.add_argument("device")

@@ -50,6 +50,9 @@ class Emulator(ServedEndpoint):
         self.registry = Registry(self.state_dir)
         self.faults = Faults()
         self.hub = Hub(self.hostname, self.registry, self.faults, clock, self.pki.device_ca_der)
+        from .pnp import PnPService
+
+        self.pnp = PnPService(self.hub)
         self.endpoint = None
         self.admin = None
 
@@ -174,6 +177,28 @@ class Emulator(ServedEndpoint):
 
     def twin(self, device_id, module_id=None):
         return self.hub.twin(device_id, module_id)
+
+    # ---- IoT Plug and Play (pnp.py) ----------------------------------------------------------
+
+    def set_writable(self, device_id, name, value, component=None, module_id=None):
+        """Set a writable property (of a component); returns the desired $version."""
+        return self.pnp.set_writable(device_id, name, value, component, module_id)
+
+    def writable_status(self, device_id, name, component=None, module_id=None):
+        """{desired, desired_version, ack {ac, av, ad?, value} or None, state}."""
+        return self.pnp.writable_status(device_id, name, component, module_id)
+
+    def wait_writable_ack(
+        self, device_id, name, component=None, version=None, timeout=10, module_id=None
+    ):
+        """writable_status() once the device acknowledged `version` (default: the latest set)."""
+        return self.pnp.wait_ack(device_id, name, component, version, timeout, module_id)
+
+    def invoke_command(
+        self, device_id, name, payload=None, component=None, timeout=30, module_id=None
+    ):
+        """Invoke a command ("{component}*{name}" for a component); -> (status, payload)."""
+        return self.pnp.invoke_command(device_id, name, payload, component, timeout, module_id)
 
     def connected(self, device_id, module_id=None):
         return self.hub.connected(device_id, module_id)

@@ -286,6 +286,7 @@ class Hub:
             "packet_id": packet_id,
             "dup": dup,
             "received_at": self.clock(),
+            "component": system.get("sub"),  # Plug and Play component ($.sub), or None
         }
         with self.lock:
             self.telemetry_log.append(rec)

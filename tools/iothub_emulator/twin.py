@@ -51,12 +51,26 @@ def _check_patch(patch, what):
     _check_keys(patch, what)
 
 
+def _record_updates(updated, patch, prefix, version):
+    for k, v in patch.items():
+        path = prefix + (k,)
+        for old in [p for p in updated if p[: len(path)] == path]:
+            del updated[old]  # replaced or deleted below this path
+        if isinstance(v, dict):
+            _record_updates(updated, v, path, version)
+        elif v is not None:
+            updated[path] = version
+
+
 class Twin:
     def __init__(self, desired=None, reported=None, desired_version=1, reported_version=1):
         self.desired = desired or {}
         self.reported = reported or {}
         self.desired_version = desired_version
         self.reported_version = reported_version
+        # desired leaf path (tuple of keys) -> desired $version that last set it, like the
+        # service's $metadata.$lastUpdatedVersion (what a Plug and Play ack must answer)
+        self.desired_updated = {}
 
     def document(self):
         d = copy.deepcopy(self.desired)
@@ -86,6 +100,7 @@ class Twin:
         """Apply a desired patch (service side); returns the new desired $version."""
         self.desired = self._apply(self.desired, patch, "desired")
         self.desired_version += 1
+        _record_updates(self.desired_updated, patch, (), self.desired_version)
         return self.desired_version
 
     def to_json(self):
