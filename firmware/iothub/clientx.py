@@ -283,8 +283,12 @@ def handler_changed(c, name, set_):
             if c.module_id
             else routes.c2d_subscribe_topic(c.device_id)
         ]
-    elif name == "method":
+    elif name in ("method", "command"):
+        if c._handlers.get("method") or c._handlers.get("command"):
+            return  # the other one still answers on the methods topic
         f = [routes.METHODS_SUB]
+    elif c._handlers.get("desired") or c._handlers.get("writable"):
+        return  # the other one still reads desired patches
     elif c._tw is not None and c._tw.want:
         f = [routes.TWIN_DESIRED_SUB]
     else:
