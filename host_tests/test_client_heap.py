@@ -32,8 +32,6 @@ def mpy_dir(tmp_path_factory):
 @pytest.fixture
 def emu(pki, tmp_path):
     with Emulator(str(tmp_path), profile="ecc", pki=pki) as e:
-        (tmp_path / "root.der").write_bytes(e.root_der)
-        e.root_der_file = str(tmp_path / "root.der")
         yield e
 
 

@@ -1,4 +1,4 @@
-"""A broken or hostile hub never stalls, crashes or starves the device (issue 10).
+"""A broken or hostile hub never stalls, crashes or starves the device.
 
 The device (precompiled package on the unix port, device-sized heap) runs the telemetry
 loop of host_tests/device/hostile_loop.py with short timeouts against HostileHub
@@ -13,7 +13,7 @@ scenario. Then the hub behaves, and every scenario checks:
 plus what is particular to the scenario (a poison message is acknowledged and reported,
 telemetry keeps flowing meanwhile, a mistyped twin gives ProtocolError...).
 
-The API-argument cases of issue 10 (timeout_ms=None, queue_size=0, "/" in a DeviceId, a
+The API-argument cases (timeout_ms=None, queue_size=0, "/" in a DeviceId, a
 key containing ";", ssl_context without verification) are at the end.
 """
 
@@ -738,7 +738,7 @@ def test_at_least_30_scenarios():
     assert len(SCENARIOS) >= 30
 
 
-# ---- API arguments (issue 10, items 5 and 6) --------------------------------------------------
+# ---- API arguments --------------------------------------------------------------------------
 
 API_CASE = r"""
 import json, iothub

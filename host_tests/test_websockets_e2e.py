@@ -38,16 +38,12 @@ def _ws(emu, cfg):
 def emu(request, pki, tmp_path_factory):
     state = tmp_path_factory.mktemp("wsemu-" + request.param)
     with Emulator(str(state), profile=request.param, pki=pki, ws_port=0) as e:
-        (state / "root.der").write_bytes(e.root_der)
-        e.root_der_file = str(state / "root.der")
         yield e
 
 
 @pytest.fixture
 def ecc_emu(pki, tmp_path):
     with Emulator(str(tmp_path), profile="ecc", pki=pki, ws_port=0) as e:
-        (tmp_path / "root.der").write_bytes(e.root_der)
-        e.root_der_file = str(tmp_path / "root.der")
         yield e
 
 
