@@ -149,7 +149,15 @@ class DeviceClient:
         # failure it stays loaded for the retries (reloading it for every attempt of a
         # long outage would churn the heap).
         clientx.unload(
-            "clientx", "mqttconn", "routes", "sas", "pct", "tlsprofile", "connstr", "utf8"
+            "clientx",
+            "credentials",
+            "mqttconn",
+            "routes",
+            "sas",
+            "pct",
+            "tlsprofile",
+            "connstr",
+            "utf8",
         )
         self._notify(CONNECTED, None)
         h = self._handlers

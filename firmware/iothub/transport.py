@@ -246,7 +246,17 @@ class Link:
 
 def _again(e):
     # None: nothing to read yet; 0: closed by the peer; else ConnectionLost, explained. The
-    # codes and what they mean are in one table (tlserrors), loaded at the first read error.
+    # codes and what they mean are in one table (tlserrors), loaded for a read error and
+    # dropped again: a link that failed once must not keep 7 KB of explanations in RAM.
     from .tlserrors import read_outcome
 
-    return read_outcome(e)
+    try:
+        return read_outcome(e)
+    finally:
+        import sys
+
+        if sys.modules.pop("iothub.tlserrors", None) is not None:
+            try:
+                delattr(sys.modules["iothub"], "tlserrors")
+            except (AttributeError, KeyError):
+                pass
