@@ -18,6 +18,23 @@ def pki(tmp_path_factory):
     return TestPKI.load_or_create(tmp_path_factory.getbasetemp() / "tls-state")
 
 
+@pytest.fixture(scope="session")
+def mpy_dir(tmp_path_factory):
+    """The device package compiled to .mpy (as mip or `make deploy` install it), once per
+    run; empty with IOTHUB_FROZEN=1, where the package frozen into $MICROPYTHON is used."""
+    import subprocess
+
+    import mpyrun
+
+    out = tmp_path_factory.mktemp("mpy")
+    if mpyrun.frozen():
+        return out
+    tool = mpyrun.ROOT / "tools" / "iothub_tool" / "mpy.py"
+    subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True, capture_output=True)
+    assert (out / "iothub" / "client.mpy").exists()
+    return out
+
+
 @pytest.fixture
 def endpoint(pki):
     """endpoint(profile="ecc", **kw): a started TLSEndpoint, stopped after the test."""

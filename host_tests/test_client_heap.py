@@ -11,22 +11,12 @@
 Both with the package as .py sources and compiled to .mpy."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from devproc import DeviceProcess
 
 import mpyrun
 from iothub_emulator import Emulator
-
-
-@pytest.fixture(scope="module")
-def mpy_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    tool = mpyrun.ROOT / "tools" / "iothub_tool" / "mpy.py"
-    subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture

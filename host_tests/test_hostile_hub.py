@@ -91,7 +91,9 @@ SMALL_PRELOAD = [
 
 
 @pytest.fixture(scope="module")
-def mpy_dir(tmp_path_factory):
+def hostile_mpy(tmp_path_factory):
+    # The package as .mpy plus the device loop and devkit compiled too (a directory of its own:
+    # other suites run devkit from source).
     out = tmp_path_factory.mktemp("mpy-hostile")
     if mpyrun.frozen():
         return out
@@ -684,10 +686,10 @@ hostile_loop.run(CFG)
 """
 
 
-def run_scenario(pki, tmp_path, mpy_dir, scenario):
+def run_scenario(pki, tmp_path, hostile_mpy, scenario):
     hub = HostileHub(pki, scenario, DEVICE_ID).start()
     cfg = device_cfg(hub, tmp_path, scenario)
-    dev = DeviceProcess(BODY, cfg, heapsize=scenario.heap, extra_path=[mpy_dir])
+    dev = DeviceProcess(BODY, cfg, heapsize=scenario.heap, extra_path=[hostile_mpy])
     try:
         try:
             dev.expect("STARTED", 15)
@@ -710,9 +712,9 @@ def run_scenario(pki, tmp_path, mpy_dir, scenario):
 
 
 @pytest.mark.parametrize("scenario_cls", SCENARIOS, ids=lambda s: s.__name__)
-def test_hostile_hub(pki, tmp_path, mpy_dir, scenario_cls):
+def test_hostile_hub(pki, tmp_path, hostile_mpy, scenario_cls):
     scenario = scenario_cls()
-    r, hub, out = run_scenario(pki, tmp_path, mpy_dir, scenario)
+    r, hub, out = run_scenario(pki, tmp_path, hostile_mpy, scenario)
     tail = "\n--- device output (last lines) ---\n" + "\n".join(out.splitlines()[-40:])
     assert r["escaped"] == [], "non-IoTHubError exceptions escaped: %s%s" % (r["escaped"], tail)
     for call, kinds in r["errors"].items():
@@ -752,9 +754,9 @@ def attempt(fn):
 """
 
 
-def api_run(code, cfg, mpy_dir):
+def api_run(code, cfg, hostile_mpy):
     out = mpyrun.run(
-        "CFG = %r\n" % (cfg,) + API_CASE + code, extra_path=[mpy_dir], heapsize=HEAP, timeout=60
+        "CFG = %r\n" % (cfg,) + API_CASE + code, extra_path=[hostile_mpy], heapsize=HEAP, timeout=60
     )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     assert lines, out.stdout + out.stderr
@@ -771,7 +773,7 @@ def good_hub(pki, tmp_path):
     hub.stop()
 
 
-def test_api_timeout_none(good_hub, mpy_dir):
+def test_api_timeout_none(good_hub, hostile_mpy):
     hub, cfg = good_hub
     r = api_run(
         r"""
@@ -788,7 +790,7 @@ c.disconnect()
 print(json.dumps(res))
 """,
         cfg,
-        mpy_dir,
+        hostile_mpy,
     )
     for call, res in r.items():
         assert res.get("type") != "TypeError", (call, res)
@@ -799,7 +801,7 @@ print(json.dumps(res))
     assert b'{"i":0}' in hub.telemetry_payloads()
 
 
-def test_api_queue_size_zero(good_hub, mpy_dir):
+def test_api_queue_size_zero(good_hub, hostile_mpy):
     _, cfg = good_hub
     r = api_run(
         r"""
@@ -807,12 +809,12 @@ import devkit
 print(json.dumps(attempt(lambda: devkit.client(CFG, queue_size=0))))
 """,
         cfg,
-        mpy_dir,
+        hostile_mpy,
     )
     assert not r["ok"] and r["type"] == "ConfigError", r
 
 
-def test_api_device_id_with_slash(good_hub, mpy_dir):
+def test_api_device_id_with_slash(good_hub, hostile_mpy):
     _, cfg = good_hub
     cfg["cs"] = conn_str(good_hub[0], device_id="dev/one")
     r = api_run(
@@ -821,12 +823,12 @@ print(json.dumps(attempt(lambda: iothub.DeviceClient.from_connection_string(
     CS, tls="ecc", host="127.0.0.1", port=CFG["port"]))))
 """,
         cfg,
-        mpy_dir,
+        hostile_mpy,
     )
     assert not r["ok"] and r["type"] == "ConfigError", r
 
 
-def test_api_key_with_semicolon_not_echoed(good_hub, mpy_dir):
+def test_api_key_with_semicolon_not_echoed(good_hub, hostile_mpy):
     _, cfg = good_hub
     key = "abcdEFGH;ijklMNOPqrstUVWX0123456789+/abcdefgh="
     cfg["cs"] = "HostName=%s;DeviceId=%s;SharedAccessKey=%s" % (
@@ -840,7 +842,7 @@ print(json.dumps(attempt(lambda: iothub.DeviceClient.from_connection_string(
     CS, tls="ecc", host="127.0.0.1", port=CFG["port"]))))
 """,
         cfg,
-        mpy_dir,
+        hostile_mpy,
     )
     assert not r["ok"] and r["type"] == "ConfigError", r
     secret = key.replace(";", "")
@@ -848,7 +850,7 @@ print(json.dumps(attempt(lambda: iothub.DeviceClient.from_connection_string(
         assert secret[i : i + 6] not in r["text"], "the error echoes the key: %r" % r["text"]
 
 
-def test_api_ssl_context_without_verification(good_hub, mpy_dir):
+def test_api_ssl_context_without_verification(good_hub, hostile_mpy):
     hub, cfg = good_hub
     r = api_run(
         r"""
@@ -863,7 +865,7 @@ def make():
 print(json.dumps(attempt(make)))
 """,
         cfg,
-        mpy_dir,
+        hostile_mpy,
     )
     assert not r["ok"] and r["type"] == "ConfigError", r
     assert hub.count("connect") == 0, "the device connected without verifying the hub"

@@ -9,8 +9,6 @@ heap that -X heapsize bounds (on the Pico W they come from the GC heap; see READ
 import collections
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -75,17 +73,6 @@ print("RESULT", json.dumps({"queued": c.queued, "dropped": c.dropped, "stats": c
       "heap": gc.mem_alloc(), "desired": desired, "state": c.state}))
 c.disconnect()
 """
-
-
-@pytest.fixture(scope="session")
-def mpy_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    if mpyrun.frozen():
-        return out  # empty: the package frozen into $MICROPYTHON is used
-    tool = mpyrun.ROOT / "tools" / "iothub_tool" / "mpy.py"
-    subprocess.run([sys.executable, str(tool), "--out", str(out)], check=True, capture_output=True)
-    assert (out / "iothub" / "client.mpy").exists()
-    return out
 
 
 def make_emu(pki, path, **kw):
