@@ -721,9 +721,11 @@ def markdown(res, args):
             + [_kb(im[k]["package"]) for k in ("py", "mpy")],
             ["`import iothub.client` and its dependencies"]
             + [_kb(im[k]["client"]) for k in ("py", "mpy")],
-            ["with what `from_connection_string()`/`connect()` load (connstr, tlsprofile, backoff)"]
+            ["with connstr and tlsprofile loaded too (a connect loads them, then drops them)"]
             + [_kb(im[k]["connect"]) for k in ("py", "mpy")],
-            ["one `DeviceClient` (1 KB TX buffer, 512 B RX chunk, 1 KB decoder buffer, outbox)"]
+            [
+                "one `DeviceClient` before its first connect (4 KB outbox ring, 1 KB TX buffer, 512 B RX buffer; clientx and sas stay loaded until a connect succeeds)"
+            ]
             + [_kb(im[k]["object"]) for k in ("py", "mpy")],
             ["growth across %d QoS 1 sends on one connection" % args.sends]
             + [growth(k) for k in ("py", "mpy")],
