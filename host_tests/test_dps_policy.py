@@ -15,6 +15,8 @@ from iothub.provisioning import (
     provision_or_load,
 )
 
+# A one-element DER SEQUENCE: taken as a custom root without parsing (no tls module here).
+ROOT = b"\x30\x82\x00\x01\x00"
 KEY = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="
 STATE = {
     "registrationId": "dev-1",
@@ -68,7 +70,7 @@ def test_group_key_is_derived_and_not_kept():
 
 
 def test_result_hands_over_to_device_client():
-    pc = ProvisioningClient("0ne1", "dev-1", symmetric_key=KEY, tls="ecc", roots=[b"r"])
+    pc = ProvisioningClient("0ne1", "dev-1", symmetric_key=KEY, tls="ecc", roots=[ROOT])
     r = ProvisioningResult.from_state(STATE, "0ne1").attach(pc.credentials(), pc.tls_settings())
     assert (r.assigned_hub, r.device_id, r.substatus, r.payload) == (
         "contoso.azure-devices.net",
@@ -79,7 +81,7 @@ def test_result_hands_over_to_device_client():
     c = r.client(port=18883, host="127.0.0.1")
     assert c.hostname == "contoso.azure-devices.net" and c.device_id == "dev-1-hub"
     assert c.host == "127.0.0.1" and c.port == 18883
-    assert c._tls_profile == "ecc" and c._roots == [b"r"]
+    assert c._tls_profile == "ecc" and c._roots == [ROOT]
     assert c._key == sas.decode_key(KEY)
     # another profile for the hub: the DPS roots are not carried over
     c = r.client(tls="rsa")

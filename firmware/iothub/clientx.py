@@ -16,7 +16,7 @@ except ImportError:
 import sys
 
 from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError
+from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError, TLSError
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
 _TICKS_SPAN = const(0x1FFFFFFF)  # longest span (ms) ticks_diff measures on every port
@@ -99,6 +99,15 @@ def init(c, hostname, device_id, options):
     if o["ssl_context"] is not None:
         use_context(c, o["ssl_context"])
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
+    # The TLS context is made now, while the heap is still nearly empty: it is long-lived
+    # (better low in the heap than between later objects), and building it then never adds
+    # to what a connect needs at once. On a Pico W-like heap this decides whether the first
+    # handshake finds its 6 KB block at 64 KiB. Bad roots, certificates or keys fail here.
+    try:
+        context(c)
+    except TLSError:
+        pass  # no tls module (a host-side hand-over of DPS results): made at connect()
+    unload("tlsprofile", "roots", "pem")
     s = Session(o["txbuf"], o["max_packet"])
     s.link.use(o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     s.on_publish = c._on_publish
@@ -318,7 +327,7 @@ def connect(c, deadline):
     session_present; raises on failure with the link closed."""
     c._closed = False
     pw = password(c)
-    ctx = context(c)  # made at the first connect; again only after new credentials
+    ctx = context(c)  # made at construction; again only after new credentials
     unload("tlsprofile", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
     s = c._s
