@@ -99,15 +99,6 @@ def init(c, hostname, device_id, options):
     if o["ssl_context"] is not None:
         use_context(c, o["ssl_context"])
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
-    # The TLS context is made now, while the heap is still nearly empty: it is long-lived
-    # (better low in the heap than between later objects), and building it then never adds
-    # to what a connect needs at once. On a Pico W-like heap this decides whether the first
-    # handshake finds its 6 KB block at 64 KiB. Bad roots, certificates or keys fail here.
-    try:
-        context(c)
-    except TLSError:
-        pass  # no tls module (a host-side hand-over of DPS results): made at connect()
-    unload("tlsprofile", "roots", "pem")
     s = Session(o["txbuf"], o["max_packet"])
     s.link.use(o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     s.on_publish = c._on_publish
@@ -116,6 +107,16 @@ def init(c, hostname, device_id, options):
     s.on_drop = c._on_drop
     c._s = s
     c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
+    # The TLS context is made now, right after the client's large buffers (those first, so
+    # they get contiguous blocks), while the heap is still nearly empty: it is long-lived
+    # (better low in the heap than between later objects), and building it then never adds
+    # to what a connect needs at once. On a Pico W-like heap this decides whether the first
+    # handshake finds its 6 KB block at 64 KiB. Bad roots, certificates or keys fail here.
+    try:
+        context(c)
+    except TLSError:
+        pass  # no tls module (a host-side hand-over of DPS results): made at connect()
+    unload("tlsprofile", "roots", "pem")
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from
