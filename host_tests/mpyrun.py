@@ -117,3 +117,16 @@ def tlsx_caps():
                 )
             _tlsx_cache.append(caps)
     return _tlsx_cache[0]
+
+
+def run_bench(script, out_dir, *args, timeout=180):
+    """Run tools/bench/<script> on the unix port under test (--mp) with --json into out_dir;
+    returns (stdout, the parsed JSON). Fails with the bench's output when it exits non-zero."""
+    import sys
+
+    out_json = pathlib.Path(out_dir) / (script + ".json")
+    cmd = [sys.executable, str(ROOT / "tools" / "bench" / script)] + [str(a) for a in args]
+    cmd += ["--mp", micropython_binary(), "--json", str(out_json)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out_json.read_text())

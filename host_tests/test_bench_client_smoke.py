@@ -3,36 +3,13 @@ against the emulator and prints its four tables. No timing assertions; the struc
 the bench reports (one TLS record per MQTT packet, umqtt.simple's five, AES-128-GCM's
 29-byte record overhead) are checked from its JSON output."""
 
-import json
-import subprocess
-import sys
-
 import mpyrun
-
-BENCH = mpyrun.ROOT / "tools" / "bench" / "bench_client.py"
 
 
 def test_bench_client_quick(tmp_path):
-    out_json = tmp_path / "res.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--mp",
-            mpyrun.micropython_binary(),
-            "--state",
-            str(tmp_path / "state"),
-            "--json",
-            str(out_json),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(mpyrun.ROOT),
+    text, res = mpyrun.run_bench(
+        "bench_client.py", tmp_path, "--quick", "--state", tmp_path / "state", timeout=120
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    text = proc.stdout
     for heading in (
         "1. One QoS 1 telemetry message",
         "2. GC heap retained",
@@ -40,7 +17,6 @@ def test_bench_client_quick(tmp_path):
         "4. Smallest -X heapsize",
     ):
         assert heading in text, text
-    res = json.loads(out_json.read_text())
 
     for profile in ("ecc", "rsa"):
         ours, base = res["wire"][profile]["ours"], res["wire"][profile]["base"]

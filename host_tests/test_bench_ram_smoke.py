@@ -4,9 +4,7 @@ package as .mpy and as .py. The issue's targets are figures the bench prints, no
 only the structural facts of the wire (one TLS record per message for iothub, umqtt.simple's
 five for the baseline) are."""
 
-import json
 import numbers
-import subprocess
 import sys
 
 import mpyrun
@@ -22,27 +20,10 @@ def _number(v):
 
 
 def test_bench_ram_quick(tmp_path):
-    out_json = tmp_path / "res.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--mp",
-            mpyrun.micropython_binary(),
-            "--state",
-            str(tmp_path / "state"),
-            "--json",
-            str(out_json),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=str(mpyrun.ROOT),
+    text, res = mpyrun.run_bench(
+        "bench_ram.py", tmp_path, "--quick", "--state", tmp_path / "state", timeout=240
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "package as .mpy" in proc.stdout and "package as .py" in proc.stdout, proc.stdout
-    res = json.loads(out_json.read_text())
+    assert "package as .mpy" in text and "package as .py" in text, text
     assert set(res["variants"]) == {"mpy", "py"}
     for variant, v in res["variants"].items():
         table = v["table"]

@@ -478,17 +478,7 @@ def test_demo_websockets_through_the_proxy(tmp_path):
 
 
 def test_bench_websockets_smoke(tmp_path):
-    out_json = tmp_path / "res.json"
-    proc = subprocess.run(
-        [sys.executable, str(mpyrun.ROOT / "tools" / "bench" / "bench_websockets.py")]
-        + ["--messages", "3", "--mp", mpyrun.micropython_binary(), "--json", str(out_json)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=str(mpyrun.ROOT),
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    r = json.loads(out_json.read_text())
+    _, r = mpyrun.run_bench("bench_websockets.py", tmp_path, "--messages", 3, timeout=180)
     m, w = r["mqtt"], r["websockets"]
     assert m["publish_records"] == w["publish_records"] == 1
     # the only per-message overhead is the frame header: 8 bytes masked (126..65535 bytes of
