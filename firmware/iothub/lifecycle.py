@@ -1,0 +1,211 @@
+# The connection lifecycle as a pure state machine: no sockets, no clock reads (the caller
+# passes `now`, a ticks_ms value), no I/O. Given the state and the time, next() says what to
+# do; the adapters (the blocking DeviceClient, iothub.aio's DeviceClient) do it and report
+# back through the event methods. docs/lifecycle.md lists the rules; host_tests run them as
+# table-driven cases on CPython and on the unix port.
+#
+# next(now, oldest) returns one action and sets self.wait (ms; for WAIT and for a reconnect
+# the adapter waits that long or until input) and self.why (text for DEAD and STOP). It
+# allocates nothing on the connected path (called on every turn of the send loop).
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+from .clock import ticks_add, ticks_diff
+
+# actions of next() and keepalive()
+WAIT = const(0)  # nothing due: read (or sleep, when not connected) up to self.wait ms
+CONNECT = const(1)  # open a connection now
+PING = const(2)  # send PINGREQ, then pinged(now)
+DEAD = const(3)  # drop the link as dead (self.why), then lost(now)
+RENEW = const(4)  # reconnect with a fresh SAS token: renewing(), then connect
+RESYNC = const(5)  # fetch the twin again: resync_done(now, ok)
+STOP = const(6)  # nothing happens until the application acts (self.why)
+
+# states (on_connection_state's values)
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+RETRYING = "retrying"
+AUTH_FAILED = "auth_failed"
+
+_RESYNC_RETRY_MS = const(5000)  # a failed twin re-sync is retried after 5 s
+_TICKS_SPAN = const(0x1FFFFFFF)  # longest span (ms) ticks_diff measures on every port
+_RENEW_PERCENT = const(80)  # renew at 80 % of the token's lifetime (the Azure C SDK's rule)
+
+
+class Lifecycle:
+    def __init__(self, keepalive_s, timeout_ms, auto_reconnect=True, backoff=None):
+        self.keepalive_ms = keepalive_s * 1000
+        self.timeout_ms = timeout_ms  # a PUBACK later than this: dead link
+        self.auto = auto_reconnect
+        self.backoff = backoff  # next_delay_ms()/reset(); a Backoff() at the first failure
+        self.state = DISCONNECTED
+        self.closed = False  # disconnect() by the application
+        self.retry_at = None  # when the next connection attempt is due (None: now)
+        self.renew_at = None  # when the SAS token is due for renewal (None: X.509)
+        self.resync_at = None  # when the twin is to be fetched again (None: not due)
+        self.last_tx = 0  # when the last packet was written
+        self.ping_at = None  # when the unanswered PINGREQ was sent
+        self.wait = 0
+        self.why = None
+
+    def keepalive(self, now):
+        """The link's own rule (MQTT keepalive): PING when nothing was written for a
+        keepalive period, DEAD when a PINGREQ got no answer within half of one, else WAIT
+        (self.wait: ms until one of them is due)."""
+        ka = self.keepalive_ms
+        if self.ping_at is not None:
+            waited = ticks_diff(now, self.ping_at)
+            if waited > ka // 2:
+                self.why = "no PINGRESP within %d s: dead link" % (ka // 2000)
+                return DEAD
+            self.wait = ka // 2 - waited + 1
+            return WAIT
+        idle = ticks_diff(now, self.last_tx)
+        if idle >= ka:
+            return PING
+        self.wait = ka - idle + 1
+        return WAIT
+
+    def next(self, now, oldest=None):
+        """What to do at `now`. oldest: when the oldest unacknowledged QoS 1 message was
+        written (None if none). While connected, WAIT means: read for up to self.wait ms,
+        keeping the keepalive rule (keepalive())."""
+        if self.state == CONNECTED:
+            if self.renew_at is not None:
+                wait = ticks_diff(self.renew_at, now)
+                if wait <= 0:
+                    return RENEW
+            else:
+                wait = _TICKS_SPAN
+            if oldest is not None:
+                # A device that keeps publishing never goes idle, so keepalive pings alone
+                # would not notice a hub that stopped answering.
+                age = ticks_diff(now, oldest)
+                if age > self.timeout_ms:
+                    self.why = "no PUBACK for %d ms: dead link" % self.timeout_ms
+                    return DEAD
+                wait = min(wait, self.timeout_ms - age + 1)
+            if self.resync_at is not None:
+                d = ticks_diff(self.resync_at, now)
+                if d <= 0:
+                    return RESYNC
+                wait = min(wait, d)
+            self.wait = wait
+            return WAIT
+        if self.closed:
+            self.why = "closed by the application"
+            return STOP
+        if self.state == AUTH_FAILED:
+            self.why = "authentication failed: waiting for new credentials"
+            return STOP
+        if not self.auto:
+            self.why = "not connected and auto_reconnect is off"
+            return STOP
+        if self.retry_at is not None:
+            d = ticks_diff(self.retry_at, now)
+            if d > 0:
+                self.wait = d
+                return WAIT
+        return CONNECT
+
+    # ---- events reported by the adapter ---------------------------------------------
+
+    def connecting(self):
+        """The application called connect(): a closed client opens again."""
+        self.closed = False
+
+    def token(self, now, ttl_s):
+        """A SAS token with a lifetime of ttl_s was made at `now`: renew it at 80 % of its
+        lifetime. ttl_s None: X.509, nothing to renew."""
+        self.renew_at = None
+        if ttl_s is not None:
+            self.renew_at = ticks_add(now, min(ttl_s * _RENEW_PERCENT * 10, _TICKS_SPAN))
+
+    def renew_later(self, now, ms):
+        """RENEW came early by the wall clock (a token longer than the ticks span)."""
+        self.renew_at = ticks_add(now, min(ms, _TICKS_SPAN))
+
+    def opened(self, now):
+        """CONNACK accepted (and subscriptions made)."""
+        self.state = CONNECTED
+        self.retry_at = None
+        self.last_tx = now
+        self.ping_at = None
+        if self.backoff is not None:
+            self.backoff.reset()
+
+    def sent(self, now):
+        self.last_tx = now
+
+    def pinged(self, now):
+        self.ping_at = now
+        self.last_tx = now
+
+    def pong(self):
+        self.ping_at = None
+
+    def lost(self, now):
+        """The link failed or was dropped. Returns the ms until the next attempt, or -1 when
+        none follows (closed, auth_failed, auto_reconnect off)."""
+        if self.state == CONNECTED:
+            self.state = DISCONNECTED
+        self.ping_at = None
+        if self.auto and not self.closed and self.state != AUTH_FAILED:
+            return self._schedule(now)
+        return -1
+
+    def failed(self, now, auth=False):
+        """A connection attempt failed: auth=True when the hub refused the credentials
+        (no retry until they change). Returns the ms until the next attempt, or -1."""
+        if auth:
+            self.state = AUTH_FAILED
+            self.retry_at = None
+            return -1
+        self.state = DISCONNECTED
+        if self.auto and not self.closed:
+            return self._schedule(now)
+        return -1
+
+    def _schedule(self, now):
+        b = self.backoff
+        if b is None:
+            from .backoff import Backoff
+
+            b = self.backoff = Backoff()
+        d = b.next_delay_ms()
+        self.retry_at = ticks_add(now, d)
+        self.state = RETRYING
+        return d
+
+    def renewing(self):
+        """RENEW is being acted on: the link is closed and a connection is due at once."""
+        self.state = DISCONNECTED
+        self.renew_at = None
+        self.retry_at = None
+
+    def close(self):
+        self.closed = True
+        self.state = DISCONNECTED
+        self.retry_at = None
+        self.resync_at = None
+
+    def credentials_changed(self, now):
+        """New credentials: a refused client tries again at once, without backoff."""
+        if self.state == AUTH_FAILED:
+            self.state = DISCONNECTED
+        if self.backoff is not None:
+            self.backoff.reset()
+        self.retry_at = now
+
+    def resync_due(self, now, in_ms=0):
+        self.resync_at = ticks_add(now, in_ms)
+
+    def resync_done(self, now, ok):
+        """A twin re-sync ended; one that failed on a live link is tried again in 5 s."""
+        self.resync_at = None if ok or self.state != CONNECTED else ticks_add(now, _RESYNC_RETRY_MS)
