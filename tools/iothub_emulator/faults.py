@@ -1,7 +1,7 @@
 """Fault injection switches, read by the connection handlers at fixed hook points.
 
 Tests set attributes directly (`emu.faults.stall = True`); the admin API sets them by name. Hook
-points in session.py: on CONNECT (refuse_connack), on each device PUBLISH (drop_next_publish,
+points in session.py: on CONNECT (refuse_connack, delay_connack_s), on each device PUBLISH (drop_next_publish,
 delay_puback_s), on twin requests (twin_status_override), before any packet is sent or processed
 (stall), and in the expiry timer (close_at_token_expiry). New faults add an attribute here and a check at
 one hook point; Emulator.drop()/send_raw() cover "drop the connection" and "send malformed bytes".
@@ -15,6 +15,8 @@ DEFAULTS = {
     "drop_next_publish": 0,
     # CONNACK return code to answer every CONNECT with (e.g. 3 server unavailable, 5 not authorized).
     "refuse_connack": None,
+    # Seconds to hold back the CONNACK of every CONNECT (a slow hub during connect).
+    "delay_connack_s": 0.0,
     # Seconds to hold back each telemetry PUBACK (traffic shaping / throttling).
     "delay_puback_s": 0.0,
     # Answer twin GET / reported PATCH with this status (e.g. 429, 500) and change nothing.

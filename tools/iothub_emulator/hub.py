@@ -112,6 +112,10 @@ class Hub:
         tls = {}
         if info is not None:
             tls = {k: getattr(info, k, None) for k in ("sni", "version", "cipher")}
+        delay = self.faults.delay_connack_s
+        if delay:
+            self.event(link.name, "fault", "delay_connack_s %g" % delay)
+            time.sleep(delay)  # this connection's own thread: only its CONNACK waits
         if self.faults.refuse_connack is not None:
             rc = int(self.faults.refuse_connack)
             self.event(link.name, "connack", rc)
