@@ -102,14 +102,28 @@ def _answer_method(c, name, rid, payload):
             except ProtocolError:
                 arg = bytes(payload)
             r = fn(name, arg)
-            if isinstance(r, tuple) and len(r) == 2:
-                status, result = r
-            else:
-                status, result = 200, r
-            if not isinstance(status, int) or not 0 <= status <= 65535:
-                raise ValueError("method handler returned status %r" % (status,))
+            if hasattr(r, "send") and hasattr(c, "_answer_later"):
+                # a coroutine (an async def handler of iothub.aio): answered when it returns
+                c._answer_later(name, rid, r)
+                return
+            status, result = method_status(r)
         except Exception as e:
             status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
             c._log_line(0, "method %s raised %r" % (name, e))
+    respond(c, status, result, rid)
+
+
+def method_status(r):
+    """A method handler's result: (status, payload), or a payload answered with 200."""
+    if isinstance(r, tuple) and len(r) == 2:
+        status, result = r
+    else:
+        status, result = 200, r
+    if not isinstance(status, int) or not 0 <= status <= 65535:
+        raise ValueError("method handler returned status %r" % (status,))
+    return status, result
+
+
+def respond(c, status, result, rid):
     body = b"" if result is None else _dumps(result).encode()
     c._publish(routes.method_response_topic(status, rid), body)

@@ -152,6 +152,11 @@ def subscribe(s, filters, deadline):
         granted = s._subacks[pid]
     finally:
         s._subacks.pop(pid, None)
+    check_suback(filters, granted)
+
+
+def check_suback(filters, granted):
+    """Every filter must be granted (SUBACK return code 0x80: refused)."""
     if len(granted) != len(filters):
         raise ProtocolError(
             "SUBACK has %d return codes for %d topic filters" % (len(granted), len(filters))

@@ -23,6 +23,12 @@ def check_version(v, what):
     return v
 
 
+def reported_body(patch):
+    if not isinstance(patch, dict):
+        raise ConfigError("reported properties must be a dict")
+    return _dumps(patch).encode()
+
+
 def check_object(doc, what):
     if not isinstance(doc, dict):
         raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(doc).__name__))
@@ -39,6 +45,7 @@ class Twin:
         self.replies = {}
 
     def request(self, topic_fn, payload, what, timeout_ms):
+        """Publish a twin request and wait for its response: (version, body)."""
         c = self.c
         if not c.is_connected:
             raise ConnectionLost("not connected")
@@ -50,19 +57,36 @@ class Twin:
 
                 clientx.subscribe(c, clientx.filters(c, "twin"))
             self.want = True
+        deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
+        rid = self.start(topic_fn, payload)
+        try:
+            c._s.wait(lambda: self.replies.get(rid) is not None, deadline, what + " response")
+        except (ConnectionLost, ProtocolError) as e:
+            self.replies.pop(rid, None)
+            c._lost(e)
+            raise
+        except BaseException:
+            self.replies.pop(rid, None)
+            raise
+        return self.finish(rid, what)
+
+    def start(self, topic_fn, payload):
+        """Publish a request (the responses are subscribed); returns its $rid. The reply
+        arrives in self.replies[rid] (on_response); finish(rid) takes it."""
         self.rid += 1
         rid = str(self.rid)
         self.replies[rid] = None
-        deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
         try:
-            c._publish(topic_fn(rid), payload)
-            c._s.wait(lambda: self.replies.get(rid) is not None, deadline, what + " response")
-            status, version, body = self.replies[rid]
-        except (ConnectionLost, ProtocolError) as e:
-            c._lost(e)
-            raise
-        finally:
+            self.c._publish(topic_fn(rid), payload)
+        except ConnectionLost as e:
             self.replies.pop(rid, None)
+            self.c._lost(e)
+            raise
+        return rid
+
+    def finish(self, rid, what):
+        """The reply to request rid: (version, body); StatusError for a status >= 400."""
+        status, version, body = self.replies.pop(rid)
         if status >= 400:
             raise StatusError(status, what, body)
         return version, body
@@ -79,6 +103,11 @@ class Twin:
 
     def fetch(self, timeout_ms=None):
         _, body = self.request(routes.twin_get_topic, b"", "twin GET", timeout_ms)
+        return self.parse(body)
+
+    @staticmethod
+    def parse(body):
+        """The twin document of a GET response, checked."""
         doc = check_object(_loads(body) or {}, "the twin document")
         desired = check_object(doc.get("desired") or {}, "the twin's desired properties")
         if "$version" in desired:
@@ -86,17 +115,18 @@ class Twin:
         return doc
 
     def get(self, timeout_ms=None):
-        doc = self.fetch(timeout_ms)
+        return self.seen(self.fetch(timeout_ms))
+
+    def seen(self, doc):
+        """The application read the twin: its desired $version counts as delivered."""
         v = (doc.get("desired") or {}).get("$version")
         if v is not None and (self.version is None or v > self.version):
             self.version = v
         return doc
 
     def update_reported(self, patch, timeout_ms=None):
-        if not isinstance(patch, dict):
-            raise ConfigError("reported properties must be a dict")
         version, _ = self.request(
-            routes.twin_reported_topic, _dumps(patch).encode(), "twin reported PATCH", timeout_ms
+            routes.twin_reported_topic, reported_body(patch), "twin reported PATCH", timeout_ms
         )
         return version
 
@@ -115,6 +145,11 @@ class Twin:
                 c._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
                 self.resync_at = ticks_add(ticks_ms(), 5000)
             return
+        self.resynced(doc)
+
+    def resynced(self, doc):
+        """The twin fetched after a connect: deliver its desired section if it moved."""
+        c = self.c
         desired = doc.get("desired") or {}
         version = desired.get("$version")
         if version is None:

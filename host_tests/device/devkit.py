@@ -14,8 +14,17 @@ def read(path):
         return f.read()
 
 
-def client(cfg, **kw):
+def aio_client(cfg, **kw):
+    """iothub.aio.DeviceClient for the emulator described by cfg (see client())."""
+    from iothub.aio import DeviceClient
+
+    return client(cfg, DeviceClient, **kw)
+
+
+def client(cfg, cls=None, **kw):
     """DeviceClient for the emulator described by cfg (profile, port, root, auth...)."""
+    if cls is None:
+        cls = iothub.DeviceClient
     common = dict(tls=cfg["profile"], roots=[read(cfg["root"])], host="127.0.0.1", port=cfg["port"])
     if cfg.get("verbose"):
         common["log"] = log_printer()
@@ -38,8 +47,8 @@ def client(cfg, **kw):
         common["backoff"] = Backoff(*cfg["backoff"])
     common.update(kw)
     if "cs" in cfg:
-        return iothub.DeviceClient.from_connection_string(cfg["cs"], **common)
-    return iothub.DeviceClient.from_x509(
+        return cls.from_connection_string(cfg["cs"], **common)
+    return cls.from_x509(
         cfg["hostname"],
         cfg["device_id"],
         read(cfg["cert"]),
