@@ -57,14 +57,19 @@ def _is_coro(r):
 
 def _wrapped(name):
     # on_message / on_desired: a coroutine handler runs as its own task.
-    prop = getattr(ClientBase, "on_" + name)
-
     def get(self):
         return self._uh.get(name)
 
     def set_(self, fn):
         self._uh[name] = fn
-        prop.fset(self, None if fn is None else self._wrap(fn, "on_" + name))
+        # ClientBase's setter, done here: MicroPython's property object has no .fset
+        fn2 = None if fn is None else self._wrap(fn, "on_" + name)
+        had = self._handlers.get(name) is not None
+        self._handlers[name] = fn2
+        if name == "desired" and fn2 is not None:
+            self._twin()
+        if self.is_connected and (fn2 is not None or had):
+            self._handler_changed(name, fn2 is not None)
 
     return property(get, set_)
 
