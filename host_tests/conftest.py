@@ -35,6 +35,18 @@ def mpy_dir(tmp_path_factory):
     return out
 
 
+CLIENT_KINDS = ("blocking", "aio")
+
+
+@pytest.fixture(params=CLIENT_KINDS)
+def client_kind(request):
+    """Which client a device script drives through devkit.client(CFG): "blocking"
+    (iothub.DeviceClient) or "aio" (iothub.aio.DeviceClient behind devkit's SyncAio facade,
+    which runs its coroutines with asyncio.run while its background task keeps running).
+    Put it in the script's CFG as CFG["client_kind"]; the test id shows it."""
+    return request.param
+
+
 @pytest.fixture
 def endpoint(pki):
     """endpoint(profile="ecc", **kw): a started TLSEndpoint, stopped after the test."""

@@ -1,5 +1,11 @@
 """DeviceClient on the real unix port against the emulator over real TLS: every feature,
-both TLS profiles, SAS and X.509, modules, and bad input from both sides."""
+both TLS profiles, SAS and X.509, modules, and bad input from both sides.
+
+Most cases run against both clients (the `client_kind` fixture: the blocking DeviceClient and
+iothub.aio's through devkit's synchronous facade). Blocking-only, and why: the two cases where
+poll() raises the link's fatal error to the caller (a malformed packet, a missing PINGRESP, with
+auto_reconnect off); the aio client has no poll(): its background task handles the same faults,
+which test_lifecycle.py runs against it."""
 
 import json
 import time
@@ -131,8 +137,8 @@ def run_round_trip(emu, cfg, module_id=None):
     return dev
 
 
-def test_round_trip_sas(emu):
-    cfg = sas_cfg(emu)
+def test_round_trip_sas(emu, client_kind):
+    cfg = sas_cfg(emu, client_kind=client_kind)
     dev = run_round_trip(emu, cfg)
     cipher = json.loads(dev.output.split("CIPHER ", 1)[1].splitlines()[0])
     expected = "ECDSA" if emu.profile == "ecc" else "RSA"
@@ -158,8 +164,9 @@ def test_round_trip_sas(emu):
 
 
 @pytest.mark.parametrize("kind", ["ec256", "rsa2048"])
-def test_round_trip_x509(ecc_emu, tmp_path, kind):
+def test_round_trip_x509(ecc_emu, tmp_path, kind, client_kind):
     cfg, sha256 = x509_cfg(ecc_emu, tmp_path, kind)
+    cfg["client_kind"] = client_kind
     run_round_trip(ecc_emu, cfg)
     info = ecc_emu.connect_info(cfg["device_id"])
     assert info["auth"].startswith("x509")
@@ -167,8 +174,9 @@ def test_round_trip_x509(ecc_emu, tmp_path, kind):
     assert conn, "the hub saw no TLS client certificate with the device's thumbprint"
 
 
-def test_x509_ca_signed(ecc_emu, tmp_path):
+def test_x509_ca_signed(ecc_emu, tmp_path, client_kind):
     cfg, _ = x509_cfg(ecc_emu, tmp_path, "ec256", ca="device-ca")
+    cfg["client_kind"] = client_kind
     out = mpyrun.run(
         "CFG=%r\nimport devkit\nc=devkit.client(CFG)\nc.connect()\nc.send(b'x')\nc.disconnect()\nprint('OK')"
         % cfg
@@ -177,10 +185,16 @@ def test_x509_ca_signed(ecc_emu, tmp_path):
     assert ecc_emu.telemetry(cfg["device_id"])[0]["payload"] == b"x"
 
 
-def test_module_identity_and_model_id(ecc_emu):
+def test_module_identity_and_model_id(ecc_emu, client_kind):
     device_id = new_id("edge")
     ecc_emu.add_device(device_id)
-    cfg = sas_cfg(ecc_emu, device_id, module_id="filter", model_id="dtmi:com:example:Thermostat;1")
+    cfg = sas_cfg(
+        ecc_emu,
+        device_id,
+        module_id="filter",
+        model_id="dtmi:com:example:Thermostat;1",
+        client_kind=client_kind,
+    )
     run_round_trip(ecc_emu, cfg, module_id="filter")
     msgs = ecc_emu.telemetry(device_id)
     assert msgs and all(m["module_id"] == "filter" for m in msgs)
@@ -191,8 +205,8 @@ def test_module_identity_and_model_id(ecc_emu):
     assert "model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1" in info["username"]
 
 
-def test_methods_unknown_and_raising_handler(ecc_emu):
-    cfg = sas_cfg(ecc_emu)
+def test_methods_unknown_and_raising_handler(ecc_emu, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     body = r"""
 import devkit
 c = devkit.client(CFG)
@@ -219,7 +233,7 @@ print("ALIVE", c.is_connected)
     finally:
         dev.kill()
     # a device with no method handler is not subscribed: the hub answers 404 for it
-    cfg2 = sas_cfg(ecc_emu)
+    cfg2 = sas_cfg(ecc_emu, client_kind=client_kind)
     dev2 = DeviceProcess(
         "import devkit\nc=devkit.client(CFG)\nc.connect()\nprint('READY')\nc.poll(3000)\n", cfg2
     )
@@ -231,8 +245,8 @@ print("ALIVE", c.is_connected)
         dev2.kill()
 
 
-def test_handler_set_after_connect_subscribes(ecc_emu):
-    cfg = sas_cfg(ecc_emu)
+def test_handler_set_after_connect_subscribes(ecc_emu, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     body = r"""
 import devkit
 c = devkit.client(CFG)
@@ -255,8 +269,8 @@ print("GOT", got[0].body.decode() if got else None)
         dev.kill()
 
 
-def test_handler_set_to_none_unsubscribes(ecc_emu):
-    cfg = sas_cfg(ecc_emu)
+def test_handler_set_to_none_unsubscribes(ecc_emu, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     body = r"""
 import devkit
 c = devkit.client(CFG)
@@ -310,8 +324,8 @@ def device_error(cfg, body):
     return lines[-1][4:]
 
 
-def test_wrong_key_is_an_authentication_error(ecc_emu):
-    cfg = sas_cfg(ecc_emu)
+def test_wrong_key_is_an_authentication_error(ecc_emu, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     good = cfg["cs"].split("SharedAccessKey=")[1]
     cfg["cs"] = cfg["cs"].replace(good, "AAAA" + good[4:])
     err = device_error(cfg, "devkit.client(CFG).connect()")
@@ -319,10 +333,10 @@ def test_wrong_key_is_an_authentication_error(ecc_emu):
     assert good not in err and good[4:] not in err
 
 
-def test_expired_token_is_refused(pki, tmp_path):
+def test_expired_token_is_refused(pki, tmp_path, client_kind):
     # the hub's clock is two hours ahead: the device's fresh token is already expired there
     with Emulator(str(tmp_path), profile="ecc", pki=pki, clock=lambda: time.time() + 7200) as e:
-        cfg = sas_cfg(e)
+        cfg = sas_cfg(e, client_kind=client_kind)
         err = device_error(cfg, "devkit.client(CFG).connect()")
         assert err.startswith("AuthenticationError")
         assert any(ev[2] == "connack" and ev[3] == 5 for ev in e.events)
@@ -339,16 +353,16 @@ def test_expired_token_is_refused(pki, tmp_path):
         ("garbage", "="),
     ],
 )
-def test_malformed_connection_strings_on_device(ecc_emu, cs, needle):
-    cfg = sas_cfg(ecc_emu)
+def test_malformed_connection_strings_on_device(ecc_emu, cs, needle, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     cfg["cs"] = cs
     err = device_error(cfg, "devkit.client(CFG)")
     assert err.startswith("ConfigError") and needle in err
     assert "not*base64!" not in err
 
 
-def test_oversize_message_is_refused_before_sending(ecc_emu):
-    cfg = sas_cfg(ecc_emu)
+def test_oversize_message_is_refused_before_sending(ecc_emu, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     err = device_error(cfg, "c = devkit.client(CFG)\nc.connect()\nc.send(b'x' * 262145)")
     assert err.startswith("ConfigError") and "262144" in err
     assert ecc_emu.telemetry(cfg["device_id"]) == []
@@ -363,6 +377,7 @@ def test_oversize_message_is_refused_before_sending(ecc_emu):
     ],
 )
 def test_malformed_packets_from_the_hub(ecc_emu, raw, needle):
+    # blocking only: poll() raising the fatal error (see the module's docstring)
     cfg = sas_cfg(ecc_emu, auto_reconnect=False)
     body = r"""
 import devkit
@@ -391,8 +406,8 @@ print("CONNECTED", c.is_connected)
     assert ecc_emu.wait_disconnect(cfg["device_id"], timeout=10)
 
 
-def test_puback_timeout_keeps_the_message_queued(ecc_emu):
-    cfg = sas_cfg(ecc_emu)
+def test_puback_timeout_keeps_the_message_queued(ecc_emu, client_kind):
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     ecc_emu.faults.delay_puback_s = 2.5
     try:
         body = r"""
@@ -421,6 +436,7 @@ print("QUEUED", c.queued)
 
 
 def test_dead_link_detected_by_missing_pingresp(ecc_emu):
+    # blocking only: poll() raising the fatal error (see the module's docstring)
     cfg = sas_cfg(ecc_emu, keepalive=2, auto_reconnect=False)
     body = r"""
 import devkit, time
@@ -449,9 +465,9 @@ print("AFTER_MS", time.ticks_diff(time.ticks_ms(), t0))
     assert after <= 2000 + 1000 + 1500, after  # ping due at 2 s, dead after 1 s more (+ slack)
 
 
-def test_records_per_packet_one(ecc_emu):
+def test_records_per_packet_one(ecc_emu, client_kind):
     """Each MQTT packet the device sends is one TLS record (one write)."""
-    cfg = sas_cfg(ecc_emu)
+    cfg = sas_cfg(ecc_emu, client_kind=client_kind)
     before = len(ecc_emu.endpoint.connections)
     code = "CFG=%r\n" % cfg + (
         "import devkit\nc = devkit.client(CFG)\nc.connect()\n"

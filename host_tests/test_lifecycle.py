@@ -1,7 +1,9 @@
 """Field lifecycle under fault injection (README "Lifecycle"): the device, running the precompiled
 package on the unix port with a device-sized heap, keeps sending numbered QoS 1 messages
 while the emulator misbehaves. For every fault it recovers without a restart, loses no
-message, and the time to recover is recorded (printed at the end of the run).
+message, and the time to recover is recorded (printed at the end of the run). Every fault scenario runs
+against both clients (the `client_kind` fixture: the blocking DeviceClient, and iothub.aio's
+through devkit's synchronous facade); the recovery figures are recorded per client.
 
 TLS buffers: on the unix port mbedTLS allocates with the C heap, outside the MicroPython
 heap that -X heapsize bounds (on the Pico W they come from the GC heap; see README)."""
@@ -149,9 +151,10 @@ def connack_times(emu, device_id):
     return [ev[0] for ev in emu.events if ev[1] == device_id and ev[2] == "connack" and ev[3] == 0]
 
 
-def record_recovery(name, emu, device_id, t_fault):
-    after = [t for t in connack_times(emu, device_id) if t > t_fault]
+def record_recovery(name, emu, cfg, t_fault):
+    after = [t for t in connack_times(emu, cfg["device_id"]) if t > t_fault]
     assert after, "no reconnect after %s" % name
+    name = "%s [%s]" % (name, cfg.get("client_kind", "blocking"))
     RECOVERY[name] = after[0] - t_fault
     return RECOVERY[name]
 
@@ -175,23 +178,33 @@ def run_fault(emu, mpy_dir, name, inject, heal=None, settle=0.0, until=None, **c
         result, msgs = finish(dev, emu, cfg)
     finally:
         dev.kill()
-    record_recovery(name, emu, cfg["device_id"], t_fault)
+    record_recovery(name, emu, cfg, t_fault)
     assert result["stats"]["reconnects"] >= 1, result
     return result, msgs, dev
 
 
-def test_drop_mid_publish(emu, mpy_dir):
+def test_drop_mid_publish(emu, mpy_dir, client_kind):
     result, msgs, dev = run_fault(
-        emu, mpy_dir, "drop mid-publish", lambda cfg: emu.faults.set(drop_next_publish=1)
+        emu,
+        mpy_dir,
+        "drop mid-publish",
+        lambda cfg: emu.faults.set(drop_next_publish=1),
+        client_kind=client_kind,
     )
     assert "STATE retrying" in dev.output
 
 
-def test_connection_reset(emu, mpy_dir):
-    run_fault(emu, mpy_dir, "connection reset", lambda cfg: emu.drop(cfg["device_id"]))
+def test_connection_reset(emu, mpy_dir, client_kind):
+    run_fault(
+        emu,
+        mpy_dir,
+        "connection reset",
+        lambda cfg: emu.drop(cfg["device_id"]),
+        client_kind=client_kind,
+    )
 
 
-def test_stall_detected_by_keepalive(emu, mpy_dir):
+def test_stall_detected_by_keepalive(emu, mpy_dir, client_kind):
     # no PINGRESP, no PUBACK: the device's keepalive (3 s) finds the dead link
     run_fault(
         emu,
@@ -202,10 +215,11 @@ def test_stall_detected_by_keepalive(emu, mpy_dir):
         until=lambda cfg, dev: dev.expect("STATE retrying", 60),  # the device saw the dead link
         keepalive=3,
         n=60,
+        client_kind=client_kind,
     )
 
 
-def test_connack_3_is_retried(emu, mpy_dir):
+def test_connack_3_is_retried(emu, mpy_dir, client_kind):
     def inject(cfg):
         emu.faults.set(refuse_connack=3)
         emu.drop(cfg["device_id"])
@@ -226,16 +240,17 @@ def test_connack_3_is_retried(emu, mpy_dir):
         inject,
         heal=lambda cfg: emu.faults.set(refuse_connack=None),
         until=two_refusals,
+        client_kind=client_kind,
     )
     refused = [ev for ev in emu.events if ev[2] == "connack" and ev[3] == 3]
     assert len(refused) >= 2, "CONNACK 3 is retriable: expected several attempts"
     assert "auth_failed" not in dev.output
 
 
-def test_connack_5_is_not_retried_until_credentials_change(emu, mpy_dir, tmp_path):
+def test_connack_5_is_not_retried_until_credentials_change(emu, mpy_dir, tmp_path, client_kind):
     flag = tmp_path / "flag"
     # auth_wait_ms: twice the backoff maximum (3 s) of device time spent polling
-    cfg = cfg_for(emu, flag=str(flag), n=40, auth_wait_ms=6000)
+    cfg = cfg_for(emu, flag=str(flag), n=40, auth_wait_ms=6000, client_kind=client_kind)
     dev = start(cfg, mpy_dir)
     try:
         dev.expect("READY")
@@ -258,17 +273,15 @@ def test_connack_5_is_not_retried_until_credentials_change(emu, mpy_dir, tmp_pat
         result, _ = finish(dev, emu, cfg)
     finally:
         dev.kill()
-    record_recovery(
-        "CONNACK 5 (not authorized), then new credentials", emu, cfg["device_id"], t_fault
-    )
+    record_recovery("CONNACK 5 (not authorized), then new credentials", emu, cfg, t_fault)
 
 
-def test_hub_closes_at_token_expiry(pki, tmp_path, mpy_dir):
+def test_hub_closes_at_token_expiry(pki, tmp_path, mpy_dir, client_kind):
     # The hub's clock runs 52 s ahead: a 60 s token expires 8 s after the device made it,
     # before the device's own renewal at 80 % (48 s). The device recovers with a new token.
     emu = make_emu(pki, tmp_path, clock=lambda: time.time() + 52)
     try:
-        cfg = cfg_for(emu, sas_ttl=60, n=120, interval_ms=100)
+        cfg = cfg_for(emu, sas_ttl=60, n=120, interval_ms=100, client_kind=client_kind)
         dev = start(cfg, mpy_dir)
         try:
             dev.expect("READY")
@@ -282,14 +295,14 @@ def test_hub_closes_at_token_expiry(pki, tmp_path, mpy_dir):
             if ev[1] == cfg["device_id"] and ev[2] == "disconnect" and "expired" in str(ev[3])
         ]
         assert closes, "the hub never closed the connection at token expiry"
-        record_recovery("hub closes at SAS token expiry", emu, cfg["device_id"], closes[0][0] - 0.0)
+        record_recovery("hub closes at SAS token expiry", emu, cfg, closes[0][0] - 0.0)
         assert t_fault  # recovered, nothing lost (checked in finish)
     finally:
         emu.stop()
 
 
-def test_throttling_delayed_pubacks_and_twin_429(emu, mpy_dir):
-    cfg = cfg_for(emu, n=10)
+def test_throttling_delayed_pubacks_and_twin_429(emu, mpy_dir, client_kind):
+    cfg = cfg_for(emu, n=10, client_kind=client_kind)
     emu.faults.set(delay_puback_s=1.0)
     try:
         dev = start(cfg, mpy_dir)
@@ -326,13 +339,17 @@ except iothub.StatusError as e:
         ("wrong packet type (SUBSCRIBE)", b"\x82\x05\x00\x01\x00\x00\x00"),
     ],
 )
-def test_malformed_packets(emu, mpy_dir, name, raw):
+def test_malformed_packets(emu, mpy_dir, name, raw, client_kind):
     run_fault(
-        emu, mpy_dir, "malformed packet: " + name, lambda cfg: emu.send_raw(cfg["device_id"], raw)
+        emu,
+        mpy_dir,
+        "malformed packet: " + name,
+        lambda cfg: emu.send_raw(cfg["device_id"], raw),
+        client_kind=client_kind,
     )
 
 
-def test_hub_restart_with_outage(emu, mpy_dir):
+def test_hub_restart_with_outage(emu, mpy_dir, client_kind):
     def inject(cfg):
         emu.endpoint.stop()
         emu.hub.event(None, "restart", None)
@@ -345,11 +362,12 @@ def test_hub_restart_with_outage(emu, mpy_dir):
         heal=lambda cfg: emu.start(),
         settle=3.0,
         n=50,
+        client_kind=client_kind,
     )
 
 
-def test_desired_patch_missed_offline_is_delivered_once(emu, mpy_dir):
-    cfg = cfg_for(emu, n=50)
+def test_desired_patch_missed_offline_is_delivered_once(emu, mpy_dir, client_kind):
+    cfg = cfg_for(emu, n=50, client_kind=client_kind)
     dev = start(cfg, mpy_dir)
     try:
         dev.expect("READY")
@@ -372,10 +390,10 @@ def test_desired_patch_missed_offline_is_delivered_once(emu, mpy_dir):
     assert result["desired"] == [v1, v2], result
 
 
-def test_no_secret_in_verbose_logs(emu, mpy_dir, tmp_path):
+def test_no_secret_in_verbose_logs(emu, mpy_dir, tmp_path, client_kind):
     """Every log line and error text at the most verbose level, across a wrong key, a
     refused CONNACK, a malformed packet and a renewal: no key, signature or private key."""
-    cfg = cfg_for(emu, verbose=True, n=20)
+    cfg = cfg_for(emu, verbose=True, n=20, client_kind=client_kind)
     key = cfg["cs"].split("SharedAccessKey=")[1]
     dev = start(cfg, mpy_dir)
     try:
@@ -423,7 +441,7 @@ def test_no_secret_in_verbose_logs(emu, mpy_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir):
+def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir, client_kind):
     """About two minutes: 15 s tokens renewed at 12 s (about nine renewals) while sending
     every 100 ms, with two connection drops on top; the heap after collect must not grow
     and nothing is lost."""
@@ -443,7 +461,7 @@ def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir):
             "        pend = None\n",
             1,
         )
-        cfg = cfg_for(emu, sas_ttl=15, n=1100, interval_ms=100)
+        cfg = cfg_for(emu, sas_ttl=15, n=1100, interval_ms=100, client_kind=client_kind)
         dev = DeviceProcess(body, cfg, heapsize=DEVICE_HEAP, extra_path=[mpy_dir])
         try:
             dev.expect("READY")
@@ -462,7 +480,7 @@ def test_soak_renewals_no_growth_no_loss(pki, tmp_path, mpy_dir):
             "\nsoak: %d messages, renewals %d, reconnects %d, heap after collect %s"
             % (cfg["n"], result["stats"]["renewals"], result["stats"]["reconnects"], heap)
         )
-        RECOVERY["soak heap samples (bytes)"] = heap
+        RECOVERY["soak heap samples (bytes) [%s]" % client_kind] = heap
     finally:
         emu.stop()
 
