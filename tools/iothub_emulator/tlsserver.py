@@ -391,6 +391,10 @@ class TLSEndpoint:
             except OSError:
                 break
             sock.settimeout(None)
+            # Each packet goes out when written, as a hub answers: with Nagle's algorithm a
+            # PUBACK written right after another waited for the device's delayed ACK (40 ms
+            # on Linux), a stall of the emulator's making whenever a device pipelines sends.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             info = ConnInfo(peer)
             with self._cond:
                 self.connections.append(info)
