@@ -1,0 +1,284 @@
+"""The asyncio client (iothub.aio) next to the blocking one, measured in one run on the unix port.
+
+The device is the stock MicroPython unix port running the package precompiled to .mpy (as mip
+installs it); the hub is the emulator over real TLS on loopback. Each figure comes from a fresh
+device process (tools/bench/device_aio_bench.py).
+
+    .venv/bin/python tools/bench/bench_aio.py [--quick] [--n 200] [--repeat 3] [--json FILE]
+        [--figures docs/figures.md]      # also write the README's block "aio"
+
+ 1. Loop stall, per TLS profile (ECC and RSA hub): a coroutine ticking every 10 ms runs beside
+    the aio client; the longest gap between two of its ticks while the loop is idle (the
+    reference), during connect, during 50 QoS 1 sends, during get_twin + update_reported, and
+    through a reconnect forced by the emulator (it drops the connection; fast test backoff,
+    200 ms minimum). What blocks the loop is CPU work between two awaits: the TLS handshake,
+    which MicroPython's ssl module runs to completion in one call.
+ 2. Throughput: 200 QoS 1 messages (64-byte body) with 1 and with 8 unacknowledged at a time,
+    blocking client (1: send(); 8: send(block=False) while fewer than 8 are queued, else poll())
+    and aio client (1: await send() in turn; 8: asyncio.gather of 8 coroutines awaiting send() in
+    turn); messages per second, median of --repeat runs, and the ratios, all from this run.
+ 3. GC heap (gc.mem_alloc after gc.collect, minus the heap before any import) after the imports
+    and after connect(), aio next to blocking, as bench_ram.py measures it; and whether
+    importing iothub.aio loads iothub.client.
+
+Not a test: it prints what this run measured. host_tests/test_bench_aio_smoke.py runs --quick.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import figures  # noqa: E402
+from bench_client import BODY, device_env, micropython, revision, run_device  # noqa: E402
+
+from iothub_emulator import Emulator  # noqa: E402
+from iothub_emulator.pki import TestPKI  # noqa: E402
+from iothub_tool.mpy import compile_package  # noqa: E402
+
+DEVICE = HERE / "device_aio_bench.py"
+PROFILES = ("ecc", "rsa")
+PHASES = (
+    ("idle", "loop idle (reference)"),
+    ("connect", "connect (TLS handshake, CONNECT)"),
+    ("sends", "QoS 1 sends, one after the other"),
+    ("twin", "get_twin + update_reported"),
+    ("reconnect", "reconnect after the hub dropped the link"),
+)
+BACKOFF = [200, 2000, 100]  # ms: fast, so the reconnect phase is short (field: 1 s / 100 s / 5 s)
+
+
+def new_device(emu, prefix):
+    device_id = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+    emu.add_device(device_id)
+    return device_id
+
+
+def base_cfg(emu, root, device_id, profile):
+    return {
+        "cs": emu.connection_string(device_id, gateway=False),
+        "profile": profile,
+        "root": root,
+        "port": emu.port,
+        "body": BODY,
+        "backoff": BACKOFF,
+    }
+
+
+def measure_stall(binary, env, emu, root, profile, sends, idle_ms=300, timeout=120):
+    """Run the device's stall mode against `emu`; returns its result plus the device id. The
+    emulator drops the connection when the device asks for it (MARK drop)."""
+    device_id = new_device(emu, "stall-" + profile)
+    cfg = base_cfg(emu, root, device_id, profile)
+    cfg.update(sends=sends, idle_ms=idle_ms, reconnect_ms=30000)
+
+    def on_mark(name, data):
+        if name == "drop":
+            emu.drop(device_id)
+            emu.wait_disconnect(device_id, timeout=10)
+
+    r = run_device(binary, "stall", cfg, env, timeout=timeout, on_mark=on_mark, script=DEVICE)
+    got = len(emu.telemetry(device_id))
+    if got != sends:
+        raise SystemExit(
+            "stall %s: the hub recorded %d messages, the device sent %d" % (profile, got, sends)
+        )
+    r["device_id"] = device_id
+    return r
+
+
+def measure_throughput(binary, env, emu, root, kind, n, repeat, windows=(1, 8), warmup=5):
+    device_id = new_device(emu, "tp-" + kind)
+    cfg = base_cfg(emu, root, device_id, "ecc")
+    cfg.update(kind=kind, n=n, repeat=repeat, windows=list(windows), warmup=warmup)
+    r = run_device(binary, "throughput", cfg, env, timeout=300, script=DEVICE)
+    want = warmup + n * repeat * len(windows)
+    got = len(emu.telemetry(device_id))
+    if r["queued"] or got < want:
+        raise SystemExit(
+            "throughput %s: the hub recorded %d of %d messages (%d left queued)"
+            % (kind, got, want, r["queued"])
+        )
+    r["median"] = {w: statistics.median(v) for w, v in r["runs"].items()}
+    return r
+
+
+def measure_heap(binary, env, emu, root, kind):
+    device_id = new_device(emu, "heap-" + kind)
+    cfg = base_cfg(emu, root, device_id, "ecc")
+    cfg["kind"] = kind
+    r = run_device(binary, "heap", cfg, env, timeout=120, script=DEVICE)
+    if not str(r["file"]).endswith(".mpy"):
+        raise SystemExit("heap %s: the client came from %s, not a .mpy file" % (kind, r["file"]))
+    return r
+
+
+def run_all(args, state):
+    t0 = time.monotonic()
+    pkg = os.path.join(state, "mpy")
+    compile_package(pkg)
+    env = device_env(pkg)
+    pki = TestPKI.load_or_create(os.path.join(state, "pki"))
+    res = {"package": "firmware/iothub at %s (.mpy)" % revision(), "stall": {}, "n": args.n}
+    for profile in PROFILES:
+        with Emulator(os.path.join(state, "hub-" + profile), profile=profile, pki=pki) as emu:
+            root = os.path.join(state, "root-%s.der" % profile)
+            pathlib.Path(root).write_bytes(emu.root_der)
+            res["stall"][profile] = measure_stall(args.mp, env, emu, root, profile, args.sends)
+            if profile != "ecc":
+                continue
+            res["throughput"] = {
+                kind: measure_throughput(args.mp, env, emu, root, kind, args.n, args.repeat)
+                for kind in ("blocking", "aio")
+            }
+            res["heap"] = {
+                kind: measure_heap(args.mp, env, emu, root, kind) for kind in ("blocking", "aio")
+            }
+    res["seconds"] = time.monotonic() - t0
+    return res
+
+
+def stall_rows(res):
+    rows = []
+    for key, label in PHASES:
+        row = [label]
+        for profile in PROFILES:
+            p = res["stall"][profile]["phases"][key]
+            row.append(
+                "%.0f ms (%d ticks in %.0f ms)" % (p["longest_gap_ms"], p["ticks"], p["wall_ms"])
+            )
+        rows.append(row)
+    return rows
+
+
+def throughput_rows(res):
+    tp = res["throughput"]
+    b, a = tp["blocking"]["median"], tp["aio"]["median"]
+    return [
+        ["1 in flight", "%.0f" % b["1"], "%.0f" % a["1"], "%.2f" % (a["1"] / b["1"])],
+        ["8 in flight", "%.0f" % b["8"], "%.0f" % a["8"], "%.2f" % (a["8"] / b["8"])],
+        ["8 / 1", "%.2f" % (b["8"] / b["1"]), "%.2f" % (a["8"] / a["1"]), "-"],
+    ]
+
+
+def heap_rows(res):
+    h = res["heap"]
+    b, a = h["blocking"], h["aio"]
+    return [
+        [
+            "after the imports",
+            "%d" % b["heap_import"],
+            "%d (asyncio %d of it)" % (a["heap_import"], a["heap_asyncio"]),
+            "%.2f" % (a["heap_import"] / b["heap_import"]),
+        ],
+        [
+            "after connect()",
+            "%d" % b["heap_connect"],
+            "%d" % a["heap_connect"],
+            "%.2f" % (a["heap_connect"] / b["heap_connect"]),
+        ],
+    ]
+
+
+def markdown(res):
+    out = (
+        "Loop stall: longest gap between the ticks of a 10 ms coroutine (ticks, phase length):\n\n"
+    )
+    out += figures.table(["phase", "ECC hub", "RSA hub"], stall_rows(res))
+    out += "\nThroughput, %d QoS 1 messages, messages/s (median of %d runs):\n\n" % (
+        res["n"],
+        len(res["throughput"]["aio"]["runs"]["1"]),
+    )
+    out += figures.table(["", "blocking", "aio", "aio / blocking"], throughput_rows(res))
+    out += "\nGC heap (B, .mpy, minus the heap before any import):\n\n"
+    out += figures.table(["", "blocking", "aio", "aio / blocking"], heap_rows(res))
+    loaded = res["heap"]["aio"]["client_loaded_by_import"]
+    out += "\n`import iothub.aio` loads `iothub.client`: %s.\n" % ("yes" if loaded else "no")
+    return out
+
+
+def report(res, args):
+    p = print
+    p("iothub.aio next to the blocking client -- %s, %s" % (res["package"], args.mp))
+    p("1. Loop stall: longest gap between the ticks of a 10 ms coroutine beside the aio client")
+    p("   %-44s %28s %28s" % ("phase", "ECC hub", "RSA hub"))
+    for row in stall_rows(res):
+        p("   %-44s %28s %28s" % tuple(row))
+    for profile in PROFILES:
+        s = res["stall"][profile]
+        p(
+            "   %s: states after the drop %s, stats %s"
+            % (profile, s["states"], json.dumps(s["stats"]))
+        )
+    p(
+        "2. Throughput, %d QoS 1 messages of %d bytes, messages/s (median of %d)"
+        % (args.n, len(BODY), args.repeat)
+    )
+    p("   %-14s %10s %10s %15s" % ("", "blocking", "aio", "aio / blocking"))
+    for row in throughput_rows(res):
+        p("   %-14s %10s %10s %15s" % tuple(row))
+    for kind in ("blocking", "aio"):
+        runs = res["throughput"][kind]["runs"]
+        p(
+            "   %s runs: %s"
+            % (
+                kind,
+                ", ".join("%s: %s" % (w, " ".join("%.0f" % x for x in v)) for w, v in runs.items()),
+            )
+        )
+    p("3. GC heap (bytes, .mpy)")
+    p("   %-20s %10s %28s %15s" % ("", "blocking", "aio", "aio / blocking"))
+    for row in heap_rows(res):
+        p("   %-20s %10s %28s %15s" % tuple(row))
+    p(
+        "   import iothub.aio loads iothub.client: %s"
+        % ("yes" if res["heap"]["aio"]["client_loaded_by_import"] else "no")
+    )
+    p("   modules after connect, aio: %s" % " ".join(res["heap"]["aio"]["modules"]))
+    p("measured in %.0f s" % res["seconds"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    ap.add_argument("--n", type=int, default=None, help="messages per throughput run (200)")
+    ap.add_argument("--repeat", type=int, default=None, help="throughput runs per figure (3)")
+    ap.add_argument("--sends", type=int, default=None, help="sends in the stall phase (50)")
+    ap.add_argument("--mp", default=micropython(), help="MicroPython binary ($MICROPYTHON)")
+    ap.add_argument("--json", default=None, help="also write every figure here")
+    ap.add_argument("--state", default=None, help="PKI/emulator/build dir (default: temporary)")
+    figures.add_figures_arg(ap)
+    args = ap.parse_args(argv)
+    if args.n is None:
+        args.n = 24 if args.quick else 200
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.sends is None:
+        args.sends = 10 if args.quick else 50
+    state = args.state or tempfile.mkdtemp(prefix="iothub-bench-aio-")
+    try:
+        os.makedirs(state, exist_ok=True)
+        res = run_all(args, state)
+    finally:
+        if args.state is None:
+            shutil.rmtree(state, ignore_errors=True)
+    report(res, args)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    if args.figures:
+        figures.write_block(args.figures, "aio", markdown(res), figures.source_line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
