@@ -5,6 +5,7 @@ import json
 import uuid
 
 import pytest
+from devproc import DeviceProcess
 
 import mpyrun
 from iothub_emulator import Emulator
@@ -71,3 +72,102 @@ async def main():
     assert msgs[0]["properties"] == {"k": "v"}
     assert msgs[0]["system_properties"]["ct"] == "application/json"
     assert [m["qos"] for m in msgs] == [1, 0]
+
+
+def test_pipelined_sends_are_acknowledged_in_order(emu):
+    cfg = cfg_for(emu)
+    emu.faults.delay_puback_s = 0.3  # every PUBACK held back: all eight are in flight at once
+    try:
+        out = run(
+            cfg,
+            r"""
+async def main():
+    c = devkit.aio_client(CFG, queue_size=16, queue_bytes=4096)
+    await c.connect()
+    done = []
+    async def one(i):
+        pid = await c.send(b"m%d" % i)
+        done.append(pid)
+    tasks = [asyncio.create_task(one(i)) for i in range(8)]
+    await asyncio.sleep_ms(0)
+    print("INFLIGHT", c.queued)
+    await asyncio.gather(*tasks)
+    print("DONE", json.dumps(done), c.queued)
+    await c.disconnect()
+""",
+        )
+    finally:
+        emu.faults.delay_puback_s = 0
+    assert lines_with(out, "INFLIGHT") == ["8"]
+    done, queued = lines_with(out, "DONE")[0].rsplit(" ", 1)
+    # every send resolved by its own PUBACK (the waiters wake in no particular order)
+    assert sorted(json.loads(done)) == list(range(1, 9)) and queued == "0"
+    msgs = emu.telemetry(cfg["device_id"])
+    assert [m["payload"] for m in msgs] == [b"m%d" % i for i in range(8)]
+    assert [m["packet_id"] for m in msgs] == list(range(1, 9))
+    assert not any(m["dup"] for m in msgs)
+
+
+INBOUND = r"""
+import asyncio, json, devkit
+got = set()
+def on_desired(patch, version):
+    print("DESIRED", json.dumps([patch, version]))
+    got.add("desired")
+def on_method(name, payload):
+    if name == "slow":
+        return slow(payload)  # a coroutine: answered when it returns
+    got.add("plain")
+    return 201, {"echo": payload}
+async def slow(payload):
+    await asyncio.sleep_ms(50)
+    got.add("slow")
+    return {"slept": payload}
+async def on_message(msg):  # a coroutine handler runs as its own task
+    await asyncio.sleep_ms(10)
+    print("C2D", json.dumps([msg.body.decode(), msg.properties]))
+    got.add("c2d")
+async def main():
+    c = devkit.aio_client(CFG)
+    c.on_desired = on_desired
+    c.on_method = on_method
+    c.on_message = on_message
+    await c.connect()
+    twin = await c.get_twin()
+    print("TWIN", json.dumps(twin))
+    v = await c.update_reported({"fw": "1.0"})
+    print("REPORTED", v)
+    print("READY")
+    for _ in range(300):
+        if len(got) == 4:
+            break
+        await asyncio.sleep_ms(20)
+    await asyncio.sleep_ms(100)  # the last method response goes out
+    await c.disconnect()
+    print("DONE", json.dumps(sorted(got)))
+asyncio.run(main())
+"""
+
+
+def test_c2d_methods_twin_and_desired(emu):
+    cfg = cfg_for(emu)
+    dev = DeviceProcess(INBOUND, cfg)
+    try:
+        dev.expect("READY", 30)
+        device_id = cfg["device_id"]
+        twin = json.loads(dev.output.split("TWIN ", 1)[1].splitlines()[0])
+        assert "desired" in twin and "reported" in twin
+        assert emu.twin(device_id)["reported"]["fw"] == "1.0"
+        v = emu.patch_desired(device_id, {"interval": 5})
+        assert emu.invoke_method(device_id, "plain", {"x": 1}, timeout=10) == (
+            201,
+            {"echo": {"x": 1}},
+        )
+        assert emu.invoke_method(device_id, "slow", 7, timeout=10) == (200, {"slept": 7})
+        emu.send_c2d(device_id, b"hello", properties={"cmd": "on"})
+        assert json.loads(dev.expect("DESIRED")) == [{"interval": 5, "$version": v}, v]
+        assert json.loads(dev.expect("C2D")) == ["hello", {"cmd": "on"}]
+        assert json.loads(dev.expect("DONE")) == ["c2d", "desired", "plain", "slow"]
+        assert dev.wait() == 0, dev.output
+    finally:
+        dev.kill()

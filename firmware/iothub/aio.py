@@ -57,14 +57,12 @@ def _is_coro(r):
 
 def _wrapped(name):
     # on_message / on_desired: a coroutine handler runs as its own task.
-    prop = getattr(ClientBase, "on_" + name)
-
     def get(self):
         return self._uh.get(name)
 
     def set_(self, fn):
         self._uh[name] = fn
-        prop.fset(self, None if fn is None else self._wrap(fn, "on_" + name))
+        self._set_handler(name, None if fn is None else self._wrap(fn, "on_" + name))
 
     return property(get, set_)
 

@@ -46,12 +46,7 @@ def _handler_prop(name):
         return self._handlers.get(name)
 
     def set_(self, fn):
-        had = self._handlers.get(name) is not None
-        self._handlers[name] = fn
-        if (name == "desired" or name == "writable") and fn is not None:
-            self._twin()
-        if self.is_connected and (fn is not None or had):
-            self._handler_changed(name, fn is not None)
+        self._set_handler(name, fn)
 
     return property(get, set_)
 
@@ -95,6 +90,14 @@ class ClientBase:
     # does not know (passed to on_method, else answered 404).
     on_writable = _handler_prop("writable")
     on_command = _handler_prop("command")
+
+    def _set_handler(self, name, fn):
+        had = self._handlers.get(name) is not None
+        self._handlers[name] = fn
+        if (name == "desired" or name == "writable") and fn is not None:
+            self._twin()
+        if self.is_connected and (fn is not None or had):
+            self._handler_changed(name, fn is not None)
 
     def _twin(self):
         if self._tw is None:
