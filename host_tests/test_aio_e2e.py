@@ -171,3 +171,183 @@ def test_c2d_methods_twin_and_desired(emu):
         assert dev.wait() == 0, dev.output
     finally:
         dev.kill()
+
+
+RECONNECT = r"""
+import asyncio, json, devkit
+async def main():
+    c = devkit.aio_client(CFG)
+    states = []
+    c.on_connection_state = lambda s, d: states.append(s)
+    await c.connect()
+    print("READY")
+    for i in range(10):
+        await c.send(b"r%d" % i, block=False)
+        print("SENT", i)
+        await asyncio.sleep_ms(60)
+    await c.wait_sent(20000)
+    print("QUEUED", c.queued, c.stats["reconnects"])
+    print("STATES", json.dumps(states))
+    await c.disconnect()
+asyncio.run(main())
+"""
+
+
+def test_reconnect_after_drop_loses_nothing(emu):
+    cfg = cfg_for(emu, backoff=[100, 500, 50])
+    dev = DeviceProcess(RECONNECT, cfg)
+    try:
+        dev.expect("READY", 30)
+        dev.expect("SENT 3")
+        assert emu.drop(cfg["device_id"])
+        assert dev.expect("QUEUED", 30) == "0 1"
+        states = json.loads(dev.expect("STATES"))
+        assert states[:4] == ["connected", "disconnected", "retrying", "connected"]
+        assert dev.wait() == 0, dev.output
+    finally:
+        dev.kill()
+    got = [m["payload"] for m in emu.telemetry(cfg["device_id"])]
+    # each message arrives; one written before the drop may arrive twice (DUP, QoS 1)
+    assert sorted(set(got)) == sorted(b"r%d" % i for i in range(10))
+    first = [got.index(b"r%d" % i) for i in range(10)]
+    assert first == sorted(first)  # in order
+
+
+def test_auth_failure_stops_with_auth_failed(emu):
+    cfg = cfg_for(emu)
+    good = cfg["cs"].split("SharedAccessKey=")[1]
+    cfg["cs"] = cfg["cs"].replace(good, "AAAA" + good[4:])
+    out = run(
+        cfg,
+        r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    states = []
+    c.on_connection_state = lambda s, d: states.append([s, d])
+    try:
+        await c.connect()
+        print("ERR none")
+    except iothub.AuthenticationError as e:
+        print("ERR", repr(e))
+    print("STATE", c.state, c.is_connected, json.dumps(states))
+""",
+    )
+    err = lines_with(out, "ERR")[0]
+    assert err.startswith("AuthenticationError") and "CONNACK 5" in err
+    assert lines_with(out, "STATE") == ['auth_failed False [["auth_failed", 5]]']
+    assert good not in "\n".join(out) and good[4:] not in "\n".join(out)
+
+
+def test_cancelled_send_is_still_delivered(emu):
+    cfg = cfg_for(emu)
+    emu.faults.delay_puback_s = 0.5
+    try:
+        out = run(
+            cfg,
+            r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    await c.connect()
+    t = asyncio.create_task(c.send(b"cancelled"))
+    await asyncio.sleep_ms(50)
+    t.cancel()
+    try:
+        await t
+    except asyncio.CancelledError:
+        print("CANCELLED", c.queued)
+    try:
+        await asyncio.wait_for_ms(c.send(b"timed-out"), 50)
+    except asyncio.TimeoutError:
+        print("TIMEDOUT", c.queued)
+    try:
+        await c.send(b"short", timeout_ms=50)
+    except iothub.Timeout as e:
+        print("TIMEOUT", c.queued, e)
+    await c.wait_sent(10000)
+    print("QUEUED", c.queued)
+    await c.send(b"after")
+    await c.disconnect()
+""",
+        )
+    finally:
+        emu.faults.delay_puback_s = 0
+    assert lines_with(out, "CANCELLED") == ["1"]
+    assert lines_with(out, "TIMEDOUT") == ["2"]
+    assert lines_with(out, "TIMEOUT")[0].startswith("3 no PUBACK for message 3 within 50 ms")
+    assert lines_with(out, "QUEUED") == ["0"]
+    got = [m["payload"] for m in emu.telemetry(cfg["device_id"])]
+    assert got == [b"cancelled", b"timed-out", b"short", b"after"]
+
+
+def test_async_with_and_no_blocking_client_loaded(emu):
+    cfg = cfg_for(emu)
+    out = run(
+        cfg,
+        r"""
+import sys
+from iothub.aio import DeviceClient
+print("LOADED", "iothub.client" in sys.modules)
+async def main():
+    async with devkit.aio_client(CFG) as c:
+        print("INSIDE", c.is_connected)
+        await c.send(b"with")
+    print("AFTER", c.state, "iothub.client" in sys.modules)
+""",
+    )
+    assert lines_with(out, "LOADED") == ["False"]
+    assert lines_with(out, "INSIDE") == ["True"]
+    assert lines_with(out, "AFTER") == ["disconnected False"]
+    assert [m["payload"] for m in emu.telemetry(cfg["device_id"])] == [b"with"]
+
+
+def test_disconnect_keeps_queued_messages(emu):
+    cfg = cfg_for(emu)
+    emu.faults.delay_puback_s = 1.0
+    try:
+        out = run(
+            cfg,
+            r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    await c.connect()
+    await c.send(b"q1", block=False)
+    await c.send(b"q2", block=False)
+    await c.disconnect()
+    print("QUEUED", c.queued)
+    try:
+        await c.send(b"q3")
+    except iothub.ConnectionLost as e:
+        print("ERR", e)
+    print("QUEUED", c.queued)
+    await c.connect()
+    await c.wait_sent(10000)
+    print("QUEUED", c.queued, c.stats["redelivered"])
+    await c.disconnect()
+""",
+        )
+    finally:
+        emu.faults.delay_puback_s = 0
+    assert lines_with(out, "QUEUED") == ["2", "3", "0 2"]
+    assert "stays queued" in lines_with(out, "ERR")[0]
+    msgs = emu.telemetry(cfg["device_id"])
+    assert [m["payload"] for m in msgs] == [b"q1", b"q2", b"q1", b"q2", b"q3"]
+    assert [m["dup"] for m in msgs] == [False, False, True, True, False]
+
+
+def test_unsupported_transports_are_refused(emu):
+    cfg = cfg_for(emu)
+    out = run(
+        cfg,
+        r"""
+async def main():
+    for kw in ({"transport": "websockets"}, {"proxy": ("127.0.0.1", 3128, "u", "secret-pw")}):
+        try:
+            devkit.aio_client(CFG, **kw)
+        except iothub.ConfigError as e:
+            print("ERR", e)
+""",
+    )
+    errs = lines_with(out, "ERR")
+    assert len(errs) == 2
+    assert "transport='websockets'" in errs[0] and "iothub.client.DeviceClient" in errs[0]
+    assert "proxy" in errs[1] and "secret-pw" not in errs[1]
