@@ -5,6 +5,7 @@ import json
 import uuid
 
 import pytest
+from devproc import DeviceProcess
 
 import mpyrun
 from iothub_emulator import Emulator
@@ -71,3 +72,282 @@ async def main():
     assert msgs[0]["properties"] == {"k": "v"}
     assert msgs[0]["system_properties"]["ct"] == "application/json"
     assert [m["qos"] for m in msgs] == [1, 0]
+
+
+def test_pipelined_sends_are_acknowledged_in_order(emu):
+    cfg = cfg_for(emu)
+    emu.faults.delay_puback_s = 0.3  # every PUBACK held back: all eight are in flight at once
+    try:
+        out = run(
+            cfg,
+            r"""
+async def main():
+    c = devkit.aio_client(CFG, queue_size=16, queue_bytes=4096)
+    await c.connect()
+    done = []
+    async def one(i):
+        pid = await c.send(b"m%d" % i)
+        done.append(pid)
+    tasks = [asyncio.create_task(one(i)) for i in range(8)]
+    await asyncio.sleep_ms(0)
+    print("INFLIGHT", c.queued)
+    await asyncio.gather(*tasks)
+    print("DONE", json.dumps(done), c.queued)
+    await c.disconnect()
+""",
+        )
+    finally:
+        emu.faults.delay_puback_s = 0
+    assert lines_with(out, "INFLIGHT") == ["8"]
+    done, queued = lines_with(out, "DONE")[0].rsplit(" ", 1)
+    # every send resolved by its own PUBACK (the waiters wake in no particular order)
+    assert sorted(json.loads(done)) == list(range(1, 9)) and queued == "0"
+    msgs = emu.telemetry(cfg["device_id"])
+    assert [m["payload"] for m in msgs] == [b"m%d" % i for i in range(8)]
+    assert [m["packet_id"] for m in msgs] == list(range(1, 9))
+    assert not any(m["dup"] for m in msgs)
+
+
+INBOUND = r"""
+import asyncio, json, devkit
+got = set()
+def on_desired(patch, version):
+    print("DESIRED", json.dumps([patch, version]))
+    got.add("desired")
+def on_method(name, payload):
+    if name == "slow":
+        return slow(payload)  # a coroutine: answered when it returns
+    got.add("plain")
+    return 201, {"echo": payload}
+async def slow(payload):
+    await asyncio.sleep_ms(50)
+    got.add("slow")
+    return {"slept": payload}
+async def on_message(msg):  # a coroutine handler runs as its own task
+    await asyncio.sleep_ms(10)
+    print("C2D", json.dumps([msg.body.decode(), msg.properties]))
+    got.add("c2d")
+async def main():
+    c = devkit.aio_client(CFG)
+    c.on_desired = on_desired
+    c.on_method = on_method
+    c.on_message = on_message
+    await c.connect()
+    twin = await c.get_twin()
+    print("TWIN", json.dumps(twin))
+    v = await c.update_reported({"fw": "1.0"})
+    print("REPORTED", v)
+    print("READY")
+    for _ in range(300):
+        if len(got) == 4:
+            break
+        await asyncio.sleep_ms(20)
+    await asyncio.sleep_ms(100)  # the last method response goes out
+    await c.disconnect()
+    print("DONE", json.dumps(sorted(got)))
+asyncio.run(main())
+"""
+
+
+def test_c2d_methods_twin_and_desired(emu):
+    cfg = cfg_for(emu)
+    dev = DeviceProcess(INBOUND, cfg)
+    try:
+        dev.expect("READY", 30)
+        device_id = cfg["device_id"]
+        twin = json.loads(dev.output.split("TWIN ", 1)[1].splitlines()[0])
+        assert "desired" in twin and "reported" in twin
+        assert emu.twin(device_id)["reported"]["fw"] == "1.0"
+        v = emu.patch_desired(device_id, {"interval": 5})
+        assert emu.invoke_method(device_id, "plain", {"x": 1}, timeout=10) == (
+            201,
+            {"echo": {"x": 1}},
+        )
+        assert emu.invoke_method(device_id, "slow", 7, timeout=10) == (200, {"slept": 7})
+        emu.send_c2d(device_id, b"hello", properties={"cmd": "on"})
+        assert json.loads(dev.expect("DESIRED")) == [{"interval": 5, "$version": v}, v]
+        assert json.loads(dev.expect("C2D")) == ["hello", {"cmd": "on"}]
+        assert json.loads(dev.expect("DONE")) == ["c2d", "desired", "plain", "slow"]
+        assert dev.wait() == 0, dev.output
+    finally:
+        dev.kill()
+
+
+RECONNECT = r"""
+import asyncio, json, devkit
+async def main():
+    c = devkit.aio_client(CFG)
+    states = []
+    c.on_connection_state = lambda s, d: states.append(s)
+    await c.connect()
+    print("READY")
+    for i in range(10):
+        await c.send(b"r%d" % i, block=False)
+        print("SENT", i)
+        await asyncio.sleep_ms(60)
+    await c.wait_sent(20000)
+    print("QUEUED", c.queued, c.stats["reconnects"])
+    print("STATES", json.dumps(states))
+    await c.disconnect()
+asyncio.run(main())
+"""
+
+
+def test_reconnect_after_drop_loses_nothing(emu):
+    cfg = cfg_for(emu, backoff=[100, 500, 50])
+    dev = DeviceProcess(RECONNECT, cfg)
+    try:
+        dev.expect("READY", 30)
+        dev.expect("SENT 3")
+        assert emu.drop(cfg["device_id"])
+        assert dev.expect("QUEUED", 30) == "0 1"
+        states = json.loads(dev.expect("STATES"))
+        assert states[:4] == ["connected", "disconnected", "retrying", "connected"]
+        assert dev.wait() == 0, dev.output
+    finally:
+        dev.kill()
+    got = [m["payload"] for m in emu.telemetry(cfg["device_id"])]
+    # each message arrives; one written before the drop may arrive twice (DUP, QoS 1)
+    assert sorted(set(got)) == sorted(b"r%d" % i for i in range(10))
+    first = [got.index(b"r%d" % i) for i in range(10)]
+    assert first == sorted(first)  # in order
+
+
+def test_auth_failure_stops_with_auth_failed(emu):
+    cfg = cfg_for(emu)
+    good = cfg["cs"].split("SharedAccessKey=")[1]
+    cfg["cs"] = cfg["cs"].replace(good, "AAAA" + good[4:])
+    out = run(
+        cfg,
+        r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    states = []
+    c.on_connection_state = lambda s, d: states.append([s, d])
+    try:
+        await c.connect()
+        print("ERR none")
+    except iothub.AuthenticationError as e:
+        print("ERR", repr(e))
+    print("STATE", c.state, c.is_connected, json.dumps(states))
+""",
+    )
+    err = lines_with(out, "ERR")[0]
+    assert err.startswith("AuthenticationError") and "CONNACK 5" in err
+    assert lines_with(out, "STATE") == ['auth_failed False [["auth_failed", 5]]']
+    assert good not in "\n".join(out) and good[4:] not in "\n".join(out)
+
+
+def test_cancelled_send_is_still_delivered(emu):
+    cfg = cfg_for(emu)
+    emu.faults.delay_puback_s = 0.5
+    try:
+        out = run(
+            cfg,
+            r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    await c.connect()
+    t = asyncio.create_task(c.send(b"cancelled"))
+    await asyncio.sleep_ms(50)
+    t.cancel()
+    try:
+        await t
+    except asyncio.CancelledError:
+        print("CANCELLED", c.queued)
+    try:
+        await asyncio.wait_for_ms(c.send(b"timed-out"), 50)
+    except asyncio.TimeoutError:
+        print("TIMEDOUT", c.queued)
+    try:
+        await c.send(b"short", timeout_ms=50)
+    except iothub.Timeout as e:
+        print("TIMEOUT", c.queued, e)
+    await c.wait_sent(10000)
+    print("QUEUED", c.queued)
+    await c.send(b"after")
+    await c.disconnect()
+""",
+        )
+    finally:
+        emu.faults.delay_puback_s = 0
+    assert lines_with(out, "CANCELLED") == ["1"]
+    assert lines_with(out, "TIMEDOUT") == ["2"]
+    assert lines_with(out, "TIMEOUT")[0].startswith("3 no PUBACK for message 3 within 50 ms")
+    assert lines_with(out, "QUEUED") == ["0"]
+    got = [m["payload"] for m in emu.telemetry(cfg["device_id"])]
+    assert got == [b"cancelled", b"timed-out", b"short", b"after"]
+
+
+def test_async_with_and_no_blocking_client_loaded(emu):
+    cfg = cfg_for(emu)
+    out = run(
+        cfg,
+        r"""
+import sys
+from iothub.aio import DeviceClient
+print("LOADED", "iothub.client" in sys.modules)
+async def main():
+    async with devkit.aio_client(CFG) as c:
+        print("INSIDE", c.is_connected)
+        await c.send(b"with")
+    print("AFTER", c.state, "iothub.client" in sys.modules)
+""",
+    )
+    assert lines_with(out, "LOADED") == ["False"]
+    assert lines_with(out, "INSIDE") == ["True"]
+    assert lines_with(out, "AFTER") == ["disconnected False"]
+    assert [m["payload"] for m in emu.telemetry(cfg["device_id"])] == [b"with"]
+
+
+def test_disconnect_keeps_queued_messages(emu):
+    cfg = cfg_for(emu)
+    emu.faults.delay_puback_s = 1.0
+    try:
+        out = run(
+            cfg,
+            r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    await c.connect()
+    await c.send(b"q1", block=False)
+    await c.send(b"q2", block=False)
+    await c.disconnect()
+    print("QUEUED", c.queued)
+    try:
+        await c.send(b"q3")
+    except iothub.ConnectionLost as e:
+        print("ERR", e)
+    print("QUEUED", c.queued)
+    await c.connect()
+    await c.wait_sent(10000)
+    print("QUEUED", c.queued, c.stats["redelivered"])
+    await c.disconnect()
+""",
+        )
+    finally:
+        emu.faults.delay_puback_s = 0
+    assert lines_with(out, "QUEUED") == ["2", "3", "0 2"]
+    assert "stays queued" in lines_with(out, "ERR")[0]
+    msgs = emu.telemetry(cfg["device_id"])
+    assert [m["payload"] for m in msgs] == [b"q1", b"q2", b"q1", b"q2", b"q3"]
+    assert [m["dup"] for m in msgs] == [False, False, True, True, False]
+
+
+def test_unsupported_transports_are_refused(emu):
+    cfg = cfg_for(emu)
+    out = run(
+        cfg,
+        r"""
+async def main():
+    for kw in ({"transport": "websockets"}, {"proxy": ("127.0.0.1", 3128, "u", "secret-pw")}):
+        try:
+            devkit.aio_client(CFG, **kw)
+        except iothub.ConfigError as e:
+            print("ERR", e)
+""",
+    )
+    errs = lines_with(out, "ERR")
+    assert len(errs) == 2
+    assert "transport='websockets'" in errs[0] and "iothub.client.DeviceClient" in errs[0]
+    assert "proxy" in errs[1] and "secret-pw" not in errs[1]

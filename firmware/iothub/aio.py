@@ -21,7 +21,7 @@ import asyncio
 
 from . import mqtt
 from .alink import ALink, check
-from .clientbase import ClientBase
+from .clientbase import _BUFFERS, ClientBase, body
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
     AuthenticationError,
@@ -62,14 +62,7 @@ def _wrapped(name):
 
     def set_(self, fn):
         self._uh[name] = fn
-        # ClientBase's setter, done here: MicroPython's property object has no .fset
-        fn2 = None if fn is None else self._wrap(fn, "on_" + name)
-        had = self._handlers.get(name) is not None
-        self._handlers[name] = fn2
-        if name == "desired" and fn2 is not None:
-            self._twin()
-        if self.is_connected and (fn2 is not None or had):
-            self._handler_changed(name, fn2 is not None)
+        self._set_handler(name, None if fn is None else self._wrap(fn, "on_" + name))
 
     return property(get, set_)
 
@@ -573,7 +566,9 @@ class DeviceClient(ClientBase):
         PUBACK arrives (Timeout after timeout_ms: it stays queued and is delivered, do not
         send it again); block=False returns once it is queued. Cancelling a send() leaves
         the message queued; it is delivered."""
-        topic, payload = self._d2c(
+        if not isinstance(payload, _BUFFERS):
+            payload, content_type, content_encoding = body(payload, content_type, content_encoding)
+        topic = self._d2c(
             payload,
             qos,
             properties,
@@ -596,9 +591,11 @@ class DeviceClient(ClientBase):
             return None
         if not self.is_connected and not self.auto_reconnect:
             raise ConnectionLost("not connected (auto_reconnect is off: nothing was queued)")
-        pid, off, n = self._enqueue(topic, payload)
+        off = self._enqueue(topic, payload)
+        n = self._qn
         if off < 0:
             return await self._send_direct(topic, payload, n, block, timeout_ms)
+        pid = self._qpid
         ob = self._outbox
         if self.is_connected:
             now = ticks_ms()

@@ -25,17 +25,28 @@ def _positive(v, what):
     return v
 
 
+def body(payload, ct, ce):
+    """A payload that is not bytes-like, as bytes: (payload, content type, encoding);
+    dict and list travel as JSON."""
+    if isinstance(payload, str):
+        return payload.encode(), ct, ce
+    if isinstance(payload, (dict, list)):
+        from .jsonc import dumps
+
+        return (
+            dumps(payload).encode(),
+            "application/json" if ct is None else ct,
+            "utf-8" if ce is None else ce,
+        )
+    raise ConfigError("payload must be bytes, str, dict or list")
+
+
 def _handler_prop(name):
     def get(self):
         return self._handlers.get(name)
 
     def set_(self, fn):
-        had = self._handlers.get(name) is not None
-        self._handlers[name] = fn
-        if (name == "desired" or name == "writable") and fn is not None:
-            self._twin()
-        if self.is_connected and (fn is not None or had):
-            self._handler_changed(name, fn is not None)
+        self._set_handler(name, fn)
 
     return property(get, set_)
 
@@ -49,6 +60,7 @@ class ClientBase:
         # Options and their defaults: see clientx.OPTIONS (checked there, once).
         from . import clientx
 
+        self._qpid = self._qn = 0  # what _enqueue() made, without a tuple
         clientx.init(self, hostname, device_id, options)
 
     # ---- construction -------------------------------------------------------------
@@ -78,6 +90,14 @@ class ClientBase:
     # does not know (passed to on_method, else answered 404).
     on_writable = _handler_prop("writable")
     on_command = _handler_prop("command")
+
+    def _set_handler(self, name, fn):
+        had = self._handlers.get(name) is not None
+        self._handlers[name] = fn
+        if (name == "desired" or name == "writable") and fn is not None:
+            self._twin()
+        if self.is_connected and (fn is not None or had):
+            self._handler_changed(name, fn is not None)
 
     def _twin(self):
         if self._tw is None:
@@ -155,22 +175,10 @@ class ClientBase:
         return t
 
     def _d2c(self, payload, qos, properties, ct, ce, mid, cid, component):
-        """Check a telemetry message and encode its topic: (topic, payload bytes)."""
+        """Check a telemetry message (payload: bytes-like, see body()) and return its
+        encoded topic. Allocates nothing when the topic is cached."""
         if qos != 1 and qos != 0:
             raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
-        if not isinstance(payload, _BUFFERS):
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif isinstance(payload, (dict, list)):
-                from .jsonc import dumps
-
-                payload = dumps(payload).encode()
-                if ct is None:
-                    ct = "application/json"
-                if ce is None:
-                    ce = "utf-8"
-            else:
-                raise ConfigError("payload must be bytes, str, dict or list")
         topic = self._telemetry_topic(properties, mid, cid, ct, ce, component)
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
@@ -183,26 +191,30 @@ class ClientBase:
                 raise ConfigError(
                     "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)
                 )
-        return topic, payload
+        return topic
 
     def _enqueue(self, topic, payload):
-        """Encode a QoS 1 PUBLISH straight into the outbox ring: (pid, off, n), or
-        (0, -1, n) when it does not fit (the queue is full, or n > queue_bytes: n says)."""
+        """Encode a QoS 1 PUBLISH straight into the outbox ring. Returns its offset there
+        (self._qpid: its packet id, self._qn: its size), or -1 when it is larger than the
+        ring (self._qn says how large). Raises when the queue policy refuses it. Returns
+        one int, not a tuple: a tuple would allocate on every send."""
         ob = self._outbox
         plen = len(payload)
         n = mqtt.publish_size(len(topic), plen, 1)
+        self._qn = n
         off = ob.reserve(n)
         if off < 0:
             if n > len(ob.buf):
-                return 0, -1, n
+                return -1
             raise IoTHubError(
                 "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
             )
         pid = self._s.next_pid()
+        self._qpid = pid
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)
         buf[i : i + plen] = payload
-        return pid, off, n
+        return off
 
     def _pid_in_use(self, pid):
         return pid == self._direct or self._outbox.has(pid)
