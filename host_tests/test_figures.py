@@ -26,7 +26,7 @@ def test_the_readme_embeds_the_benchmark_blocks():
     # The benches the README quotes: each must be embedded, so a table cannot fall back to
     # being copied by hand.
     names = set(figures.blocks(README.read_text(), "README.md"))
-    for name in ("handshake", "client-wire", "client-heap", "provisioning", "storm"):
+    for name in ("handshake", "client-wire", "client-heap", "provisioning", "storm", "aio"):
         assert name in names
 
 
