@@ -93,6 +93,7 @@ class DeviceClient(ClientBase):
         self._napping = None  # when the lifecycle task's nap ends (None: not napping)
         self._soonest = None  # the earliest deadline a waiter waits for
         self._draining = False
+        self._opener = None  # the task opening a connection
 
     on_message = _wrapped("message")
     on_desired = _wrapped("desired")
@@ -124,9 +125,10 @@ class DeviceClient(ClientBase):
         background tasks. Returns session_present; raises on failure (nothing retries
         then)."""
         ms = self._timeout(timeout_ms)
-        if self._task is not None:
-            self._stop()
         lc = self._lc
+        if self._task is not None:  # connected already: start over
+            self._stop()
+            lc.close()
         lc.connecting()
         try:
             sp = await self._open(ms)
@@ -183,6 +185,7 @@ class DeviceClient(ClientBase):
         s = self._s
         link = s.link
         lc = self._lc
+        self._opener = _core.cur_task  # reads the link itself until the reader task runs
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         ctx = clientx.context(self)
         clientx.unload("tlsprofile", "roots", "pem")
@@ -222,6 +225,8 @@ class DeviceClient(ClientBase):
             if lc.state == CONNECTED:
                 lc.state = DISCONNECTED
             raise
+        finally:
+            self._opener = None
         self._log_line(1, "connected (session present: %s, %s)" % (session_present, link.cipher()))
         return session_present
 
@@ -440,7 +445,8 @@ class DeviceClient(ClientBase):
                 raise ConnectionLost("the link closed while waiting for the %s" % what)
             if deadline is not None and ticks_diff(deadline, ticks_ms()) <= 0:
                 raise Timeout("no %s from the hub in time" % what)
-            if self._reader is None:  # connecting: nobody else reads
+            if self._reader is None and _core.cur_task is self._opener:
+                # connecting: no reader task yet, this task reads
                 await link.readable()
                 self._pump()
                 await self._flush()
