@@ -94,6 +94,7 @@ class DeviceClient(ClientBase):
         self._soonest = None  # the earliest deadline a waiter waits for
         self._draining = False
         self._opener = None  # the task opening a connection
+        self._gen = 0  # counts _stop(): an opening cancelled by one cleans up only its own
 
     on_message = _wrapped("message")
     on_desired = _wrapped("desired")
@@ -158,6 +159,7 @@ class DeviceClient(ClientBase):
         await self.disconnect()
 
     def _stop(self):
+        self._gen += 1
         t = self._task
         self._task = None
         if t is not None and t is not _core.cur_task:
@@ -185,7 +187,8 @@ class DeviceClient(ClientBase):
         s = self._s
         link = s.link
         lc = self._lc
-        self._opener = _core.cur_task  # reads the link itself until the reader task runs
+        me = self._opener = _core.cur_task  # reads the link itself until the reader runs
+        gen = self._gen
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         ctx = clientx.context(self)
         clientx.unload("tlsprofile", "roots", "pem")
@@ -221,12 +224,14 @@ class DeviceClient(ClientBase):
             self.stats["redelivered"] += self._outbox.redeliver(s.write_from, ticks_ms())
             await link.drain()
         except BaseException:
-            link.close()
-            if lc.state == CONNECTED:
-                lc.state = DISCONNECTED
+            if gen == self._gen:  # not when connect() or disconnect() already moved on
+                link.close()
+                if lc.state == CONNECTED:
+                    lc.state = DISCONNECTED
             raise
         finally:
-            self._opener = None
+            if self._opener is me:
+                self._opener = None
         self._log_line(1, "connected (session present: %s, %s)" % (session_present, link.cipher()))
         return session_present
 
@@ -278,6 +283,16 @@ class DeviceClient(ClientBase):
     # ---- the background tasks ------------------------------------------------------
 
     async def _run(self):
+        while True:
+            try:
+                await self._turns()
+            except Exception as e:  # a bug must not leave the device silently offline
+                self._log_line(0, "iothub.aio background task: %r" % (e,))
+                if self.is_connected:
+                    self._lost(ConnectionLost("internal error: %r" % (e,)))
+                await asyncio.sleep_ms(1000)
+
+    async def _turns(self):
         lc = self._lc
         s = self._s
         while True:
@@ -400,6 +415,10 @@ class DeviceClient(ClientBase):
             # backoff, like any transient failure (its buffers are freed meanwhile).
             self._reader = None
             self._lost(ConnectionLost("out of memory while receiving"))
+        except Exception as e:  # a bug must not leave the link open and unread
+            self._log_line(0, "iothub.aio reader task: %r" % (e,))
+            self._reader = None
+            self._lost(ConnectionLost("internal error while receiving: %r" % (e,)))
 
     def _pump(self):
         """Read what is there and dispatch every complete packet (session.py's dispatch:
