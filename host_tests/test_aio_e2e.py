@@ -351,3 +351,84 @@ async def main():
     assert len(errs) == 2
     assert "transport='websockets'" in errs[0] and "iothub.client.DeviceClient" in errs[0]
     assert "proxy" in errs[1] and "secret-pw" not in errs[1]
+
+
+AUTH_LATER = r"""
+import asyncio, json, devkit
+async def main():
+    c = devkit.aio_client(CFG)
+    states = []
+    c.on_connection_state = lambda s, d: states.append(s)
+    await c.connect()
+    print("READY")
+    while c.state != "auth_failed":
+        await asyncio.sleep_ms(20)
+    print("AUTH_FAILED", c.stats["connects"])
+    await asyncio.sleep_ms(600)  # longer than the backoff: no attempt is made meanwhile
+    print("STILL", c.state, c.stats["connects"])
+    import os
+    while True:  # until the test lifts the refusal
+        try:
+            os.stat(CFG["go"])
+            break
+        except OSError:
+            await asyncio.sleep_ms(20)
+    c.update_credentials(connection_string=CFG["cs"])
+    while not c.is_connected:
+        await asyncio.sleep_ms(20)
+    await c.send(b"after")
+    print("STATES", json.dumps(states))
+    await c.disconnect()
+asyncio.run(main())
+"""
+
+
+def test_auth_failed_waits_for_new_credentials(emu, tmp_path):
+    go = tmp_path / "go"
+    cfg = cfg_for(emu, backoff=[100, 200, 10], go=str(go))
+    dev = DeviceProcess(AUTH_LATER, cfg)
+    try:
+        dev.expect("READY", 30)
+        emu.faults.refuse_connack = 5
+        assert emu.drop(cfg["device_id"])
+        assert dev.expect("AUTH_FAILED", 30) == "1"
+        assert dev.expect("STILL") == "auth_failed 1"
+        emu.faults.refuse_connack = None
+        go.write_text("go")
+        states = json.loads(dev.expect("STATES", 30))
+        assert states == ["connected", "disconnected", "retrying", "auth_failed", "connected"]
+        assert dev.wait() == 0, dev.output
+    finally:
+        emu.faults.refuse_connack = None
+        dev.kill()
+    assert [m["payload"] for m in emu.telemetry(cfg["device_id"])] == [b"after"]
+
+
+def test_sas_token_renewed_at_80_percent(emu):
+    cfg = cfg_for(emu, sas_ttl=10)
+    out = run(
+        cfg,
+        r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    states = []
+    c.on_connection_state = lambda s, d: states.append(s)
+    await c.connect()
+    t0 = time.ticks_ms()
+    while c.stats["renewals"] == 0:
+        await asyncio.sleep_ms(50)
+    while not c.is_connected:
+        await asyncio.sleep_ms(20)
+    print("RENEWED", time.ticks_diff(time.ticks_ms(), t0) // 1000, c.stats["connects"])
+    await c.send(b"renewed")
+    print("STATES", json.dumps(states))
+    await c.disconnect()
+import time
+""",
+    )
+    # 80 % of 10 s: not before 8 s (7 by whole seconds); before the hub would close the
+    # link at expiry (no "retrying": the client left on its own, cleanly)
+    secs, connects = lines_with(out, "RENEWED")[0].split()
+    assert int(secs) >= 7 and connects == "2"
+    assert json.loads(lines_with(out, "STATES")[0]) == ["connected", "disconnected", "connected"]
+    assert [m["payload"] for m in emu.telemetry(cfg["device_id"])] == [b"renewed"]

@@ -149,3 +149,55 @@ def invoke_when_subscribed(emu, name, payload, timeout=60):
         timeout=timeout,
     )
     return emu.invoke_method("example-dev", name, payload, timeout=20)
+
+
+def test_aio_example_round_trip_on_unix_port(emu, tmp_path):
+    """aio_main.py: telemetry and blinking run side by side on one asyncio loop, and a
+    direct method (a coroutine handler) changes the blink period while they run."""
+    emu.add_device("example-dev")
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "config.py").write_text(
+        "WIFI_SSID = ''\nWIFI_PASSWORD = ''\n"
+        "CONNECTION_STRING = %r\n"
+        "TLS_PROFILE = 'ecc'\n"
+        "TELEMETRY_INTERVAL_S = 1\nBLINK_MS = 200\n"
+        "PORT = %d\nROOTS = [%r]\n" % (emu.connection_string("example-dev"), emu.port, emu.root_der)
+    )
+    done = {}
+
+    def device():
+        done["proc"] = mpyrun.run(
+            code=(
+                "import aio_main\n"
+                "app = aio_main.main(max_messages=5)\n"
+                "print('RESULT', app.sent, app.blinks, app.blink_ms, app.interval_s)\n"
+                "import sys\n"
+                "print('BLOCKING CLIENT', 'iothub.client' in sys.modules)\n"
+            ),
+            extra_path=[cfg_dir, EXAMPLES],
+            timeout=90,
+        )
+
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    emu.wait_connected("example-dev", timeout=30)
+    changed = invoke_when_subscribed(emu, "set_blink", {"ms": 50})
+    bad = emu.invoke_method("example-dev", "set_blink", {"ms": 1}, timeout=20)
+    state = emu.invoke_method("example-dev", "get_state", None, timeout=20)
+    t.join(100)
+    proc = done.get("proc")
+    assert proc is not None, "the example did not finish"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    sent, blinks, blink_ms, interval = (int(x) for x in out.split("RESULT", 1)[1].split()[:4])
+    assert "BLOCKING CLIENT False" in out
+    got = emu.telemetry("example-dev")
+    assert sent == 5 and len(got) == 5
+    assert all(m["properties"].get("source") == "iothub-aio-example" for m in got), got[0]
+    assert [m["payload"].split(b",")[0] for m in got] == [b'{"count": %d' % i for i in range(1, 6)]
+    assert changed == (200, {"blink_ms": 50}), changed
+    assert bad[0] == 400 and "ms must be" in bad[1]["error"], bad
+    assert state[0] == 200 and state[1]["blink_ms"] == 50, state
+    # the LED task kept running while telemetry waited for PUBACKs and intervals
+    assert blink_ms == 50 and blinks > state[1]["blinks"] >= 1 and interval == 1

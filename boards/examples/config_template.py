@@ -33,6 +33,9 @@ NTP_TIMEOUT_S = 5
 # ESP32 DevKit boards); or a pin number/name.
 LED_PIN = None
 
+# aio_main.py (the asyncio example): the LED blinks every BLINK_MS milliseconds.
+BLINK_MS = 500
+
 # Optional, for the local hub emulator or an IoT Edge gateway: where to connect and which
 # root certificates (DER bytes) to trust instead of the profile's DigiCert root.
 HOST = None

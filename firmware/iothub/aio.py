@@ -42,7 +42,6 @@ from .lifecycle import (
     RESYNC,
     RETRYING,
     WAIT,
-    Lifecycle,
 )
 
 _core = asyncio.core
@@ -83,12 +82,10 @@ class DeviceClient(ClientBase):
             )
         self._uh = {}  # the application's handlers as given (coroutine functions too)
         ClientBase.__init__(self, hostname, device_id, **options)
-        link = ALink()
-        self._s.link = link
-        self.lc = lc = Lifecycle(
-            self.keepalive, self.timeout_ms, self.auto_reconnect, self._backoff
-        )
-        link.lc = lc
+        self._s.link = ALink()
+        # The lifecycle core is session.Session's, set up by clientx.init as the blocking
+        # client's: every decision about the connection.
+        self._lc.keepalive_ms = self.keepalive * 1000
         self._pulse = asyncio.Event()  # pulsed after packets were dispatched, and on loss
         self._kick = asyncio.Event()  # wakes the lifecycle task early
         self._task = None  # the lifecycle task (connect() .. disconnect())
@@ -96,6 +93,8 @@ class DeviceClient(ClientBase):
         self._napping = None  # when the lifecycle task's nap ends (None: not napping)
         self._soonest = None  # the earliest deadline a waiter waits for
         self._draining = False
+        self._opener = None  # the task opening a connection
+        self._gen = 0  # counts _stop(): an opening cancelled by one cleans up only its own
 
     on_message = _wrapped("message")
     on_desired = _wrapped("desired")
@@ -104,11 +103,11 @@ class DeviceClient(ClientBase):
 
     @property
     def is_connected(self):
-        return self.lc.state == CONNECTED and self._s.is_open
+        return self._lc.state == CONNECTED and self._s.is_open
 
     @property
     def state(self):
-        return self.lc.state
+        return self._lc.state
 
     def update_credentials(
         self, *, connection_string=None, shared_access_key=None, cert=None, key=None
@@ -118,7 +117,6 @@ class DeviceClient(ClientBase):
         from . import clientx
 
         clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
-        self.lc.credentials_changed(ticks_ms())
         self._kick.set()
 
     # ---- connection ----------------------------------------------------------------
@@ -128,9 +126,10 @@ class DeviceClient(ClientBase):
         background tasks. Returns session_present; raises on failure (nothing retries
         then)."""
         ms = self._timeout(timeout_ms)
-        if self._task is not None:
+        lc = self._lc
+        if self._task is not None:  # connected already: start over
             self._stop()
-        lc = self.lc
+            lc.close()
         lc.connecting()
         try:
             sp = await self._open(ms)
@@ -146,7 +145,7 @@ class DeviceClient(ClientBase):
         """Send DISCONNECT, close, stop the background tasks. Queued messages stay queued
         (they go out after the next connect())."""
         self._stop()
-        self.lc.close()
+        self._lc.close()
         self._notify(DISCONNECTED, "closed by the application")
         self._wake()
 
@@ -160,6 +159,7 @@ class DeviceClient(ClientBase):
         await self.disconnect()
 
     def _stop(self):
+        self._gen += 1
         t = self._task
         self._task = None
         if t is not None and t is not _core.cur_task:
@@ -186,14 +186,16 @@ class DeviceClient(ClientBase):
 
         s = self._s
         link = s.link
-        lc = self.lc
-        pw = clientx.password(self)
-        lc.token(ticks_ms(), None if self._cert is not None else self.sas_ttl)
+        lc = self._lc
+        me = self._opener = _core.cur_task  # reads the link itself until the reader runs
+        gen = self._gen
+        pw = clientx.password(self)  # tells the lifecycle when to renew it
         ctx = clientx.context(self)
         clientx.unload("tlsprofile", "roots", "pem")
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         s.decoder.reset()
-        s.keepalive = self.keepalive
+        lc.keepalive_ms = self.keepalive * 1000
+        lc.ping_at = None
         s._connack = None
         try:
             await link.open(self.host, self.port, ctx, self.hostname, self._tlsinfo)
@@ -203,7 +205,7 @@ class DeviceClient(ClientBase):
                 conn = bytearray(n + 8)  # a long token: once per connection
             n = encode_connect(conn, self._cid, self._user, pw, self.keepalive, self.clean_session)
             pw = None
-            link.write(conn, 0, n)
+            s.write_from(conn, 0, n)
             conn = None
             await link.drain()  # the TLS handshake runs here
             await self._await(lambda: s._connack is not None, None, "CONNACK")
@@ -219,13 +221,17 @@ class DeviceClient(ClientBase):
             # Connected from here: a send() made while the redelivered messages drain is
             # written behind them.
             lc.opened(ticks_ms())
-            self.stats["redelivered"] += self._outbox.redeliver(link.write, ticks_ms())
+            self.stats["redelivered"] += self._outbox.redeliver(s.write_from, ticks_ms())
             await link.drain()
         except BaseException:
-            link.close()
-            if lc.state == CONNECTED:
-                lc.state = DISCONNECTED
+            if gen == self._gen:  # not when connect() or disconnect() already moved on
+                link.close()
+                if lc.state == CONNECTED:
+                    lc.state = DISCONNECTED
             raise
+        finally:
+            if self._opener is me:
+                self._opener = None
         self._log_line(1, "connected (session present: %s, %s)" % (session_present, link.cipher()))
         return session_present
 
@@ -247,28 +253,29 @@ class DeviceClient(ClientBase):
         self._reader = asyncio.create_task(self._read_loop())
         h = self._handlers
         if h.get("desired") or h.get("writable"):
-            self.lc.resync_due(ticks_ms())
+            self._lc.resync_due(ticks_ms())
         self._kick.set()
 
     def _drop(self, reason, clean=False):
-        """Close the link (the reader task stops). Returns lifecycle's retry delay or -1."""
+        """Close the link (the reader task stops)."""
         r = self._reader
         self._reader = None
         if r is not None and r is not _core.cur_task:
             r.cancel()
         self._s.close(clean)
-        lc = self.lc
+        lc = self._lc
         was = lc.state == CONNECTED
+        if was:
+            lc.state = DISCONNECTED
         self._log_line(1, "disconnected: %s" % reason)
         if was:
             self._notify(DISCONNECTED, reason)
-        d = lc.lost(ticks_ms())
         self._wake()
         self._kick.set()
-        return d
 
     def _lost(self, err):
-        d = self._drop(str(err))
+        self._drop(str(err))
+        d = self._lc.lost(ticks_ms())
         if d >= 0:
             self._log_line(1, "retrying in %d ms" % d)
             self._notify(RETRYING, d)
@@ -276,7 +283,17 @@ class DeviceClient(ClientBase):
     # ---- the background tasks ------------------------------------------------------
 
     async def _run(self):
-        lc = self.lc
+        while True:
+            try:
+                await self._turns()
+            except Exception as e:  # a bug must not leave the device silently offline
+                self._log_line(0, "iothub.aio background task: %r" % (e,))
+                if self.is_connected:
+                    self._lost(ConnectionLost("internal error: %r" % (e,)))
+                await asyncio.sleep_ms(1000)
+
+    async def _turns(self):
+        lc = self._lc
         s = self._s
         while True:
             self._kick.clear()
@@ -350,7 +367,7 @@ class DeviceClient(ClientBase):
             self._kick.set()
 
     async def _attempt(self):
-        lc = self.lc
+        lc = self._lc
         try:
             await self._open(self.timeout_ms)
         except AuthenticationError as e:
@@ -375,13 +392,13 @@ class DeviceClient(ClientBase):
 
         left = self._renew_unix - unix_time()
         if left > 0:  # a token longer than the ticks span: wait on
-            self.lc.renew_later(now, left * 1000)
+            self._lc.renew_later(now, left * 1000)
             return
         # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
         # and the outbox survive.
         self.stats["renewals"] += 1
         self._drop("SAS token renewal", clean=True)
-        self.lc.renewing()
+        self._lc.renewing()
 
     async def _read_loop(self):
         link = self._s.link
@@ -398,6 +415,10 @@ class DeviceClient(ClientBase):
             # backoff, like any transient failure (its buffers are freed meanwhile).
             self._reader = None
             self._lost(ConnectionLost("out of memory while receiving"))
+        except Exception as e:  # a bug must not leave the link open and unread
+            self._log_line(0, "iothub.aio reader task: %r" % (e,))
+            self._reader = None
+            self._lost(ConnectionLost("internal error while receiving: %r" % (e,)))
 
     def _pump(self):
         """Read what is there and dispatch every complete packet (session.py's dispatch:
@@ -409,11 +430,8 @@ class DeviceClient(ClientBase):
         if n:
             dec.filled(n)
             pkt = s._pkt
-            lc = self.lc
             while dec.next(pkt) is not None:
-                if pkt.type == mqtt.PINGRESP:
-                    lc.pong()
-                s._dispatch(pkt)
+                s._dispatch(pkt)  # PINGRESP: the lifecycle's pong
             self._wake()
         return n
 
@@ -446,7 +464,8 @@ class DeviceClient(ClientBase):
                 raise ConnectionLost("the link closed while waiting for the %s" % what)
             if deadline is not None and ticks_diff(deadline, ticks_ms()) <= 0:
                 raise Timeout("no %s from the hub in time" % what)
-            if self._reader is None:  # connecting: nobody else reads
+            if self._reader is None and _core.cur_task is self._opener:
+                # connecting: no reader task yet, this task reads
                 await link.readable()
                 self._pump()
                 await self._flush()
@@ -731,4 +750,4 @@ class DeviceClient(ClientBase):
                 self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
         else:
             tw.resynced(doc)
-        self.lc.resync_done(ticks_ms(), ok)
+        self._lc.resync_done(ticks_ms(), ok)

@@ -48,7 +48,6 @@ class ALink:
         self.bytes_in = 0
         self.writes = 0
         self.pending = None  # bytearray of bytes written but not yet taken by the socket
-        self.lc = None  # the Lifecycle: last_tx is set on every write
         self._more = False
         self._hs = None  # (server name, TLS info) until the handshake is done
 
@@ -133,11 +132,6 @@ class ALink:
             else:
                 self.pending += memoryview(buf)[off:end]
         self.bytes_out += n
-        lc = self.lc
-        if lc is not None:
-            from .clock import ticks_ms
-
-            lc.last_tx = ticks_ms()
         return n
 
     def write_from(self, buf, off, n):

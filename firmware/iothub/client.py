@@ -16,8 +16,18 @@
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into
 # the outbox ring, from which it is written.
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+import gc
+
 from .clientbase import _BUFFERS, D2C_MAX, ClientBase, body  # noqa: F401 - D2C_MAX: the public figure
-from .clock import ticks_add, ticks_diff, ticks_ms
+from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from .errors import (
     ConfigError,
     ConnectionLost,
@@ -25,7 +35,10 @@ from .errors import (
     Timeout,
 )
 
-# Connection states reported to on_connection_state(state, detail)
+_WAIT = const(0)  # lifecycle.WAIT
+_STOP = const(6)  # lifecycle.STOP
+
+# Connection states reported to on_connection_state(state, detail) (lifecycle's)
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 RETRYING = "retrying"
@@ -45,11 +58,11 @@ class DeviceClient(ClientBase):
 
     @property
     def is_connected(self):
-        return self._state == CONNECTED and self._s.is_open
+        return self._lc.state == CONNECTED and self._s.is_open
 
     @property
     def state(self):
-        return self._state
+        return self._lc.state
 
     def connect(self, timeout_ms=None):
         """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
@@ -80,9 +93,7 @@ class DeviceClient(ClientBase):
     def disconnect(self):
         """Send DISCONNECT and close. Queued messages stay queued."""
         self._s.close(clean=True)
-        self._state = DISCONNECTED
-        self._retry_at = None
-        self._closed = True
+        self._lc.close()
         self._notify(DISCONNECTED, "closed by the application")
 
     close = disconnect
@@ -93,6 +104,10 @@ class DeviceClient(ClientBase):
         drop(self, reason, clean)
 
     def _lost(self, err):
+        # Collect first: what the outage loads for good (clientx, backoff, and the qstr
+        # pool they may grow) then goes into the lowest free blocks, not between garbage
+        # that the outage's sends leave behind (a Pico W's handshake needs one 8 KB block).
+        gc.collect()
         from .clientx import lost
 
         lost(self, err)
@@ -171,7 +186,7 @@ class DeviceClient(ClientBase):
         timeout_ms = self._timeout(timeout_ms)
         deadline = ticks_add(ticks_ms(), timeout_ms)
         while pid == self._direct or self._outbox.has(pid):
-            if self._closed:
+            if self._lc.closed:
                 raise ConnectionLost(
                     "disconnect() was called: message %d stays queued until connect()" % pid
                 )
@@ -187,7 +202,10 @@ class DeviceClient(ClientBase):
                 raise Timeout(
                     "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
                 )
-            self._step(min(left, 1000))
+            if self._step(min(left, 1000)) == _STOP:
+                # auth_failed, or the link failed with auto_reconnect off: waiting longer
+                # cannot help (the message is delivered after the next connect())
+                raise ConnectionLost("%s: message %d stays queued" % (self._lc.why, pid))
 
     # ---- subscriptions, twin -------------------------------------------------------
 
@@ -230,33 +248,30 @@ class DeviceClient(ClientBase):
             raise ConfigError("poll timeout_ms must be an int (milliseconds)")
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
-            self._step(max(ticks_diff(deadline, ticks_ms()), 0))
+            left = max(ticks_diff(deadline, ticks_ms()), 0)
+            if self._step(left) == _STOP:  # nothing to do until the application acts
+                sleep_ms(min(left, 1000))
             if ticks_diff(deadline, ticks_ms()) <= 0:
                 return
 
     def _step(self, timeout_ms):
-        """One turn of the loop: a reconnect attempt (or a wait for one), or one read."""
+        """One turn of the loop: what the lifecycle core says is due (a reconnect, a token
+        renewal, a twin re-sync, dropping a dead link), else one read. Returns the action."""
+        lc = self._lc
+        a = lc.next(ticks_ms(), self._outbox.oldest_sent())
+        if a != _WAIT:
+            from .clientx import act
+
+            act(self, a, timeout_ms)
+            return a
         if not self.is_connected:
-            from .clientx import step_offline
-
-            step_offline(self, timeout_ms)
-            return
-        if self._renew_at is not None and ticks_diff(ticks_ms(), self._renew_at) >= 0:
-            from .clientx import renew
-
-            renew(self)
-            return
-        tw = self._tw
-        if tw is not None and tw.resync_at is not None:
-            if ticks_diff(ticks_ms(), tw.resync_at) >= 0:
-                tw.resync()
+            if lc.state == CONNECTED:  # the link died under a call: back off first
+                self._lost(ConnectionLost("link closed"))
+            else:
+                sleep_ms(min(timeout_ms, lc.wait, 1000))
+            return a
         try:
-            oldest = self._outbox.oldest_sent()
-            if oldest is not None and ticks_diff(ticks_ms(), oldest) > self.timeout_ms:
-                # A device that keeps publishing never goes idle, so keepalive pings alone
-                # would not notice a hub that stopped answering.
-                raise ConnectionLost("no PUBACK for %d ms: dead link" % self.timeout_ms)
-            self._s.pump(timeout_ms)
+            self._s.pump(min(timeout_ms, lc.wait))
         except (ConnectionLost, ProtocolError, Timeout) as e:
             self._lost(e)
             if not self.auto_reconnect:
@@ -267,3 +282,4 @@ class DeviceClient(ClientBase):
             self._lost(ConnectionLost("out of memory while receiving"))
             if not self.auto_reconnect:
                 raise ConnectionLost("out of memory while receiving")
+        return a

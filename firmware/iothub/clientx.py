@@ -13,13 +13,13 @@ except ImportError:
         return x
 
 
+import gc
 import sys
 
-from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from .clock import ticks_add, ticks_ms
 from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError, TLSError
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
-_TICKS_SPAN = const(0x1FFFFFFF)  # longest span (ms) ticks_diff measures on every port
 
 
 MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
@@ -100,6 +100,10 @@ def init(c, hostname, device_id, options):
         use_context(c, o["ssl_context"])
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
     s = Session(o["txbuf"], o["max_packet"])
+    lc = c._lc = s.lc  # the lifecycle core: every decision about the connection
+    lc.timeout_ms = c.timeout_ms
+    lc.auto = c.auto_reconnect
+    lc.backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
     s.link.use(o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
@@ -121,14 +125,9 @@ def init(c, hostname, device_id, options):
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from
     c._topic = None
-    c._renew_at = None  # tick count when the SAS token is due for renewal
-    c._renew_unix = 0
+    c._renew_unix = 0  # Unix time the SAS token is due for renewal
     c._handlers = {}
     c._tw = None  # twin state (iothub.twin), made on first use
-    c._state = "disconnected"
-    c._retry_at = None
-    c._closed = False
-    c._backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
     c.on_connection_state = None
     c.on_error = None
     c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
@@ -213,11 +212,7 @@ def update_credentials(c, connection_string, shared_access_key, cert, key):
         shared_access_key = cs.get("SharedAccessKey")
     set_credentials(c, shared_access_key, c._key_name, cert, key)
     c._log_line(1, "credentials replaced; reconnecting")
-    if c._state == "auth_failed":
-        c._state = "disconnected"
-    if c._backoff is not None:
-        c._backoff.reset()
-    c._retry_at = ticks_ms()
+    c._lc.credentials_changed(ticks_ms())
     if c._s.is_open:
         c._drop("credentials changed", clean=True)
     unload("connstr", "sas")
@@ -236,7 +231,7 @@ def context(c):
 
 def password(c):
     if c._cert is not None:
-        c._renew_at = None
+        c._lc.token(ticks_ms(), None)
         return None
     from .credentials import sas_password
     from .sas import device_resource_uri
@@ -248,7 +243,7 @@ def password(c):
     # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
     # a big int on 32-bit boards, allocates).
     c._renew_unix = now + ttl * _RENEW_PERCENT // 100
-    c._renew_at = ticks_add(ticks_ms(), min(ttl * _RENEW_PERCENT * 10, _TICKS_SPAN))
+    c._lc.token(ticks_ms(), ttl)
     return token
 
 
@@ -326,7 +321,8 @@ def subscribe(c, filters, deadline=None):
 def connect(c, deadline):
     """Open the link (token, context, CONNECT/CONNACK), subscribe, redeliver. Returns
     session_present; raises on failure with the link closed."""
-    c._closed = False
+    lc = c._lc
+    lc.connecting()
     pw = password(c)
     ctx = context(c)  # made at construction; again only after new credentials
     unload("tlsprofile", "roots", "pem")
@@ -347,7 +343,7 @@ def connect(c, deadline):
     )
     pw = None
     try:
-        c._state = "connected"
+        lc.opened(ticks_ms())
         c.stats["connects"] += 1
         f = filters(c)
         if f:
@@ -357,11 +353,8 @@ def connect(c, deadline):
         c.stats["redelivered"] += c._outbox.redeliver(s.write_from, ticks_ms())
     except BaseException:
         s.close()
-        c._state = "disconnected"
+        lc.state = "disconnected"
         raise
-    if c._backoff is not None:
-        c._backoff.reset()
-    c._retry_at = None
     c._log_line(1, "connected (session present: %s, %s)" % (session_present, s.link.cipher()))
     return session_present
 
@@ -404,14 +397,31 @@ def props_size(properties, *values):
     return n
 
 
-# ---- failures and reconnects (driven by poll) ---------------------------------------------
+# ---- failures and reconnects: acting on the lifecycle core's decisions (client._step) ------
+
+
+def act(c, a, timeout_ms):
+    """Do what lifecycle.next() decided (anything but WAIT)."""
+    lc = c._lc
+    if a == 1:  # CONNECT
+        reconnect_now(c)
+    elif a == 3:  # DEAD
+        c._lost(ConnectionLost(lc.why))
+        if not c.auto_reconnect:
+            raise ConnectionLost(lc.why)
+    elif a == 4:  # RENEW
+        renew(c)
+    elif a == 5:  # RESYNC
+        c._twin().resync(max(min(timeout_ms, c.timeout_ms), 1))
+    # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
 
 
 def drop(c, reason, clean=False):
     c._s.close(clean)
-    was = c._state
+    lc = c._lc
+    was = lc.state
     if was == "connected":
-        c._state = "disconnected"
+        lc.state = "disconnected"
     c._log_line(1, "disconnected: %s" % reason)
     if was == "connected":
         c._notify("disconnected", reason)
@@ -419,56 +429,37 @@ def drop(c, reason, clean=False):
 
 def lost(c, err):
     drop(c, str(err))
-    if c.auto_reconnect and not c._closed and c._state != "auth_failed":
-        schedule_retry(c)
+    retry(c, c._lc.lost(ticks_ms()))
 
 
-def schedule_retry(c):
-    if c._backoff is None:
-        from .backoff import Backoff
-
-        c._backoff = Backoff()
-    delay = c._backoff.next_delay_ms()
-    c._retry_at = ticks_add(ticks_ms(), delay)
-    c._state = "retrying"
-    c._log_line(1, "retrying in %d ms" % delay)
-    c._notify("retrying", delay)
+def retry(c, delay):
+    if delay >= 0:
+        c._log_line(1, "retrying in %d ms" % delay)
+        c._notify("retrying", delay)
 
 
 def reconnect_now(c):
-    c._retry_at = None
+    lc = c._lc
+    # Collect first: what this attempt loads for good (mqttconn, credentials, sas, after an
+    # unload) then goes into the lowest free blocks rather than between the garbage of an
+    # outage, and the handshake finds the largest contiguous block the heap can offer.
+    gc.collect()
     try:
         c.connect()
     except AuthenticationError as e:
-        c._state = "auth_failed"
+        lc.failed(ticks_ms(), True)
         c._log_line(0, str(e) + "; not retrying until the credentials change")
         c._notify("auth_failed", e.code)
         return False
     except (IoTHubError, OSError, MemoryError) as e:
         # MemoryError: the heap is too fragmented for a handshake right now; the link's
         # buffers are released, so back off and try again rather than end the loop.
-        c._state = "disconnected"
         why = "out of memory" if isinstance(e, MemoryError) else e
         c._log_line(1, "connect failed: %s" % (why,))
-        schedule_retry(c)
+        retry(c, lc.failed(ticks_ms()))
         return False
     c.stats["reconnects"] += 1
     return True
-
-
-def step_offline(c, timeout_ms):
-    """A turn of the loop while not connected: reconnect when due, else wait for it."""
-    if c._state == "connected":  # the link died under a call: back off first
-        lost(c, ConnectionLost("link closed"))
-    if c._closed or c._state == "auth_failed" or not c.auto_reconnect:
-        due = False
-    else:
-        due = c._retry_at is None or ticks_diff(c._retry_at, ticks_ms()) <= 0
-    if not due or not reconnect_now(c):
-        wait = timeout_ms
-        if c._retry_at is not None and c.auto_reconnect:
-            wait = min(wait, max(ticks_diff(c._retry_at, ticks_ms()), 0))
-        sleep_ms(min(wait, 1000))
 
 
 def renew(c):
@@ -477,11 +468,12 @@ def renew(c):
 
     left = c._renew_unix - unix_time()
     if left > 0:  # a token longer than the ticks span: wait on
-        c._renew_at = ticks_add(ticks_ms(), min(left * 1000, _TICKS_SPAN))
+        c._lc.renew_later(ticks_ms(), left * 1000)
         return
     # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
     # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
     c.stats["renewals"] += 1
     drop(c, "SAS token renewal", clean=True)
+    c._lc.renewing()
     if not reconnect_now(c) and not c.auto_reconnect:
         raise ConnectionLost("SAS token renewal: reconnect failed")

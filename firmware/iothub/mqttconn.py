@@ -120,8 +120,8 @@ def open_session(
     """Connect Session s and wait for CONNACK. Returns session_present; raises on refusal."""
     s.link.close()
     s.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
-    s.keepalive = keepalive
-    s._ping_sent = None
+    s.lc.keepalive_ms = keepalive * 1000
+    s.lc.ping_at = None
     s.link.open(host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info)
     try:
         conn = s.tx

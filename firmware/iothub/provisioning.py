@@ -112,12 +112,14 @@ class ProvisioningResult:
         self._model_id = model_id
         return self
 
-    def client(self, **kw):
+    def client(self, cls=None, **kw):
         """A DeviceClient for the assigned hub (connect() not called). Keyword arguments
         go to DeviceClient; tls= and roots= default to the provisioning client's unless
         tls= is given (a hub may use another profile than the DPS: then give roots= too,
-        or rely on that profile's default root)."""
-        from .client import DeviceClient
+        or rely on that profile's default root). cls: the client class, by default
+        iothub.client.DeviceClient (iothub.aio.DeviceClient for asyncio)."""
+        if cls is None:
+            from .client import DeviceClient as cls
 
         if self._creds is None:
             raise ConfigError(
@@ -131,7 +133,7 @@ class ProvisioningResult:
         if self._model_id is not None:
             args["model_id"] = self._model_id  # announced again in the hub CONNECT
         args.update(kw)
-        return DeviceClient(self.assigned_hub, self.device_id, **args)
+        return cls(self.assigned_hub, self.device_id, **args)
 
     def as_dict(self):
         d = {"format": _FORMAT}

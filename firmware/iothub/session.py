@@ -1,5 +1,6 @@
 # One MQTT 3.1.1 session over one TLS link: CONNECT/CONNACK, packet ids, SUBSCRIBE/SUBACK,
-# keepalive pings with dead-link detection, and bounded waits. Shared by DeviceClient and
+# keepalive pings with dead-link detection (the rule is lifecycle.keepalive(); the session
+# sends the PINGREQ and reads), and bounded waits. Shared by DeviceClient and
 # the provisioning client; IoT Hub semantics live in those, not here.
 #
 # Memory: one preallocated transmit buffer (an MQTT packet that fits is written with one
@@ -7,6 +8,7 @@
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
 from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout
+from .lifecycle import DEAD, PING, Lifecycle
 from .transport import Link
 
 
@@ -17,12 +19,12 @@ class Session:
         self.max_packet = max_packet
         self.decoder = mqtt.Decoder(max_packet, rxbuf)
         self._pkt = mqtt.Packet()  # refilled for every received packet (no allocation)
-        self.keepalive = 240
+        # The lifecycle state of the link's owner; here for the keepalive rule (the time of
+        # the last write, the unanswered PINGREQ).
+        self.lc = Lifecycle(240, 30000)
         self._pid = 0
         self._subacks = {}
         self._connack = None
-        self._ping_sent = None
-        self._last_tx = 0
         # Callbacks set by the owner:
         self.on_publish = None  # fn(packet) -> None; QoS 1 is acknowledged after it returns
         self.on_puback = None  # fn(pid)
@@ -69,12 +71,12 @@ class Session:
         else:
             link.write(tx, 0, n)
             link.write(payload)
-        self._last_tx = ticks_ms()
+        self.lc.last_tx = ticks_ms()
 
     def write_from(self, buf, off, n):
         """Send a packet encoded elsewhere (the outbox ring) with one write."""
         self.link.write(buf, off, n)
-        self._last_tx = ticks_ms()
+        self.lc.last_tx = ticks_ms()
 
     def publish(self, topic, payload, qos=0, pid=0, dup=False):
         self.write(mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup), payload)
@@ -93,22 +95,17 @@ class Session:
 
     def pump(self, timeout_ms):
         """Send PINGREQ when due, then read for up to timeout_ms and dispatch packets."""
+        lc = self.lc
         now = ticks_ms()
-        ka = self.keepalive * 1000
-        if self._ping_sent is not None:
-            waited = ticks_diff(now, self._ping_sent)
-            if waited > ka // 2:
-                self.link.close()
-                raise ConnectionLost("no PINGRESP within %d s: dead link" % (ka // 2000))
-            timeout_ms = min(timeout_ms, ka // 2 - waited + 1)
-        else:
-            idle = ticks_diff(now, self._last_tx)
-            if idle >= ka:
-                self.write(mqtt.encode_pingreq(self.tx))
-                self._ping_sent = now
-                timeout_ms = min(timeout_ms, ka // 2 + 1)
-            else:
-                timeout_ms = min(timeout_ms, ka - idle + 1)
+        a = lc.keepalive(now)
+        if a == PING:
+            self.write(mqtt.encode_pingreq(self.tx))
+            lc.pinged(now)
+            a = lc.keepalive(now)
+        if a == DEAD:
+            self.link.close()
+            raise ConnectionLost(lc.why)
+        timeout_ms = min(timeout_ms, lc.wait)
         dec = self.decoder
         n = self.link.read_into(dec._buf, dec._end, dec.room(), timeout_ms)
         if n:
@@ -142,7 +139,7 @@ class Session:
             if pkt.pid in self._subacks:
                 self._subacks[pkt.pid] = pkt.granted
         elif t == mqtt.PINGRESP:
-            self._ping_sent = None
+            self.lc.ping_at = None
         elif t == mqtt.CONNACK:
             if self._connack is not None:
                 raise ProtocolError("a second CONNACK on an established connection")

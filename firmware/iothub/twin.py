@@ -40,7 +40,6 @@ class Twin:
         self.c = client
         self.want = False  # twin responses subscribed (first request, or a desired handler)
         self.version = None  # last desired $version delivered or seen
-        self.resync_at = None  # tick count of a re-sync retry, or None
         self.rid = 0
         self.replies = {}
 
@@ -134,7 +133,7 @@ class Twin:
         # Desired patches are pushed only while connected: after every connect GET the twin
         # and deliver the desired document once if its $version moved while we were away.
         c = self.c
-        self.resync_at = None
+        c._lc.resync_at = None
         try:
             doc = self.fetch(timeout_ms)
         except ProtocolError as e:
@@ -143,7 +142,7 @@ class Twin:
         except IoTHubError as e:
             if c.is_connected:
                 c._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
-                self.resync_at = ticks_add(ticks_ms(), 5000)
+                c._lc.resync_done(ticks_ms(), False)
             return
         self.resynced(doc)
 
