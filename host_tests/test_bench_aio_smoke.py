@@ -21,6 +21,7 @@ def test_bench_aio_quick(tmp_path):
         tp = res["throughput"][kind]
         assert set(tp["runs"]) == {"1", "8"} and tp["queued"] == 0, tp
         assert all(r > 0 for runs in tp["runs"].values() for r in runs), tp
+        assert set(tp["cpu_us"]) == {"1", "8"} and all(v > 0 for v in tp["cpu_us"].values()), tp
         heap = res["heap"][kind]
         assert 0 < heap["heap_import"] < heap["heap_connect"], heap
     assert res["heap"]["aio"]["heap_asyncio"] > 0

@@ -16,7 +16,9 @@ device process (tools/bench/device_aio_bench.py).
  2. Throughput: 200 QoS 1 messages (64-byte body) with 1 and with 8 unacknowledged at a time,
     blocking client (1: send(); 8: send(block=False) while fewer than 8 are queued, else poll())
     and aio client (1: await send() in turn; 8: asyncio.gather of 8 coroutines awaiting send() in
-    turn); messages per second, median of --repeat runs, and the ratios, all from this run.
+    turn); messages per second and the device's CPU time per message (/proc/<pid>/schedstat,
+    which other load on the machine disturbs less than the wall clock), median of --repeat
+    rounds in which the two clients take turns, and the ratios, all from this run.
  3. GC heap (gc.mem_alloc after gc.collect, minus the heap before any import) after the imports
     and after connect(), aio next to blocking, as bench_ram.py measures it; and whether
     importing iothub.aio loads iothub.client.
@@ -97,20 +99,56 @@ def measure_stall(binary, env, emu, root, profile, sends, idle_ms=300, timeout=1
     return r
 
 
-def measure_throughput(binary, env, emu, root, kind, n, repeat, windows=(1, 8), warmup=5):
+def run_ns(pid):
+    """Time on CPU of the process's main thread in ns (/proc/<pid>/schedstat)."""
+    return int(pathlib.Path("/proc/%d/schedstat" % pid).read_text().split()[0])
+
+
+def measure_throughput(binary, env, emu, root, kind, n, windows=(1, 8), warmup=5):
+    """One device process: connect, warm up, then one timed run per window. Returns
+    {"rate": {w: messages/s}, "cpu_us": {w: device CPU per message}, ...}."""
     device_id = new_device(emu, "tp-" + kind)
     cfg = base_cfg(emu, root, device_id, "ecc")
-    cfg.update(kind=kind, n=n, repeat=repeat, windows=list(windows), warmup=warmup)
-    r = run_device(binary, "throughput", cfg, env, timeout=300, script=DEVICE)
-    want = warmup + n * repeat * len(windows)
+    cfg.update(kind=kind, n=n, repeat=1, windows=list(windows), warmup=warmup)
+    cpu = {}
+    started = {}
+
+    def on_mark(name, data):
+        if name == "run":
+            started["pid"] = data["pid"]
+            started["ns"] = run_ns(data["pid"])
+        else:
+            cpu[str(data["w"])] = (run_ns(started["pid"]) - started["ns"]) / n / 1e3
+
+    r = run_device(binary, "throughput", cfg, env, timeout=300, on_mark=on_mark, script=DEVICE)
+    want = warmup + n * len(windows)
     got = len(emu.telemetry(device_id))
     if r["queued"] or got < want:
         raise SystemExit(
             "throughput %s: the hub recorded %d of %d messages (%d left queued)"
             % (kind, got, want, r["queued"])
         )
-    r["median"] = {w: statistics.median(v) for w, v in r["runs"].items()}
-    return r
+    return {"rate": {w: v[0] for w, v in r["runs"].items()}, "cpu_us": cpu, "stats": r["stats"]}
+
+
+def throughput_rounds(binary, env, emu, root, n, repeat):
+    """`repeat` rounds, each one blocking process then one aio process, so that load from
+    elsewhere on the machine falls on both alike; per client and window, every run's rate and
+    CPU per message, and their medians."""
+    out = {kind: {"runs": {}, "cpu_runs": {}} for kind in ("blocking", "aio")}
+    for _ in range(repeat):
+        for kind in ("blocking", "aio"):
+            r = measure_throughput(binary, env, emu, root, kind, n)
+            for w, v in r["rate"].items():
+                out[kind]["runs"].setdefault(w, []).append(v)
+            for w, v in r["cpu_us"].items():
+                out[kind]["cpu_runs"].setdefault(w, []).append(v)
+            out[kind]["queued"] = 0  # measure_throughput fails otherwise
+    for kind in out:
+        o = out[kind]
+        o["median"] = {w: statistics.median(v) for w, v in o["runs"].items()}
+        o["cpu_us"] = {w: statistics.median(v) for w, v in o["cpu_runs"].items()}
+    return out
 
 
 def measure_heap(binary, env, emu, root, kind):
@@ -158,10 +196,7 @@ def run_all(args, state):
             res["stall"][profile] = combine_stall(runs)
             if profile != "ecc":
                 continue
-            res["throughput"] = {
-                kind: measure_throughput(args.mp, env, emu, root, kind, args.n, args.repeat)
-                for kind in ("blocking", "aio")
-            }
+            res["throughput"] = throughput_rounds(args.mp, env, emu, root, args.n, args.repeat)
             res["heap"] = {
                 kind: measure_heap(args.mp, env, emu, root, kind) for kind in ("blocking", "aio")
             }
@@ -186,10 +221,23 @@ def stall_rows(res):
 def throughput_rows(res):
     tp = res["throughput"]
     b, a = tp["blocking"]["median"], tp["aio"]["median"]
+    bc, ac = tp["blocking"]["cpu_us"], tp["aio"]["cpu_us"]
     return [
-        ["1 in flight", "%.0f" % b["1"], "%.0f" % a["1"], "%.2f" % (a["1"] / b["1"])],
-        ["8 in flight", "%.0f" % b["8"], "%.0f" % a["8"], "%.2f" % (a["8"] / b["8"])],
-        ["8 / 1", "%.2f" % (b["8"] / b["1"]), "%.2f" % (a["8"] / a["1"]), "-"],
+        ["messages/s, 1 in flight", "%.0f" % b["1"], "%.0f" % a["1"], "%.2f" % (a["1"] / b["1"])],
+        ["messages/s, 8 in flight", "%.0f" % b["8"], "%.0f" % a["8"], "%.2f" % (a["8"] / b["8"])],
+        ["8 / 1 in flight", "%.2f" % (b["8"] / b["1"]), "%.2f" % (a["8"] / a["1"]), "-"],
+        [
+            "device CPU per message, 1 in flight (us)",
+            "%.0f" % bc["1"],
+            "%.0f" % ac["1"],
+            "%.2f" % (ac["1"] / bc["1"]),
+        ],
+        [
+            "device CPU per message, 8 in flight (us)",
+            "%.0f" % bc["8"],
+            "%.0f" % ac["8"],
+            "%.2f" % (ac["8"] / bc["8"]),
+        ],
     ]
 
 
@@ -219,7 +267,7 @@ def markdown(res):
         % res["stall"]["ecc"]["runs"]
     )
     out += figures.table(["phase", "ECC hub", "RSA hub"], stall_rows(res))
-    out += "\nThroughput, %d QoS 1 messages, messages/s (median of %d runs):\n\n" % (
+    out += "\nThroughput, %d QoS 1 messages (median of %d runs, the clients taking turns):\n\n" % (
         res["n"],
         len(res["throughput"]["aio"]["runs"]["1"]),
     )
@@ -246,21 +294,26 @@ def report(res, args):
             % (profile, s["states"], json.dumps(s["stats"]))
         )
     p(
-        "2. Throughput, %d QoS 1 messages of %d bytes, messages/s (median of %d)"
+        "2. Throughput, %d QoS 1 messages of %d bytes (median of %d rounds, clients taking turns)"
         % (args.n, len(BODY), args.repeat)
     )
-    p("   %-14s %10s %10s %15s" % ("", "blocking", "aio", "aio / blocking"))
+    p("   %-42s %10s %10s %15s" % ("", "blocking", "aio", "aio / blocking"))
     for row in throughput_rows(res):
-        p("   %-14s %10s %10s %15s" % tuple(row))
+        p("   %-42s %10s %10s %15s" % tuple(row))
     for kind in ("blocking", "aio"):
-        runs = res["throughput"][kind]["runs"]
-        p(
-            "   %s runs: %s"
-            % (
-                kind,
-                ", ".join("%s: %s" % (w, " ".join("%.0f" % x for x in v)) for w, v in runs.items()),
+        for key, what in (("runs", "messages/s"), ("cpu_runs", "CPU us/message")):
+            runs = res["throughput"][kind][key]
+            p(
+                "   %s, %s, each round: %s"
+                % (
+                    kind,
+                    what,
+                    "; ".join(
+                        "%s in flight: %s" % (w, " ".join("%.0f" % x for x in v))
+                        for w, v in runs.items()
+                    ),
+                )
             )
-        )
     p("3. GC heap (bytes, .mpy)")
     p("   %-20s %10s %28s %15s" % ("", "blocking", "aio", "aio / blocking"))
     for row in heap_rows(res):
@@ -277,7 +330,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short run (smoke test)")
     ap.add_argument("--n", type=int, default=None, help="messages per throughput run (200)")
-    ap.add_argument("--repeat", type=int, default=None, help="throughput runs per figure (3)")
+    ap.add_argument("--repeat", type=int, default=None, help="throughput rounds (5)")
     ap.add_argument("--sends", type=int, default=None, help="sends in the stall phase (50)")
     ap.add_argument("--stall-runs", type=int, default=None, help="stall runs per profile (3)")
     ap.add_argument("--mp", default=micropython(), help="MicroPython binary ($MICROPYTHON)")
@@ -288,7 +341,7 @@ def main(argv=None):
     if args.n is None:
         args.n = 24 if args.quick else 200
     if args.repeat is None:
-        args.repeat = 1 if args.quick else 3
+        args.repeat = 1 if args.quick else 5
     if args.stall_runs is None:
         args.stall_runs = 1 if args.quick else 3
     if args.sends is None:

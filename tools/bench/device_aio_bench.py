@@ -10,7 +10,8 @@
 #   reports "connected" again. Waiting for the answer blocks the loop: the phase starts after it.
 # MODE "throughput": CFG["kind"] "blocking" or "aio"; for each window in CFG["windows"], CFG["n"]
 #   QoS 1 messages with at most `window` unacknowledged at a time, CFG["repeat"] times; messages
-#   per second from time.ticks_us around each run. Blocking, window 1: send(); window w > 1:
+#   per second from time.ticks_us around each run, between the marks "run" and "done" (the host
+#   reads the process's CPU time there: /proc/<pid>/schedstat). Blocking, window 1: send(); window w > 1:
 #   send(block=False) while fewer than w are queued, else poll(). aio, window 1: await send()
 #   one after the other; window w: asyncio.gather of w coroutines, each awaiting send() in turn.
 # MODE "heap": CFG["kind"] "blocking" or "aio": gc.mem_alloc after gc.collect, minus the heap
@@ -54,6 +55,11 @@ def options():
         port=CFG["port"],
         backoff=Backoff(*CFG["backoff"]),
     )
+
+
+def own_pid():
+    with open("/proc/self/stat") as f:
+        return int(f.read().split(" ", 1)[0])
 
 
 def mark(name, data=None):
@@ -173,6 +179,7 @@ def throughput():
         for w in CFG["windows"]:
             rates = []
             for _ in range(repeat):
+                mark("run", {"pid": own_pid(), "w": w})
                 t0 = time.ticks_us()
                 if w == 1:
                     for _ in range(n):
@@ -186,6 +193,7 @@ def throughput():
                         else:
                             c.poll(0 if left else 1)
                 dt = time.ticks_diff(time.ticks_us(), t0)
+                mark("done", {"w": w})
                 rates.append(n * 1e6 / dt)
             out["runs"][str(w)] = rates
         out["stats"] = c.stats
@@ -210,6 +218,7 @@ def throughput():
         for w in CFG["windows"]:
             rates = []
             for _ in range(repeat):
+                mark("run", {"pid": own_pid(), "w": w})
                 t0 = time.ticks_us()
                 if w == 1:
                     for _ in range(n):
@@ -218,6 +227,7 @@ def throughput():
                     share = [n // w + (1 if i < n % w else 0) for i in range(w)]
                     await asyncio.gather(*[worker(k) for k in share])
                 dt = time.ticks_diff(time.ticks_us(), t0)
+                mark("done", {"w": w})
                 rates.append(n * 1e6 / dt)
             out["runs"][str(w)] = rates
         out["stats"] = c.stats
