@@ -734,6 +734,32 @@ class DeviceClient(ClientBase):
         )
         return v
 
+    # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
+
+    async def report_properties(self, properties, component=None, timeout_ms=None):
+        """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
+        pnp.Patch with several properties, components and acks. Returns the new version."""
+        from .pnp import reported_patch
+        from .routes import twin_reported_topic
+
+        v, _ = await self._twin_request(
+            twin_reported_topic,
+            reported_patch(properties, component),
+            "twin reported PATCH",
+            timeout_ms,
+        )
+        return v
+
+    async def ack_writable(
+        self, name, value, version, status=200, description=None, component=None, timeout_ms=None
+    ):
+        """Acknowledge a writable property ({"ac", "av", "ad", "value"}) at the desired
+        version it answers. Returns the new reported version."""
+        from .pnp import Patch
+
+        patch = Patch().ack(name, value, version, status, description, component)
+        return await self.report_properties(patch, None, timeout_ms)
+
     async def _resync(self):
         from .routes import twin_get_topic
 
