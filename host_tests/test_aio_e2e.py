@@ -484,3 +484,27 @@ def test_plug_and_play_with_plain_handlers(emu):
         assert dev.wait(30) == 0, dev.output
     finally:
         dev.kill()
+
+
+def test_one_tls_record_per_packet(emu):
+    """Pipelined sends are still one write, so one TLS record, per MQTT packet."""
+    cfg = cfg_for(emu)
+    before = len(emu.endpoint.connections)
+    run(
+        cfg,
+        r"""
+async def main():
+    c = devkit.aio_client(CFG)
+    await c.connect()
+    await asyncio.gather(*[c.send({"i": i}, properties={"a": "1"}) for i in range(5)])
+    await c.disconnect()
+""",
+    )
+    conn = emu.endpoint.connections[before]
+    conn.closed.wait(5)
+    # after the handshake: CONNECT + 5 PUBLISH + DISCONNECT = 7 application-data records
+    assert conn.records_in - conn.handshake_records_in == 7, (
+        conn.records_in,
+        conn.handshake_records_in,
+    )
+    assert len(emu.telemetry(cfg["device_id"])) == 5
