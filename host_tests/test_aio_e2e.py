@@ -508,3 +508,22 @@ async def main():
         conn.handshake_records_in,
     )
     assert len(emu.telemetry(cfg["device_id"])) == 5
+
+
+def test_asyncio_without_io_queue_is_a_config_error(emu, tmp_path):
+    """A port whose asyncio lacks the I/O queue: the constructor names what is missing (a
+    stub asyncio package shadows the frozen one)."""
+    stub = tmp_path / "asyncio"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("class Event:\n    pass\n")
+    (stub / "core.py").write_text("cur_task = None\n")
+    cfg = cfg_for(emu)
+    code = (
+        "CFG = %r\nimport devkit, iothub\n"
+        "try:\n    devkit.aio_client(CFG)\n    print('ERR none')\n"
+        "except iothub.ConfigError as e:\n    print('ERR', e)\n" % cfg
+    )
+    proc = mpyrun.run(code, extra_path=[tmp_path], timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    err = lines_with(proc.stdout.splitlines(), "ERR")[0]
+    assert "asyncio" in err and "_io_queue" in err, err

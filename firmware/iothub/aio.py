@@ -20,7 +20,7 @@
 import asyncio
 
 from . import mqtt
-from .alink import ALink, check
+from .alink import ALink, _core, check
 from .clientbase import _BUFFERS, ClientBase, body
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
@@ -43,8 +43,6 @@ from .lifecycle import (
     RETRYING,
     WAIT,
 )
-
-_core = asyncio.core
 
 __all__ = ("DeviceClient",)
 
