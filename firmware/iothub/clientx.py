@@ -116,6 +116,7 @@ def init(c, hostname, device_id, options):
     # (better low in the heap than between later objects), and building it then never adds
     # to what a connect needs at once. On a Pico W-like heap this decides whether the first
     # handshake finds its 6 KB block at 64 KiB. Bad roots, certificates or keys fail here.
+    gc.collect()  # the garbage of parsing the options and building the buffers
     try:
         context(c)
     except TLSError:
