@@ -20,7 +20,7 @@
 import asyncio
 
 from . import mqtt
-from .alink import ALink, check
+from .alink import ALink, _core, _ioq, check
 from .clientbase import _BUFFERS, ClientBase, body
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
@@ -43,8 +43,6 @@ from .lifecycle import (
     RETRYING,
     WAIT,
 )
-
-_core = asyncio.core
 
 __all__ = ("DeviceClient",)
 
@@ -400,13 +398,20 @@ class DeviceClient(ClientBase):
         self._drop("SAS token renewal", clean=True)
         self._lc.renewing()
 
-    async def _read_loop(self):
+    def _read_loop(self):
+        # A generator, as asyncio's own streams are: it waits on the raw socket in the I/O
+        # queue with a bare yield, so a turn allocates nothing.
         link = self._s.link
+        ioq = _ioq
         try:
             while True:
-                await link.readable()
-                if self._pump():
-                    await self._flush()
+                if not link._more:  # else mbedTLS may hold decrypted bytes: read first
+                    raw = link.raw
+                    if raw is None:
+                        raise ConnectionLost("not connected")
+                    yield ioq.queue_read(raw)
+                if self._pump() and link.pending is not None:
+                    yield from self._flush()
         except (ConnectionLost, ProtocolError, Timeout) as e:
             self._reader = None
             self._lost(e)
@@ -622,7 +627,8 @@ class DeviceClient(ClientBase):
             self._due(ticks_add(now, self.timeout_ms + 1))  # the dead-link check
             try:
                 s.write_from(ob.buf, off, n)
-                await self._flush()
+                if s.link.pending is not None:  # (a call allocates: only when needed)
+                    await self._flush()
             except ConnectionLost as e:
                 self._lost(e)
         else:
@@ -649,7 +655,12 @@ class DeviceClient(ClientBase):
                 if pid == self._direct:
                     raise Timeout("no PUBACK for message %d within %d ms" % (pid, ms))
                 raise Timeout("no PUBACK for message %d within %d ms (it stays queued)" % (pid, ms))
-            await self._sleep_until(deadline)
+            # _sleep_until(deadline), inline: never the lifecycle task here
+            d = self._soonest
+            if d is None or ticks_diff(deadline, d) < 0:
+                self._soonest = deadline
+                self._due(deadline)
+            await self._pulse.wait()
 
     async def _send_direct(self, topic, payload, n, block, timeout_ms):
         # Larger than the outbox ring: sent straight from the payload, never queued.
@@ -733,6 +744,32 @@ class DeviceClient(ClientBase):
             twin_reported_topic, reported_body(patch), "twin reported PATCH", timeout_ms
         )
         return v
+
+    # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
+
+    async def report_properties(self, properties, component=None, timeout_ms=None):
+        """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
+        pnp.Patch with several properties, components and acks. Returns the new version."""
+        from .pnp import reported_patch
+        from .routes import twin_reported_topic
+
+        v, _ = await self._twin_request(
+            twin_reported_topic,
+            reported_patch(properties, component),
+            "twin reported PATCH",
+            timeout_ms,
+        )
+        return v
+
+    async def ack_writable(
+        self, name, value, version, status=200, description=None, component=None, timeout_ms=None
+    ):
+        """Acknowledge a writable property ({"ac", "av", "ad", "value"}) at the desired
+        version it answers. Returns the new reported version."""
+        from .pnp import Patch
+
+        patch = Patch().ack(name, value, version, status, description, component)
+        return await self.report_properties(patch, None, timeout_ms)
 
     async def _resync(self):
         from .routes import twin_get_topic

@@ -29,7 +29,7 @@ try:
 
     _ioq = _core._io_queue
 except (ImportError, AttributeError):
-    _ioq = None
+    _core = _ioq = None
 
 
 def check():

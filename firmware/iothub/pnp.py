@@ -374,14 +374,20 @@ def report_properties(tw, properties, component=None, timeout_ms=None):
     component: wrapped with "__t":"c"), or a Patch. Returns the new reported version."""
     from .routes import twin_reported_topic
 
+    body = reported_patch(properties, component)
+    version, _ = tw.request(twin_reported_topic, body, "twin reported PATCH", timeout_ms)
+    return version
+
+
+def reported_patch(properties, component=None):
+    """The reported PATCH body for report_properties() (a dict, or a Patch)."""
     if isinstance(properties, Patch):
         if component is not None:
             raise ConfigError("a Patch names its components itself: drop component=")
         patch = properties
     else:
         patch = Patch().report(properties, component)
-    version, _ = tw.request(twin_reported_topic, patch.encode(), "twin reported PATCH", timeout_ms)
-    return version
+    return patch.encode()
 
 
 def acknowledge_twin(tw, desired, version, full_twin):
