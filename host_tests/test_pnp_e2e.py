@@ -1,7 +1,9 @@
 """IoT Plug and Play end to end: a device on the real unix port against the emulator over TLS.
 The hub side asserts what reached it: component telemetry ($.sub), reported properties with
 the component marker, writable-property acknowledgements (status, av = the desired version
-that set the property) live and after the device was offline, and component commands."""
+that set the property) live and after the device was offline, and component commands. Each case
+runs against both clients (`client_kind`: the blocking DeviceClient, and iothub.aio's through
+devkit's synchronous facade)."""
 
 import json
 import uuid
@@ -21,7 +23,7 @@ def emu(pki, tmp_path):
         yield e
 
 
-def cfg_for(emu, device_id=None):
+def cfg_for(emu, client_kind, device_id=None):
     device_id = device_id or "pnp-%s" % uuid.uuid4().hex[:8]
     if emu.device_key(device_id) is None:
         emu.add_device(device_id)
@@ -32,6 +34,7 @@ def cfg_for(emu, device_id=None):
         "cs": emu.connection_string(device_id, gateway=False),
         "device_id": device_id,
         "model_id": MODEL,
+        "client_kind": client_kind,
     }
 
 
@@ -83,8 +86,8 @@ print("DONE", json.dumps(target))
 """
 
 
-def test_component_telemetry_writable_and_commands(emu):
-    cfg = cfg_for(emu)
+def test_component_telemetry_writable_and_commands(emu, client_kind):
+    cfg = cfg_for(emu, client_kind)
     cfg["with_on_method"] = True
     dev = DeviceProcess(THERMOSTATS, cfg)
     d = cfg["device_id"]
@@ -150,8 +153,8 @@ def test_component_telemetry_writable_and_commands(emu):
         dev.kill()
 
 
-def test_unknown_command_without_on_method_is_404(emu):
-    cfg = cfg_for(emu)
+def test_unknown_command_without_on_method_is_404(emu, client_kind):
+    cfg = cfg_for(emu, client_kind)
     dev = DeviceProcess(THERMOSTATS, cfg)
     d = cfg["device_id"]
     try:
@@ -167,8 +170,8 @@ def test_unknown_command_without_on_method_is_404(emu):
         dev.kill()
 
 
-def test_updates_made_while_offline_are_acknowledged_on_connect(emu):
-    cfg = cfg_for(emu)
+def test_updates_made_while_offline_are_acknowledged_on_connect(emu, client_kind):
+    cfg = cfg_for(emu, client_kind)
     d = cfg["device_id"]
     # IoT Central writes properties while the device is offline
     emu.set_writable(d, "targetTemperature", 22, component="thermostat1")
@@ -208,8 +211,8 @@ def test_updates_made_while_offline_are_acknowledged_on_connect(emu):
     assert emu.writable_status(d, "targetTemperature", "thermostat1")["ack"]["value"] == 22
 
 
-def test_plain_client_never_loads_pnp(emu):
-    cfg = cfg_for(emu)
+def test_plain_client_never_loads_pnp(emu, client_kind):
+    cfg = cfg_for(emu, client_kind)
     cfg.pop("model_id")
     code = (
         "CFG = %r\n" % (cfg,) + "import sys, devkit\n"
