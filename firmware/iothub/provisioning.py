@@ -38,6 +38,7 @@ from .errors import (
 _MAX_REQUESTS = const(100)  # hard bound on requests per register() besides the timeout
 _MAX_REPLY = const(16384)  # largest DPS reply accepted (registration state + custom payload)
 _TXBUF = const(768)  # CONNECT with a 128-character registration id and its SAS token fits
+SESSION_BUFFERS = (_TXBUF, _MAX_REPLY)  # for iothub.aprov (a _const is not importable)
 _FORMAT = const(1)  # version of the saved-result file
 
 # ProvisioningResult's fields, in constructor order: (attribute, registrationState member).
