@@ -16,7 +16,7 @@
 # send() first awaits: a cancelled send() leaves it queued, and it is delivered.
 #
 # Not supported here: transport="websockets" and proxy= (ConfigError), and coroutine
-# on_writable/on_command handlers (plain functions only).
+# on_writable/on_command handlers (plain functions only). DPS: register() (iothub.aprov).
 import asyncio
 
 from . import mqtt
