@@ -42,6 +42,7 @@ from .lifecycle import (
     RENEW,
     RESYNC,
     RETRYING,
+    STOP,
     WAIT,
 )
 
@@ -626,6 +627,10 @@ class DeviceClient(ClientBase):
                 raise ConnectionLost(
                     "not connected: message %d stays queued and goes out after connect()" % pid
                 )
+            if self._lc.next(ticks_ms()) == STOP:
+                # auth_failed, or the link failed with auto_reconnect off: waiting longer
+                # cannot help (the message is delivered after the next connect())
+                raise ConnectionLost("%s: message %d stays queued" % (self._lc.why, pid))
             if pid == self._direct and not self.is_connected:
                 raise ConnectionLost(
                     "the link failed before the PUBACK of message %d, which is larger than "
@@ -673,6 +678,8 @@ class DeviceClient(ClientBase):
         while len(ob):
             if self._task is None:
                 raise ConnectionLost("not connected: %d messages stay queued" % len(ob))
+            if self._lc.next(ticks_ms()) == STOP:
+                raise ConnectionLost("%s: %d messages stay queued" % (self._lc.why, len(ob)))
             if ticks_diff(deadline, ticks_ms()) <= 0:
                 raise Timeout("%d messages still unacknowledged after %d ms" % (len(ob), ms))
             await self._sleep_until(deadline)
