@@ -3,8 +3,6 @@ socket does not take is kept and sent in order, later packets queue behind it, n
 interleaved, and failures close the link with the errors the client expects. A tiny fake
 socket and a stand-in for asyncio's I/O queue; runs on the unix port."""
 
-import json
-
 import mpyrun
 
 CASES = r"""
