@@ -49,6 +49,14 @@ from .lifecycle import (
 __all__ = ("DeviceClient", "register")
 
 
+def _tr():
+    # iothub.transitions: what happened, told to the lifecycle core. Loaded when a
+    # transition happens and unloaded after connect (as by the blocking client).
+    from . import transitions
+
+    return transitions
+
+
 def _is_coro(r):
     # A coroutine (a generator object in MicroPython) from an `async def` handler.
     return r is not None and hasattr(r, "send") and hasattr(r, "throw")
@@ -128,12 +136,12 @@ class DeviceClient(ClientBase):
         lc = self._lc
         if self._task is not None:  # connected already: start over
             self._stop()
-            lc.close()
-        lc.connecting()
+            _tr().close(lc)
+        _tr().connecting(lc)
         try:
             sp = await self._open(ms)
         except AuthenticationError as e:
-            lc.failed(ticks_ms(), True)
+            _tr().failed(lc, ticks_ms(), True)
             self._notify(AUTH_FAILED, e.code)
             raise
         self._connected()
@@ -144,7 +152,7 @@ class DeviceClient(ClientBase):
         """Send DISCONNECT, close, stop the background tasks. Queued messages stay queued
         (they go out after the next connect())."""
         self._stop()
-        self._lc.close()
+        _tr().close(self._lc)
         self._notify(DISCONNECTED, "closed by the application")
         self._wake()
 
@@ -214,7 +222,7 @@ class DeviceClient(ClientBase):
                 self._log_line(2, "subscribed %s" % (f,))
             # Connected from here: a send() made while the redelivered messages drain is
             # written behind them.
-            lc.opened(ticks_ms())
+            _tr().opened(lc, ticks_ms())
             self.stats["redelivered"] += self._outbox.redeliver(s.write_from, ticks_ms())
             await link.drain()
         except BaseException:
@@ -239,13 +247,14 @@ class DeviceClient(ClientBase):
             "tlsprofile",
             "connstr",
             "utf8",
+            "transitions",
         )
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())
         h = self._handlers
         if h.get("desired") or h.get("writable"):
-            self._lc.resync_due(ticks_ms())
+            _tr().resync_due(self._lc, ticks_ms())
         self._kick.set()
 
     def _drop(self, reason, clean=False):
@@ -267,7 +276,7 @@ class DeviceClient(ClientBase):
 
     def _lost(self, err):
         self._drop(str(err))
-        d = self._lc.lost(ticks_ms())
+        d = _tr().lost(self._lc, ticks_ms())
         if d >= 0:
             self._log_line(1, "retrying in %d ms" % d)
             self._notify(RETRYING, d)
@@ -301,7 +310,7 @@ class DeviceClient(ClientBase):
                         except ConnectionLost as e:
                             self._lost(e)
                             continue
-                        lc.pinged(now)
+                        lc.ping_at = now
                         continue
                     if k == DEAD:
                         self._lost(ConnectionLost(lc.why))
@@ -363,7 +372,7 @@ class DeviceClient(ClientBase):
         try:
             await self._open(self.timeout_ms)
         except AuthenticationError as e:
-            lc.failed(ticks_ms(), True)
+            _tr().failed(lc, ticks_ms(), True)
             self._log_line(0, str(e) + "; not retrying until the credentials change")
             self._notify(AUTH_FAILED, e.code)
             self._wake()
@@ -371,7 +380,7 @@ class DeviceClient(ClientBase):
         except (IoTHubError, OSError, MemoryError) as e:
             why = "out of memory" if isinstance(e, MemoryError) else e
             self._log_line(1, "connect failed: %s" % (why,))
-            d = lc.failed(ticks_ms())
+            d = _tr().failed(lc, ticks_ms())
             if d >= 0:
                 self._log_line(1, "retrying in %d ms" % d)
                 self._notify(RETRYING, d)
@@ -384,13 +393,13 @@ class DeviceClient(ClientBase):
 
         left = self._renew_unix - unix_time()
         if left > 0:  # a token longer than the ticks span: wait on
-            self._lc.renew_later(now, left * 1000)
+            _tr().renew_later(self._lc, now, left * 1000)
             return
         # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
         # and the outbox survive.
         self.stats["renewals"] += 1
         self._drop("SAS token renewal", clean=True)
-        self._lc.renewing()
+        _tr().renewing(self._lc)
 
     def _read_loop(self):
         # A generator, as asyncio's own streams are: it waits on the raw socket in the I/O
@@ -774,7 +783,7 @@ class DeviceClient(ClientBase):
                 self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
         else:
             tw.resynced(doc)
-        self._lc.resync_done(ticks_ms(), ok)
+        _tr().resync_done(self._lc, ticks_ms(), ok)
 
 
 async def register(pc, timeout_ms=None):

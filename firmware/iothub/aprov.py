@@ -108,7 +108,7 @@ async def _idle(s, delay_ms):
         a = lc.keepalive(now)
         if a == PING:
             s.write(mqtt.encode_pingreq(s.tx))
-            lc.pinged(now)
+            lc.ping_at = now
             continue
         if a == DEAD:
             s.link.close()
