@@ -354,7 +354,7 @@ async def main():
 
 
 AUTH_LATER = r"""
-import asyncio, json, devkit
+import asyncio, json, devkit, iothub
 async def main():
     c = devkit.aio_client(CFG)
     states = []
@@ -366,6 +366,10 @@ async def main():
     print("AUTH_FAILED", c.stats["connects"])
     await asyncio.sleep_ms(600)  # longer than the backoff: no attempt is made meanwhile
     print("STILL", c.state, c.stats["connects"])
+    try:
+        await c.send(b"while refused")
+    except iothub.ConnectionLost as e:
+        print("SENDERR", c.queued, e)
     import os
     while True:  # until the test lifts the refusal
         try:
@@ -393,6 +397,8 @@ def test_auth_failed_waits_for_new_credentials(emu, tmp_path):
         assert emu.drop(cfg["device_id"])
         assert dev.expect("AUTH_FAILED", 30) == "1"
         assert dev.expect("STILL") == "auth_failed 1"
+        # nothing more can happen until new credentials: the send gives up at once, queued
+        assert dev.expect("SENDERR").startswith("1 authentication failed")
         emu.faults.refuse_connack = None
         go.write_text("go")
         states = json.loads(dev.expect("STATES", 30))
@@ -401,7 +407,8 @@ def test_auth_failed_waits_for_new_credentials(emu, tmp_path):
     finally:
         emu.faults.refuse_connack = None
         dev.kill()
-    assert [m["payload"] for m in emu.telemetry(cfg["device_id"])] == [b"after"]
+    # the message queued while refused went out after the new credentials, before "after"
+    assert [m["payload"] for m in emu.telemetry(cfg["device_id"])] == [b"while refused", b"after"]
 
 
 def test_sas_token_renewed_at_80_percent(emu):

@@ -16,11 +16,12 @@
 # send() first awaits: a cancelled send() leaves it queued, and it is delivered.
 #
 # Not supported here: transport="websockets" and proxy= (ConfigError), and coroutine
-# on_writable/on_command handlers (plain functions only).
+# on_writable/on_command handlers (plain functions only). DPS: register() (iothub.aprov).
 import asyncio
 
 from . import mqtt
 from .alink import ALink, _core, _ioq, check
+from .asession import read_once
 from .clientbase import _BUFFERS, ClientBase, body
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
@@ -41,10 +42,19 @@ from .lifecycle import (
     RENEW,
     RESYNC,
     RETRYING,
+    STOP,
     WAIT,
 )
 
-__all__ = ("DeviceClient",)
+__all__ = ("DeviceClient", "register")
+
+
+def _tr():
+    # iothub.transitions: what happened, told to the lifecycle core. Loaded when a
+    # transition happens and unloaded after connect (as by the blocking client).
+    from . import transitions
+
+    return transitions
 
 
 def _is_coro(r):
@@ -91,7 +101,6 @@ class DeviceClient(ClientBase):
         self._napping = None  # when the lifecycle task's nap ends (None: not napping)
         self._soonest = None  # the earliest deadline a waiter waits for
         self._draining = False
-        self._opener = None  # the task opening a connection
         self._gen = 0  # counts _stop(): an opening cancelled by one cleans up only its own
 
     on_message = _wrapped("message")
@@ -127,12 +136,12 @@ class DeviceClient(ClientBase):
         lc = self._lc
         if self._task is not None:  # connected already: start over
             self._stop()
-            lc.close()
-        lc.connecting()
+            _tr().close(lc)
+        _tr().connecting(lc)
         try:
             sp = await self._open(ms)
         except AuthenticationError as e:
-            lc.failed(ticks_ms(), True)
+            _tr().failed(lc, ticks_ms(), True)
             self._notify(AUTH_FAILED, e.code)
             raise
         self._connected()
@@ -143,7 +152,7 @@ class DeviceClient(ClientBase):
         """Send DISCONNECT, close, stop the background tasks. Queued messages stay queued
         (they go out after the next connect())."""
         self._stop()
-        self._lc.close()
+        _tr().close(self._lc)
         self._notify(DISCONNECTED, "closed by the application")
         self._wake()
 
@@ -180,45 +189,40 @@ class DeviceClient(ClientBase):
 
     async def _opening(self):
         from . import clientx
-        from .mqttconn import encode_connect
+        from .asession import open_session, subscribe
 
         s = self._s
         link = s.link
         lc = self._lc
-        me = self._opener = _core.cur_task  # reads the link itself until the reader runs
         gen = self._gen
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         ctx = clientx.context(self)
         clientx.unload("tlsprofile", "roots", "pem")
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
-        s.decoder.reset()
-        lc.keepalive_ms = self.keepalive * 1000
-        lc.ping_at = None
-        s._connack = None
         try:
-            await link.open(self.host, self.port, ctx, self.hostname, self._tlsinfo)
-            conn = s.tx
-            n = 1 + 2 + 10 + 2 + 2 + len(self._cid) + len(self._user) + 2 + len(pw or "")
-            if n > len(conn):
-                conn = bytearray(n + 8)  # a long token: once per connection
-            n = encode_connect(conn, self._cid, self._user, pw, self.keepalive, self.clean_session)
+            # this task reads the link itself until the reader task runs
+            session_present = await open_session(
+                s,
+                self.host,
+                self.port,
+                ctx,
+                self.hostname,
+                self._cid,
+                self._user,
+                pw,
+                self.keepalive,
+                self.clean_session,
+                self._tlsinfo,
+            )
             pw = None
-            s.write_from(conn, 0, n)
-            conn = None
-            await link.drain()  # the TLS handshake runs here
-            await self._await(lambda: s._connack is not None, None, "CONNACK")
-            session_present, rc = s._connack
-            if rc != 0:
-                from .errors import connack_error
-
-                raise connack_error(rc)
             self.stats["connects"] += 1
             f = clientx.filters(self)
             if f:
-                await self._subscribe(f, None)
+                await subscribe(s, f)
+                self._log_line(2, "subscribed %s" % (f,))
             # Connected from here: a send() made while the redelivered messages drain is
             # written behind them.
-            lc.opened(ticks_ms())
+            _tr().opened(lc, ticks_ms())
             self.stats["redelivered"] += self._outbox.redeliver(s.write_from, ticks_ms())
             await link.drain()
         except BaseException:
@@ -227,9 +231,6 @@ class DeviceClient(ClientBase):
                 if lc.state == CONNECTED:
                     lc.state = DISCONNECTED
             raise
-        finally:
-            if self._opener is me:
-                self._opener = None
         self._log_line(1, "connected (session present: %s, %s)" % (session_present, link.cipher()))
         return session_present
 
@@ -246,12 +247,14 @@ class DeviceClient(ClientBase):
             "tlsprofile",
             "connstr",
             "utf8",
+            "transitions",
         )
         self._notify(CONNECTED, None)
+        self._wake()
         self._reader = asyncio.create_task(self._read_loop())
         h = self._handlers
         if h.get("desired") or h.get("writable"):
-            self._lc.resync_due(ticks_ms())
+            _tr().resync_due(self._lc, ticks_ms())
         self._kick.set()
 
     def _drop(self, reason, clean=False):
@@ -273,7 +276,7 @@ class DeviceClient(ClientBase):
 
     def _lost(self, err):
         self._drop(str(err))
-        d = self._lc.lost(ticks_ms())
+        d = _tr().lost(self._lc, ticks_ms())
         if d >= 0:
             self._log_line(1, "retrying in %d ms" % d)
             self._notify(RETRYING, d)
@@ -307,7 +310,7 @@ class DeviceClient(ClientBase):
                         except ConnectionLost as e:
                             self._lost(e)
                             continue
-                        lc.pinged(now)
+                        lc.ping_at = now
                         continue
                     if k == DEAD:
                         self._lost(ConnectionLost(lc.why))
@@ -369,7 +372,7 @@ class DeviceClient(ClientBase):
         try:
             await self._open(self.timeout_ms)
         except AuthenticationError as e:
-            lc.failed(ticks_ms(), True)
+            _tr().failed(lc, ticks_ms(), True)
             self._log_line(0, str(e) + "; not retrying until the credentials change")
             self._notify(AUTH_FAILED, e.code)
             self._wake()
@@ -377,7 +380,7 @@ class DeviceClient(ClientBase):
         except (IoTHubError, OSError, MemoryError) as e:
             why = "out of memory" if isinstance(e, MemoryError) else e
             self._log_line(1, "connect failed: %s" % (why,))
-            d = lc.failed(ticks_ms())
+            d = _tr().failed(lc, ticks_ms())
             if d >= 0:
                 self._log_line(1, "retrying in %d ms" % d)
                 self._notify(RETRYING, d)
@@ -390,13 +393,13 @@ class DeviceClient(ClientBase):
 
         left = self._renew_unix - unix_time()
         if left > 0:  # a token longer than the ticks span: wait on
-            self._lc.renew_later(now, left * 1000)
+            _tr().renew_later(self._lc, now, left * 1000)
             return
         # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
         # and the outbox survive.
         self.stats["renewals"] += 1
         self._drop("SAS token renewal", clean=True)
-        self._lc.renewing()
+        _tr().renewing(self._lc)
 
     def _read_loop(self):
         # A generator, as asyncio's own streams are: it waits on the raw socket in the I/O
@@ -427,16 +430,10 @@ class DeviceClient(ClientBase):
 
     def _pump(self):
         """Read what is there and dispatch every complete packet (session.py's dispatch:
-        PUBACK -> outbox, PUBLISH -> inbound.route and PUBACK, SUBACK, DROPPED); then
-        pulse the waiters. Returns the bytes read."""
-        s = self._s
-        dec = s.decoder
-        n = s.link.read_into(dec._buf, dec._end, dec.room(), 0)
+        PUBACK -> outbox, PUBLISH -> inbound.route and PUBACK, SUBACK, PINGRESP, DROPPED);
+        then pulse the waiters. Returns the bytes read."""
+        n = read_once(self._s)
         if n:
-            dec.filled(n)
-            pkt = s._pkt
-            while dec.next(pkt) is not None:
-                s._dispatch(pkt)  # PINGRESP: the lifecycle's pong
             self._wake()
         return n
 
@@ -461,21 +458,15 @@ class DeviceClient(ClientBase):
                 self._kick.set()
 
     async def _await(self, done, deadline, what):
-        """Wait until done() is true, the link is lost (ConnectionLost) or the deadline
-        (ticks; None: unbounded, used under connect()'s own bound) passes (Timeout)."""
+        """Wait (the reader task reads) until done() is true, the link is lost
+        (ConnectionLost) or the deadline (ticks) passes (Timeout)."""
         link = self._s.link
         while not done():
             if not link.is_open:
                 raise ConnectionLost("the link closed while waiting for the %s" % what)
-            if deadline is not None and ticks_diff(deadline, ticks_ms()) <= 0:
+            if ticks_diff(deadline, ticks_ms()) <= 0:
                 raise Timeout("no %s from the hub in time" % what)
-            if self._reader is None and _core.cur_task is self._opener:
-                # connecting: no reader task yet, this task reads
-                await link.readable()
-                self._pump()
-                await self._flush()
-            else:
-                await self._sleep_until(deadline)
+            await self._sleep_until(deadline)
 
     async def _sleep_until(self, deadline):
         """Wait for the next pulse, or (roughly) the deadline: the lifecycle task pulses
@@ -497,19 +488,18 @@ class DeviceClient(ClientBase):
         await self._pulse.wait()
 
     async def _subscribe(self, filters, deadline):
-        from .mqttconn import check_suback, encode_subscribe
+        from .asession import subscribe_finish, subscribe_start
 
         s = self._s
-        pid = s.next_pid()
-        s._subacks[pid] = None
+        pid = subscribe_start(s, filters)
         try:
-            s.write(encode_subscribe(s.tx, pid, [(f, 1) for f in filters]))
-            await self._flush()
+            if s.link.pending is not None:
+                await self._flush()
             await self._await(lambda: s._subacks.get(pid) is not None, deadline, "SUBACK")
-            granted = s._subacks[pid]
-        finally:
+        except BaseException:
             s._subacks.pop(pid, None)
-        check_suback(filters, granted)
+            raise
+        subscribe_finish(s, pid, filters)
         self._log_line(2, "subscribed %s" % (filters,))
 
     async def _subscribe_later(self, filters):
@@ -646,6 +636,10 @@ class DeviceClient(ClientBase):
                 raise ConnectionLost(
                     "not connected: message %d stays queued and goes out after connect()" % pid
                 )
+            if self._lc.next(ticks_ms()) == STOP:
+                # auth_failed, or the link failed with auto_reconnect off: waiting longer
+                # cannot help (the message is delivered after the next connect())
+                raise ConnectionLost("%s: message %d stays queued" % (self._lc.why, pid))
             if pid == self._direct and not self.is_connected:
                 raise ConnectionLost(
                     "the link failed before the PUBACK of message %d, which is larger than "
@@ -693,6 +687,8 @@ class DeviceClient(ClientBase):
         while len(ob):
             if self._task is None:
                 raise ConnectionLost("not connected: %d messages stay queued" % len(ob))
+            if self._lc.next(ticks_ms()) == STOP:
+                raise ConnectionLost("%s: %d messages stay queued" % (self._lc.why, len(ob)))
             if ticks_diff(deadline, ticks_ms()) <= 0:
                 raise Timeout("%d messages still unacknowledged after %d ms" % (len(ob), ms))
             await self._sleep_until(deadline)
@@ -787,4 +783,13 @@ class DeviceClient(ClientBase):
                 self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
         else:
             tw.resynced(doc)
-        self._lc.resync_done(ticks_ms(), ok)
+        _tr().resync_done(self._lc, ticks_ms(), ok)
+
+
+async def register(pc, timeout_ms=None):
+    """Provision through DPS without blocking the loop: iothub.provisioning's
+    ProvisioningClient (pc) and its conversation, over asyncio. Returns its
+    ProvisioningResult (result.client(DeviceClient) makes this module's client)."""
+    from .aprov import register as _register
+
+    return await _register(pc, timeout_ms)

@@ -83,6 +83,7 @@ class DeviceClient(ClientBase):
             "tlsprofile",
             "connstr",
             "utf8",
+            "transitions",
         )
         self._notify(CONNECTED, None)
         h = self._handlers
@@ -93,7 +94,9 @@ class DeviceClient(ClientBase):
     def disconnect(self):
         """Send DISCONNECT and close. Queued messages stay queued."""
         self._s.close(clean=True)
-        self._lc.close()
+        from .transitions import close
+
+        close(self._lc)
         self._notify(DISCONNECTED, "closed by the application")
 
     close = disconnect

@@ -16,6 +16,7 @@ except ImportError:
 import gc
 import sys
 
+from . import transitions as T
 from .clock import ticks_add, ticks_ms
 from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError, TLSError
 
@@ -213,7 +214,7 @@ def update_credentials(c, connection_string, shared_access_key, cert, key):
         shared_access_key = cs.get("SharedAccessKey")
     set_credentials(c, shared_access_key, c._key_name, cert, key)
     c._log_line(1, "credentials replaced; reconnecting")
-    c._lc.credentials_changed(ticks_ms())
+    T.credentials_changed(c._lc, ticks_ms())
     if c._s.is_open:
         c._drop("credentials changed", clean=True)
     unload("connstr", "sas")
@@ -232,7 +233,7 @@ def context(c):
 
 def password(c):
     if c._cert is not None:
-        c._lc.token(ticks_ms(), None)
+        T.token(c._lc, ticks_ms(), None)
         return None
     from .credentials import sas_password
     from .sas import device_resource_uri
@@ -244,7 +245,7 @@ def password(c):
     # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
     # a big int on 32-bit boards, allocates).
     c._renew_unix = now + ttl * _RENEW_PERCENT // 100
-    c._lc.token(ticks_ms(), ttl)
+    T.token(c._lc, ticks_ms(), ttl)
     return token
 
 
@@ -323,7 +324,7 @@ def connect(c, deadline):
     """Open the link (token, context, CONNECT/CONNACK), subscribe, redeliver. Returns
     session_present; raises on failure with the link closed."""
     lc = c._lc
-    lc.connecting()
+    T.connecting(lc)
     pw = password(c)
     ctx = context(c)  # made at construction; again only after new credentials
     unload("tlsprofile", "roots", "pem")
@@ -344,7 +345,7 @@ def connect(c, deadline):
     )
     pw = None
     try:
-        lc.opened(ticks_ms())
+        T.opened(lc, ticks_ms())
         c.stats["connects"] += 1
         f = filters(c)
         if f:
@@ -430,7 +431,7 @@ def drop(c, reason, clean=False):
 
 def lost(c, err):
     drop(c, str(err))
-    retry(c, c._lc.lost(ticks_ms()))
+    retry(c, T.lost(c._lc, ticks_ms()))
 
 
 def retry(c, delay):
@@ -448,7 +449,7 @@ def reconnect_now(c):
     try:
         c.connect()
     except AuthenticationError as e:
-        lc.failed(ticks_ms(), True)
+        T.failed(lc, ticks_ms(), True)
         c._log_line(0, str(e) + "; not retrying until the credentials change")
         c._notify("auth_failed", e.code)
         return False
@@ -457,7 +458,7 @@ def reconnect_now(c):
         # buffers are released, so back off and try again rather than end the loop.
         why = "out of memory" if isinstance(e, MemoryError) else e
         c._log_line(1, "connect failed: %s" % (why,))
-        retry(c, lc.failed(ticks_ms()))
+        retry(c, T.failed(lc, ticks_ms()))
         return False
     c.stats["reconnects"] += 1
     return True
@@ -469,12 +470,12 @@ def renew(c):
 
     left = c._renew_unix - unix_time()
     if left > 0:  # a token longer than the ticks span: wait on
-        c._lc.renew_later(ticks_ms(), left * 1000)
+        T.renew_later(c._lc, ticks_ms(), left * 1000)
         return
     # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
     # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
     c.stats["renewals"] += 1
     drop(c, "SAS token renewal", clean=True)
-    c._lc.renewing()
+    T.renewing(c._lc)
     if not reconnect_now(c) and not c.auto_reconnect:
         raise ConnectionLost("SAS token renewal: reconnect failed")

@@ -1,12 +1,15 @@
 # The connection lifecycle as a pure state machine: no sockets, no clock reads (the caller
 # passes `now`, a ticks_ms value), no I/O. Given the state and the time, next() says what to
 # do; the adapters (the blocking DeviceClient, iothub.aio's DeviceClient) do it and report
-# back through the event methods. docs/lifecycle.md lists the rules; host_tests run them as
-# table-driven cases on CPython and on the unix port.
+# back what happened through iothub.transitions. docs/lifecycle.md lists the rules;
+# host_tests run them as table-driven cases on CPython and on the unix port.
 #
-# next(now, oldest) returns one action and sets self.wait (ms; for WAIT and for a reconnect
-# the adapter waits that long or until input) and self.why (text for DEAD and STOP). It
-# allocates nothing on the connected path (called on every turn of the send loop).
+# Split for RAM: this module (the decisions, asked on every turn of the loop) stays loaded;
+# the transitions run at connect, loss and close only and load with the connection code.
+# next(now, oldest) returns one action and sets self.wait (ms) for WAIT and self.why (text)
+# for DEAD and STOP. It allocates nothing on the connected path (called on every turn of a
+# send's wait). The adapter keeps two fields current itself: last_tx (set on every write)
+# and ping_at (set when it writes a PINGREQ, None on the PINGRESP).
 
 try:
     from micropython import const
@@ -16,15 +19,15 @@ except ImportError:
         return x
 
 
-from .clock import ticks_add, ticks_diff
+from .clock import ticks_diff
 
 # actions of next() and keepalive()
 WAIT = const(0)  # nothing due: read (or sleep, when not connected) up to self.wait ms
 CONNECT = const(1)  # open a connection now
-PING = const(2)  # send PINGREQ, then pinged(now)
-DEAD = const(3)  # drop the link as dead (self.why), then lost(now)
-RENEW = const(4)  # reconnect with a fresh SAS token: renewing(), then connect
-RESYNC = const(5)  # fetch the twin again: resync_done(now, ok)
+PING = const(2)  # send PINGREQ and set ping_at
+DEAD = const(3)  # drop the link as dead (self.why), then transitions.lost(lc, now)
+RENEW = const(4)  # reconnect with a fresh SAS token: transitions.renewing(), then connect
+RESYNC = const(5)  # fetch the twin again: transitions.resync_done(lc, now, ok)
 STOP = const(6)  # nothing happens until the application acts (self.why)
 
 # states (on_connection_state's values)
@@ -33,9 +36,7 @@ DISCONNECTED = "disconnected"
 RETRYING = "retrying"
 AUTH_FAILED = "auth_failed"
 
-_RESYNC_RETRY_MS = const(5000)  # a failed twin re-sync is retried after 5 s
 _TICKS_SPAN = const(0x1FFFFFFF)  # longest span (ms) ticks_diff measures on every port
-_RENEW_PERCENT = const(80)  # renew at 80 % of the token's lifetime (the Azure C SDK's rule)
 
 
 class Lifecycle:
@@ -113,99 +114,3 @@ class Lifecycle:
                 self.wait = d
                 return WAIT
         return CONNECT
-
-    # ---- events reported by the adapter ---------------------------------------------
-
-    def connecting(self):
-        """The application called connect(): a closed client opens again."""
-        self.closed = False
-
-    def token(self, now, ttl_s):
-        """A SAS token with a lifetime of ttl_s was made at `now`: renew it at 80 % of its
-        lifetime. ttl_s None: X.509, nothing to renew."""
-        self.renew_at = None
-        if ttl_s is not None:
-            self.renew_at = ticks_add(now, min(ttl_s * _RENEW_PERCENT * 10, _TICKS_SPAN))
-
-    def renew_later(self, now, ms):
-        """RENEW came early by the wall clock (a token longer than the ticks span)."""
-        self.renew_at = ticks_add(now, min(ms, _TICKS_SPAN))
-
-    def opened(self, now):
-        """CONNACK accepted (and subscriptions made)."""
-        self.state = CONNECTED
-        self.retry_at = None
-        self.last_tx = now
-        self.ping_at = None
-        if self.backoff is not None:
-            self.backoff.reset()
-
-    def sent(self, now):
-        self.last_tx = now
-
-    def pinged(self, now):
-        self.ping_at = now
-        self.last_tx = now
-
-    def pong(self):
-        self.ping_at = None
-
-    def lost(self, now):
-        """The link failed or was dropped. Returns the ms until the next attempt, or -1 when
-        none follows (closed, auth_failed, auto_reconnect off)."""
-        if self.state == CONNECTED:
-            self.state = DISCONNECTED
-        self.ping_at = None
-        if self.auto and not self.closed and self.state != AUTH_FAILED:
-            return self._schedule(now)
-        return -1
-
-    def failed(self, now, auth=False):
-        """A connection attempt failed: auth=True when the hub refused the credentials
-        (no retry until they change). Returns the ms until the next attempt, or -1."""
-        if auth:
-            self.state = AUTH_FAILED
-            self.retry_at = None
-            return -1
-        self.state = DISCONNECTED
-        if self.auto and not self.closed:
-            return self._schedule(now)
-        return -1
-
-    def _schedule(self, now):
-        b = self.backoff
-        if b is None:
-            from .backoff import Backoff
-
-            b = self.backoff = Backoff()
-        d = b.next_delay_ms()
-        self.retry_at = ticks_add(now, d)
-        self.state = RETRYING
-        return d
-
-    def renewing(self):
-        """RENEW is being acted on: the link is closed and a connection is due at once."""
-        self.state = DISCONNECTED
-        self.renew_at = None
-        self.retry_at = None
-
-    def close(self):
-        self.closed = True
-        self.state = DISCONNECTED
-        self.retry_at = None
-        self.resync_at = None
-
-    def credentials_changed(self, now):
-        """New credentials: a refused client tries again at once, without backoff."""
-        if self.state == AUTH_FAILED:
-            self.state = DISCONNECTED
-        if self.backoff is not None:
-            self.backoff.reset()
-        self.retry_at = now
-
-    def resync_due(self, now, in_ms=0):
-        self.resync_at = ticks_add(now, in_ms)
-
-    def resync_done(self, now, ok):
-        """A twin re-sync ended; one that failed on a live link is tried again in 5 s."""
-        self.resync_at = None if ok or self.state != CONNECTED else ticks_add(now, _RESYNC_RETRY_MS)

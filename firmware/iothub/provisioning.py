@@ -38,6 +38,7 @@ from .errors import (
 _MAX_REQUESTS = const(100)  # hard bound on requests per register() besides the timeout
 _MAX_REPLY = const(16384)  # largest DPS reply accepted (registration state + custom payload)
 _TXBUF = const(768)  # CONNECT with a 128-character registration id and its SAS token fits
+SESSION_BUFFERS = (_TXBUF, _MAX_REPLY)  # for iothub.aprov (a _const is not importable)
 _FORMAT = const(1)  # version of the saved-result file
 
 # ProvisioningResult's fields, in constructor order: (attribute, registrationState member).
@@ -378,7 +379,7 @@ class ProvisioningClient:
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
         deadline = ticks_add(ticks_ms(), timeout_ms)
-        stats = self.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
+        self.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
         log = self._log
         s = Session(_TXBUF, _MAX_REPLY)
         s.link.use(self.transport, self.proxy, _TXBUF, _MAX_REPLY)
@@ -403,75 +404,100 @@ class ProvisioningClient:
         ok = False
         try:
             s.subscribe([dt.RES_SUB], deadline)
-            op = None
-            self._backoff.reset()
-            for _ in range(_MAX_REQUESTS):
-                self._rid += 1
-                rid = str(self._rid)
-                self._reply = None
-                if op is None:
-                    s.publish(
-                        dt.register_topic(rid),
-                        dt.register_body(self.registration_id, self._payload_json),
-                    )
-                else:
-                    s.publish(dt.query_topic(rid, op), b"")
-                    stats["polls"] += 1
-                stats["requests"] += 1
+            steps = self._steps(s, timeout_ms, deadline)
+            step = next(steps)
+            while True:
+                # the conversation asks for the next reply (None) or a delay (ms)
                 try:
-                    s.wait(lambda: self._reply is not None, deadline, "reply")
-                except Timeout:
-                    raise Timeout(
-                        "DPS did not answer the %s request within the %d ms timeout"
-                        % ("status" if op else "register", timeout_ms)
-                    )
-                status, retry_after, payload = self._reply
-                self._reply = None
-                step = dr.next_step(
-                    status,
-                    dr.parse_body(payload),
-                    retry_after,
-                    op,
-                    self._backoff,
-                    self.min_retry_s,
-                    self.max_retry_s,
-                )
-                kind = step[0]
-                if kind == dr.ASSIGNED:
-                    result = ProvisioningResult.from_state(step[1], self.id_scope)
-                    if result.registration_id is None:
-                        result.registration_id = self.registration_id
-                    _log_to(
-                        log, 1, "DPS: assigned %s on %s" % (result.device_id, result.assigned_hub)
-                    )
+                    if step is None:
+                        s.wait(lambda: self._reply is not None, deadline, "reply")
+                    else:
+                        _idle(s, step)
+                except Timeout as e:
+                    step = steps.throw(e)
+                    continue
+                try:
+                    step = steps.send(None)
+                except StopIteration:
                     ok = True
-                    return result.attach(self.credentials(), self.tls_settings(), self.model_id)
-                if kind == dr.POLL:
-                    op = step[1]
-                    self._backoff.reset()
-                    delay = step[2]
-                elif kind == dr.RETRY:
-                    stats["retries"] += 1
-                    delay = step[1]
-                else:  # REGISTER
-                    op = None
-                    delay = step[1]
-                left = ticks_diff(deadline, ticks_ms())
-                if delay >= left:
-                    raise Timeout(
-                        "DPS asked to wait %d s (status %d) but only %d ms of the %d ms timeout are left"
-                        % (delay // 1000, status, max(left, 0), timeout_ms)
-                    )
-                _log_to(log, 2, "DPS: status %d, next request in %d ms" % (status, delay))
-                stats["waits_ms"].append(delay)
-                _idle(s, delay)
-            raise Timeout("DPS: no assignment after %d requests" % _MAX_REQUESTS)
+                    return self._result
         finally:
             s.close(clean=ok)
             from .credentials import is_own
 
             if is_own(self._ctx):
                 self._ctx = None  # a one-off link: do not keep the TLS context around
+
+    def _steps(self, s, timeout_ms, deadline):
+        """The DPS conversation on an open, subscribed session s, without waiting: a
+        generator yielding None when it needs the next reply (in self._reply; the driver
+        throws Timeout in when none came) and a delay in ms to wait before the next request.
+        Ends with the ProvisioningResult in self._result. Shared by register() and
+        iothub.aio.register()."""
+        stats = self.stats
+        log = self._log
+        op = None
+        self._result = None
+        self._backoff.reset()
+        for _ in range(_MAX_REQUESTS):
+            self._rid += 1
+            rid = str(self._rid)
+            self._reply = None
+            if op is None:
+                s.publish(
+                    dt.register_topic(rid),
+                    dt.register_body(self.registration_id, self._payload_json),
+                )
+            else:
+                s.publish(dt.query_topic(rid, op), b"")
+                stats["polls"] += 1
+            stats["requests"] += 1
+            try:
+                yield None
+            except Timeout:
+                raise Timeout(
+                    "DPS did not answer the %s request within the %d ms timeout"
+                    % ("status" if op else "register", timeout_ms)
+                )
+            status, retry_after, payload = self._reply
+            self._reply = None
+            step = dr.next_step(
+                status,
+                dr.parse_body(payload),
+                retry_after,
+                op,
+                self._backoff,
+                self.min_retry_s,
+                self.max_retry_s,
+            )
+            kind = step[0]
+            if kind == dr.ASSIGNED:
+                result = ProvisioningResult.from_state(step[1], self.id_scope)
+                if result.registration_id is None:
+                    result.registration_id = self.registration_id
+                _log_to(log, 1, "DPS: assigned %s on %s" % (result.device_id, result.assigned_hub))
+                self._result = result.attach(self.credentials(), self.tls_settings(), self.model_id)
+                return
+            if kind == dr.POLL:
+                op = step[1]
+                self._backoff.reset()
+                delay = step[2]
+            elif kind == dr.RETRY:
+                stats["retries"] += 1
+                delay = step[1]
+            else:  # REGISTER
+                op = None
+                delay = step[1]
+            left = ticks_diff(deadline, ticks_ms())
+            if delay >= left:
+                raise Timeout(
+                    "DPS asked to wait %d s (status %d) but only %d ms of the %d ms timeout are left"
+                    % (delay // 1000, status, max(left, 0), timeout_ms)
+                )
+            _log_to(log, 2, "DPS: status %d, next request in %d ms" % (status, delay))
+            stats["waits_ms"].append(delay)
+            yield delay
+        raise Timeout("DPS: no assignment after %d requests" % _MAX_REQUESTS)
 
 
 def _idle(s, delay_ms):

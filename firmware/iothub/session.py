@@ -100,7 +100,7 @@ class Session:
         a = lc.keepalive(now)
         if a == PING:
             self.write(mqtt.encode_pingreq(self.tx))
-            lc.pinged(now)
+            lc.ping_at = now
             a = lc.keepalive(now)
         if a == DEAD:
             self.link.close()

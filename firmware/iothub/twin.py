@@ -142,7 +142,9 @@ class Twin:
         except IoTHubError as e:
             if c.is_connected:
                 c._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
-                c._lc.resync_done(ticks_ms(), False)
+                from .transitions import resync_done
+
+                resync_done(c._lc, ticks_ms(), False)
             return
         self.resynced(doc)
 
