@@ -18,6 +18,7 @@
 # Not supported here: transport="websockets" and proxy= (ConfigError), and coroutine
 # on_writable/on_command handlers (plain functions only). DPS: register() (iothub.aprov).
 import asyncio
+import gc
 
 from . import mqtt
 from .alink import ALink, _core, _ioq, check
@@ -275,6 +276,9 @@ class DeviceClient(ClientBase):
         self._kick.set()
 
     def _lost(self, err):
+        # Collect first: what the outage loads for good then goes low in the heap, not
+        # between the garbage the outage's sends leave behind (as the blocking client).
+        gc.collect()
         self._drop(str(err))
         d = _tr().lost(self._lc, ticks_ms())
         if d >= 0:
@@ -369,6 +373,10 @@ class DeviceClient(ClientBase):
 
     async def _attempt(self):
         lc = self._lc
+        # Collect first, as the blocking client does: what this attempt loads (the
+        # connection code, a TLS context rebuilt after new credentials) then goes into the
+        # lowest free blocks, and the handshake finds the largest block the heap can offer.
+        gc.collect()
         try:
             await self._open(self.timeout_ms)
         except AuthenticationError as e:
