@@ -14,7 +14,8 @@ device process (tools/bench/device_aio_bench.py).
     200 ms minimum). What blocks the loop is CPU work between two awaits: the TLS handshake,
     which MicroPython's ssl module runs to completion in one call.
  2. Throughput: 200 QoS 1 messages (64-byte body) with 1 and with 8 unacknowledged at a time,
-    blocking client (1: send(); 8: send(block=False) while fewer than 8 are queued, else poll())
+    blocking client (1: send(); 8: send(block=False) while fewer than 8 are queued, else poll(0):
+    the fastest reaction to each PUBACK, busy-waiting meanwhile, which its CPU figure includes)
     and aio client (1: await send() in turn; 8: asyncio.gather of 8 coroutines awaiting send() in
     turn); messages per second and the device's CPU time per message (/proc/<pid>/schedstat,
     which other load on the machine disturbs less than the wall clock), median of --repeat
