@@ -80,6 +80,7 @@ PRELOAD = [
     "iothub.twin",
     "iothub.jsonc",
     "iothub.mqttpub",
+    "iothub.errstatus",
 ]
 BIG_MAX_PACKET = 98304  # memory scenarios: packets within max_packet that the heap cannot hold
 SMALL_PRELOAD = [

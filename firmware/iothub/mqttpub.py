@@ -3,8 +3,22 @@
 # NUL), read through without buffering. Part of iothub.mqtt's Decoder, loaded with the first
 # PUBLISH the hub sends: a telemetry-only device (which receives only PUBACK and PINGRESP)
 # never loads it.
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .mqtt import DROP_TOPIC
 from .utf8 import valid
+
+# Messages of iothub.mqtterr (after iothub.mqtt's _E_*).
+_E_NO_TOPIC_LEN = const(22)
+_E_TOPIC_LEN = const(23)
+_E_NO_PID = const(24)
+_E_PID0 = const(25)
 
 
 def parse(dec, p, into, buf, s, i, rem, end, b0):
@@ -12,18 +26,18 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
     (consumed and noted; the caller hands out the DROPPED packet)."""
     qos = (b0 >> 1) & 3
     if rem < 2:
-        dec._fail("PUBLISH truncated: no room for the topic length")
+        dec._fail(_E_NO_TOPIC_LEN)
     tlen = (buf[i] << 8) | buf[i + 1]
     toff = i + 2
     if toff + tlen > end:
-        dec._fail("PUBLISH truncated: topic length %d exceeds the packet" % tlen)
+        dec._fail(_E_TOPIC_LEN, tlen)
     poff = toff + tlen + (2 if qos else 0)
     if poff > end:
-        dec._fail("PUBLISH truncated: no room for the packet id")
+        dec._fail(_E_NO_PID)
     if qos:
         pid = (buf[poff - 2] << 8) | buf[poff - 1]
         if not pid:
-            dec._fail("PUBLISH QoS %d with packet id 0" % qos)
+            dec._fail(_E_PID0, qos)
         p.pid = pid
     if (
         tlen == 0
@@ -36,7 +50,8 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
         dec._consume(end)
         note_drop(dec, p.pid, qos, end - s, DROP_TOPIC)
         return False
-    p._tlen = tlen
+    p.topic_len = tlen
+    p.payload_len = end - poff
     if into is None:
         # Own copies now: the buffer is reused by the next feed().
         mv = memoryview(buf)
@@ -46,7 +61,6 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
         p._buf = buf
         p._toff = toff
         p._poff = poff
-        p._plen = end - poff
         p._dec = dec
         p._gen = dec._gen
     return True

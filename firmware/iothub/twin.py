@@ -10,7 +10,7 @@
 # ProtocolError (get_twin) or skipped and logged (poll), never passed on.
 from . import routes
 from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, StatusError
+from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError
 from .jsonc import dumps as _dumps
 from .jsonc import loads as _loads
 
@@ -64,6 +64,8 @@ class Twin:
         finally:
             self.replies.pop(rid, None)
         if status >= 400:
+            from .errstatus import StatusError
+
             raise StatusError(status, what, body)
         return version, body
 
