@@ -158,6 +158,7 @@ class DeviceClient:
             "tlsprofile",
             "connstr",
             "utf8",
+            "linkopen",
         )
         self._notify(CONNECTED, None)
         h = self._handlers

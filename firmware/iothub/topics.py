@@ -3,11 +3,19 @@
 # methods, twin) is parsed by iothub.routes, loaded only when a handler or twin call
 # needs it. Builders return str. No `re`: plain str methods.
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError
 
 # Bytes that quote(s, safe="") leaves alone: RFC 3986 unreserved characters.
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
-_HEX = b"0123456789ABCDEF"
+_UNRESERVED = const(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+_HEX = const(b"0123456789ABCDEF")
 
 
 def _as_bytes(s):

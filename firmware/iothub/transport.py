@@ -1,7 +1,9 @@
-# Socket + TLS link with every wait bounded.
+# Socket + TLS link with every wait bounded. Opening it (DNS, TCP, proxy, TLS socket,
+# WebSocket upgrade) is in iothub.linkopen, loaded per connection; this module keeps the
+# read/write path a connected client needs.
 #
-# The TLS handshake runs in blocking mode on a socket with a timeout (so a silent server
-# cannot hang wrap_socket), then the link switches to non-blocking: MicroPython's blocking
+# The TCP connect runs with a socket timeout, then the link switches to non-blocking (the
+# TLS handshake runs in the first write, bounded by open()'s deadline): MicroPython's blocking
 # readinto() on a TLS socket waits until the whole buffer is filled, which would stall a
 # client waiting for a 2-byte PINGRESP, and a timed-out read leaves mbedTLS in an error
 # state for good.
@@ -17,25 +19,13 @@
 # 1.23); ipoll() reuses one result tuple; a non-blocking read with nothing there returns
 # None rather than raising.
 import select
-import socket
 
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .errors import ConfigError, ConnectionLost, Timeout, TLSError
+from .errors import ConnectionLost, Timeout
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLERR = getattr(select, "POLLERR", 8) | getattr(select, "POLLHUP", 16)
-
-
-def resolve(host, port):
-    """DNS lookup on every attempt (hub addresses change on failover)."""
-    try:
-        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-    except OSError as e:
-        raise ConnectionLost("DNS lookup of %s failed: %s" % (host, e))
-    if not ai:
-        raise ConnectionLost("DNS lookup of %s returned no address" % host)
-    return ai[0]
 
 
 class Link:
@@ -56,84 +46,15 @@ class Link:
     def use(self, transport="mqtt", proxy=None, txbuf=1024, max_message=32768):
         """transport "mqtt" (MQTT in TLS) or "websockets" (MQTT in WebSocket frames in TLS);
         proxy: None, (host, port) or (host, port, user, password) of an HTTP proxy."""
-        if transport not in ("mqtt", "websockets"):
-            raise ConfigError("transport must be 'mqtt' or 'websockets', got %r" % (transport,))
-        self.websocket = (txbuf, max_message) if transport == "websockets" else None
-        if proxy is not None:
-            from .proxy import check
+        from .linkopen import use
 
-            proxy = check(proxy)
-        self.proxy = proxy
+        use(self, transport, proxy, txbuf, max_message)
 
     def open(self, host, port, ctx, server_hostname, timeout_ms=30000, info=None):
-        self.close()
-        deadline = ticks_add(ticks_ms(), timeout_ms)
-        proxy = self.proxy
-        family, stype, proto, _, addr = resolve(*(proxy[:2] if proxy else (host, port)))
-        raw = socket.socket(family, stype, proto)
-        self.raw = raw
-        try:
-            raw.settimeout(timeout_ms / 1000)
-            raw.connect(addr)
-        except OSError as e:
-            self.close()
-            where = "proxy %s:%d" % proxy[:2] if proxy else "%s:%d" % (host, port)
-            raise ConnectionLost("TCP connect to %s failed: %s" % (where, e))
-        if proxy is not None:
-            from .proxy import tunnel
+        """DNS, TCP, proxy tunnel, TLS socket, WebSocket upgrade (iothub.linkopen)."""
+        from .linkopen import open_link
 
-            try:
-                tunnel(raw, host, port, proxy, deadline)
-            except BaseException:
-                self.close()
-                raise
-        try:
-            raw.setblocking(False)
-            # The handshake runs in the first write (CONNECT, or the WebSocket upgrade),
-            # non-blocking and bounded by this open's deadline as a whole: a server that
-            # sends one byte at a time cannot stretch it (a per-read timeout restarts
-            # with every byte).
-            sock = ctx.wrap_socket(
-                raw, server_hostname=server_hostname, do_handshake_on_connect=False
-            )
-        except (TLSError, MemoryError):
-            self.close()
-            raise
-        except (OSError, ValueError) as e:
-            self.close()
-            raise self._tls_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
-        self.sock = sock
-        p = select.poll()
-        p.register(raw, _POLLIN)
-        self._poll = p
-        self._more = False
-        # While handshaking, wait on the TLS socket itself: it knows whether mbedTLS waits
-        # to read or to write.
-        hp = select.poll()
-        hp.register(sock, _POLLIN | _POLLOUT)
-        self._hs = (hp, deadline, server_hostname, info or getattr(ctx, "iothub_info", None))
-        if self.websocket is not None:
-            # The WebSocket has the socket's write/readinto/close/cipher; it waits on raw.
-            from .websocket import upgrade
-
-            try:
-                self.sock = upgrade(
-                    sock, raw, server_hostname, deadline, *self.websocket, send=self.write
-                )
-            except BaseException:
-                self.close()
-                raise
-        self.bytes_out = self.bytes_in = self.writes = 0
-        return sock
-
-    @staticmethod
-    def _tls_error(e, server_hostname, info):
-        code = e.args[0] if e.args else None
-        if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
-            return ConnectionLost("TLS handshake with %s: socket error %s" % (server_hostname, e))
-        from .tlsprofile import handshake_error
-
-        return handshake_error(e, server_hostname, info)
+        return open_link(self, host, port, ctx, server_hostname, timeout_ms, info)
 
     @property
     def is_open(self):
@@ -166,11 +87,11 @@ class Link:
             except OSError as e:
                 self.close()
                 if hs is not None:
-                    raise self._tls_error(e, hs[2], hs[3])
+                    raise _tls_error(e, hs[2], hs[3])
                 raise ConnectionLost("write failed: %s" % e)
             except ValueError as e:  # the server's certificate did not verify
                 self.close()
-                raise self._tls_error(e, hs[2], hs[3]) if hs is not None else e
+                raise _tls_error(e, hs[2], hs[3]) if hs is not None else e
             if k:
                 off += k
                 self._hs = hs = None  # handshake done
@@ -260,3 +181,9 @@ def _again(e):
                 delattr(sys.modules["iothub"], "tlserrors")
             except (AttributeError, KeyError):
                 pass
+
+
+def _tls_error(e, server_hostname, info):
+    from .linkopen import tls_error
+
+    return tls_error(e, server_hostname, info)
