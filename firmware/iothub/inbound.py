@@ -5,8 +5,7 @@ import json
 
 from . import routes
 from .errors import ProtocolError
-from .jsonc import dumps as _dumps
-from .jsonc import loads as _loads
+from .jsonc import dumps, loads
 
 
 class Message:
@@ -98,7 +97,7 @@ def _answer_method(c, name, rid, payload):
     else:
         try:
             try:
-                arg = _loads(payload)
+                arg = loads(payload)
             except ProtocolError:
                 arg = bytes(payload)
             r = fn(name, arg)
@@ -111,5 +110,5 @@ def _answer_method(c, name, rid, payload):
         except Exception as e:
             status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
             c._log_line(0, "method %s raised %r" % (name, e))
-    body = b"" if result is None else _dumps(result).encode()
+    body = b"" if result is None else dumps(result).encode()
     c._publish(routes.method_response_topic(status, rid), body)

@@ -12,7 +12,7 @@ except ImportError:
 
 
 from .mqtt import DROP_TOPIC
-from .utf8 import valid
+from .pct import valid
 
 # Messages of iothub.mqtterr (after iothub.mqtt's _E_*).
 _E_NO_TOPIC_LEN = const(22)
@@ -66,50 +66,47 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
     return True
 
 
+# State of the PUBLISH being read through, in one list (dec._drop): fewer names to intern.
+_POS = const(0)  # bytes of it consumed so far
+_HDR = const(1)  # fixed header length: the topic length follows it
+_TL = const(2)  # topic length, once seen (-1 before)
+_HI = const(3)  # high byte of a 16-bit field split across chunks
+_PID = const(4)
+_QOS = const(5)
+_WHY = const(6)
+
+
 def begin_drop(dec, hlen, total, b0, why):
     # Read a PUBLISH through without buffering it; keep only its packet id.
     dec._skip = total
-    dec._dpos = 0  # bytes of it consumed so far
-    dec._dhdr = hlen  # fixed header length: the topic length follows it
-    dec._dtl = -1  # topic length, once seen
-    dec._dhi = 0
-    dec._dpid = 0
-    dec._dq = (b0 >> 1) & 3
-    dec._dwhy = why
+    dec._drop = [0, hlen, -1, 0, 0, (b0 >> 1) & 3, why]
     drop_some(dec)
 
 
-def _byte_at(dec, off, p0, take):
-    # Byte at offset `off` of the dropped packet if it is in this chunk, else -1.
-    return dec._buf[dec._scan + off - p0] if p0 <= off < p0 + take else -1
-
-
 def drop_some(dec):
+    d = dec._drop
     s = dec._scan
-    p0 = dec._dpos
+    p0 = d[_POS]
     take = min(dec._end - s, dec._skip - p0)
-    h = dec._dhdr
     for k in range(2):  # topic length (2 bytes), then the packet id behind the topic
-        at = h if k == 0 else h + 2 + dec._dtl
-        if k and (dec._dtl < 0 or not dec._dq):
+        if k and (d[_TL] < 0 or not d[_QOS]):
             break
-        b = _byte_at(dec, at, p0, take)
-        if b >= 0:
-            dec._dhi = b
-        b = _byte_at(dec, at + 1, p0, take)
-        if b >= 0:
-            if k:
-                dec._dpid = (dec._dhi << 8) | b
-            else:
-                dec._dtl = (dec._dhi << 8) | b
+        at = d[_HDR] + (2 + d[_TL] if k else 0)
+        for j in range(2):
+            if p0 <= at + j < p0 + take:  # this byte of the packet is in this chunk
+                b = dec._buf[s + at + j - p0]
+                if not j:
+                    d[_HI] = b
+                else:
+                    d[_PID if k else _TL] = (d[_HI] << 8) | b
     rest = dec._end - s - take
     if rest:  # bytes after the dropped packet move to where it started
         dec._buf[s : s + rest] = bytes(memoryview(dec._buf)[s + take : dec._end])
     dec._end = s + rest
-    dec._dpos = p0 + take
-    if dec._dpos == dec._skip:
+    d[_POS] = p0 + take
+    if d[_POS] == dec._skip:
         dec._skip = 0
-        note_drop(dec, dec._dpid, dec._dq, dec._dpos, dec._dwhy)
+        note_drop(dec, d[_PID], d[_QOS], d[_POS], d[_WHY])
 
 
 def note_drop(dec, pid, qos, size, why):

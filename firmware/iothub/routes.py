@@ -4,6 +4,14 @@
 # like azure-sdk-for-c), and raise ProtocolError when it is theirs but malformed.
 # Loaded only with a handler or a twin call (a telemetry-only client never needs it).
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError, ProtocolError
 from .pct import unquote
 from .topics import _id, quote
@@ -12,9 +20,9 @@ TWIN_RES_SUB = "$iothub/twin/res/#"
 TWIN_DESIRED_SUB = "$iothub/twin/PATCH/properties/desired/#"
 METHODS_SUB = "$iothub/methods/POST/#"
 
-_TWIN_RES = "$iothub/twin/res/"
-_TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
-_METHOD_POST = "$iothub/methods/POST/"
+_TWIN_RES = const("$iothub/twin/res/")
+_TWIN_DESIRED = const("$iothub/twin/PATCH/properties/desired/")
+_METHOD_POST = const("$iothub/methods/POST/")
 
 
 def decode_property_bag(s):

@@ -11,8 +11,7 @@
 from . import routes
 from .clock import ticks_add, ticks_ms
 from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError
-from .jsonc import dumps as _dumps
-from .jsonc import loads as _loads
+from .jsonc import dumps, loads
 
 _MAX_VERSION = 1 << 53  # JSON's exact integers
 
@@ -81,7 +80,7 @@ class Twin:
 
     def fetch(self, timeout_ms=None):
         _, body = self.request(routes.twin_get_topic, b"", "twin GET", timeout_ms)
-        doc = check_object(_loads(body) or {}, "the twin document")
+        doc = check_object(loads(body) or {}, "the twin document")
         desired = check_object(doc.get("desired") or {}, "the twin's desired properties")
         if "$version" in desired:
             check_version(desired["$version"], "the twin's desired")
@@ -98,7 +97,7 @@ class Twin:
         if not isinstance(patch, dict):
             raise ConfigError("reported properties must be a dict")
         version, _ = self.request(
-            routes.twin_reported_topic, _dumps(patch).encode(), "twin reported PATCH", timeout_ms
+            routes.twin_reported_topic, dumps(patch).encode(), "twin reported PATCH", timeout_ms
         )
         return version
 
@@ -133,7 +132,7 @@ class Twin:
     def on_patch(self, payload, version):
         """A desired-properties PATCH pushed by the hub (version from its topic, 0 if none)."""
         try:
-            patch = check_object(_loads(payload) or {}, "desired properties patch")
+            patch = check_object(loads(payload) or {}, "desired properties patch")
             if not version:
                 version = check_version(patch.get("$version", 0), "desired properties patch")
         except ProtocolError as e:
