@@ -37,7 +37,7 @@ UNSUBACK = const(11)
 PINGRESP = const(13)
 # Packet.rc of a DROPPED packet: why it was dropped.
 DROP_TOO_LARGE = const(1)  # larger than max_packet
-DROP_MEMORY = const(2)  # no memory for a buffer of its size
+_DROP_MEMORY = const(2)  # no memory for a buffer of its size
 DROP_TOPIC = const(3)  # a topic that is not valid UTF-8, empty, or holds a wildcard or NUL
 
 _DEFAULT_MAX_PACKET = const(263168)  # 256 KiB D2C/C2D limit + 1 KiB for topic and header
@@ -71,9 +71,6 @@ _E_SUBACK_LEN = const(19)
 _E_SUBACK_CODE = const(20)
 _E_PINGRESP_LEN = const(21)
 
-# Built once: a tuple written inline in isinstance() is allocated at every call.
-_BYTES = (bytes, bytearray)
-
 
 def _error(code, *args):
     return explained("mqtterr", "error", code, args)
@@ -101,7 +98,7 @@ def _pub():
 def _b(x, what):
     if isinstance(x, str):
         return x.encode()
-    if isinstance(x, _BYTES):
+    if isinstance(x, bytes) or isinstance(x, bytearray):
         return x
     raise _error(_E_TYPE, what)
 
@@ -249,8 +246,6 @@ class Packet:
         self._gen = 0
         self._toff = 0
         self._poff = 0
-
-    _clear = __init__
 
     def _at(self, off, n):
         # memoryview of n bytes of the decoder's buffer at off, while it still holds them.
@@ -422,7 +417,7 @@ class Decoder:
                         if t != PUBLISH:
                             raise
                         self._need = 0
-                        _pub().begin_drop(self, i - s, total, b0, DROP_MEMORY)
+                        _pub().begin_drop(self, i - s, total, b0, _DROP_MEMORY)
                         continue
             if self._end - self._scan < self._need:
                 return
@@ -444,7 +439,7 @@ class Decoder:
             p = Packet()
         else:
             p = into
-            p._clear()
+            p.__init__()  # every field back to its preset
         if self._dropped:
             p.pid, qos, p.payload_len, p.rc = self._dropped.pop(0)
             p.flags = qos << 1

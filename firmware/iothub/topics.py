@@ -110,23 +110,21 @@ def _items(props, sort):
         if not isinstance(it[0], str) or not it[0]:
             raise ConfigError("property names must be non-empty str")
     if sort:
-        items.sort(key=lambda kv: kv[0])
+        items.sort(key=lambda p: p[0])
     return items
 
 
-def _value(v):
-    if isinstance(v, str):
-        return quote(v)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError("property values must be str, int, float or None")
-    return quote(str(v))
-
-
-def _append(parts, enc_name, value):
+def _append(parts, name, value):
+    # name=value (percent-encoded) to the list of parts; a None value gives the name alone.
+    name = quote(name)
     if value is None:
-        parts.append(enc_name)
-    else:
-        parts.append(enc_name + "=" + _value(value))
+        parts.append(name)
+        return
+    if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("property values must be str, int, float or None")
+        value = str(value)
+    parts.append(name + "=" + quote(value))
 
 
 def encode_property_bag(props):
@@ -136,7 +134,7 @@ def encode_property_bag(props):
     keeps its order."""
     parts = []
     for name, value in _items(props, isinstance(props, dict)):
-        _append(parts, quote(name), value)
+        _append(parts, name, value)
     return "&".join(parts)
 
 
@@ -176,5 +174,5 @@ def telemetry_topic(
                 raise ConfigError("%s must be a str" % _SYSTEM_PROPS[i][0])
             parts.append(_SYSTEM_PROPS[i][1] + "=" + quote(v))
     for name, value in _items(properties, True):
-        _append(parts, quote(name), value)
+        _append(parts, name, value)
     return _events_prefix(device_id, module_id) + "&".join(parts)
