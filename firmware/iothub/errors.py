@@ -38,7 +38,7 @@ class ConnectionRefused(IoTHubError):
 
     def __init__(self, code):
         self.code = code
-        super().__init__(explained("mqtterr", "refused", code))
+        super().__init__(explained("mqtterr", "error", 27, (code,)))  # 27: iothub.mqtterr._REFUSED
 
     @property
     def retriable(self):
@@ -55,17 +55,17 @@ def connack_error(code):
     return (AuthenticationError if code == 4 or code == 5 else ConnectionRefused)(code)
 
 
-def explained(mod, fn, *args):
-    """iothub.<mod>.<fn>(*args) from a module of explanations that is loaded for this one
+def explained(m, fn, *args):
+    """iothub.<m>.<fn>(*args) from a module of explanations that is loaded for this one
     call and dropped again: a device that failed once does not keep the texts in RAM."""
     import sys
 
     try:
-        return getattr(__import__("iothub." + mod, None, None, (fn,)), fn)(*args)
+        return getattr(__import__("iothub." + m, None, None, (fn,)), fn)(*args)
     finally:
-        sys.modules.pop("iothub." + mod, None)
+        sys.modules.pop("iothub." + m, None)
         try:
-            delattr(sys.modules["iothub"], mod)
+            delattr(sys.modules["iothub"], m)
         except (AttributeError, KeyError):
             pass
 

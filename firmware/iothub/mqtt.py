@@ -70,14 +70,17 @@ _E_CONNACK_FLAGS = const(18)
 _E_SUBACK_LEN = const(19)
 _E_SUBACK_CODE = const(20)
 _E_PINGRESP_LEN = const(21)
+# (22-25: PUBLISH messages, iothub.mqttpub) Requests that are not a message:
+_E_NAME = const(26)
+_E_HEADER = const(28)
 
 
 def _error(code, *args):
     return explained("mqtterr", "error", code, args)
 
 
-def packet_name(ptype):
-    return explained("mqtterr", "name", ptype)
+def packet_name(t):
+    return _error(_E_NAME, t)
 
 
 _pubmod = None  # iothub.mqttpub, loaded with the first PUBLISH from the hub
@@ -227,7 +230,7 @@ class Packet:
     Packets from next() own their topic (str) and payload (bytes). A Packet passed to
     next(into) is refilled without allocating (every field is preset, so refilling never
     grows its attribute table); its .topic/.payload are then made on first access from
-    the decoder's buffer and must be read before the next feed()."""
+    the decoder's buffer and must be read before the next bytes are filled in."""
 
     def __init__(self):
         self.type = 0
@@ -265,24 +268,12 @@ class Packet:
             self._payload = bytes(self._at(self._poff, self.payload_len))
         return self._payload
 
-    def topic_is(self, b):
-        """True if the topic equals bytes b (no allocation with next(into))."""
-        return self.topic_len == len(b) and self.topic_startswith(b)
-
-    def topic_startswith(self, b):
-        """True if the topic starts with bytes b (no allocation with next(into))."""
-        if self._buf is None:
-            return self._topic is not None and self._topic.encode().startswith(b)
-        if len(b) > self.topic_len:
-            return False
-        return self._buf.find(b, self._toff, self._toff + len(b)) == self._toff
-
 
 class Decoder:
     """Incremental MQTT 3.1.1 decoder for packets a server sends to a client.
 
-    feed(data) any split of the byte stream (or read into room() and call filled(n)),
-    then call next() until it returns None. Malformed input raises ProtocolError and
+    Read any split of the byte stream into room() and call filled(n), then call next()
+    until it returns None. Malformed input raises ProtocolError and
     stops the decoder (reset() for a new connection). max_packet bounds a whole packet,
     fixed header included; bufsize is the base receive buffer.
 
@@ -355,18 +346,6 @@ class Decoder:
             self._end += n
             self._scan_headers()
 
-    def feed(self, data):
-        """Buffer received bytes (bytes, bytearray or memoryview): room() and filled() in
-        a loop. A chunk that fits is copied without allocating."""
-        n = len(data)
-        pos = 0
-        while pos < n:
-            k = min(self.room(), n - pos)
-            e = self._end
-            self._buf[e : e + k] = data if k == n else memoryview(data)[pos : pos + k]
-            self.filled(k)
-            pos += k
-
     def _scan_headers(self):
         # Walk the fixed headers of newly completed data; validate each header before the
         # packet body is waited for (size limit, type, flags).
@@ -402,7 +381,7 @@ class Decoder:
                 else:
                     ok = (_FROM_SERVER >> t) & 1 and not f and total <= self.max_packet
                 if not ok:
-                    e = explained("mqtterr", "header", b0, total, self.max_packet)
+                    e = _error(_E_HEADER, b0, total, self.max_packet)
                     self._err = e.args[0]
                     raise e
                 if t == PUBLISH and total > self.max_packet:
@@ -423,10 +402,6 @@ class Decoder:
                 return
             self._scan += self._need
             self._need = 0
-
-    def pending(self):
-        """True if a complete packet (or a dropped PUBLISH) is there to hand out."""
-        return self._start != self._scan or bool(self._dropped)
 
     def next(self, into=None):
         """The next complete packet, or None. `into`: a Packet to refill (no allocation)."""

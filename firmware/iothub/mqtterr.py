@@ -1,10 +1,14 @@
 # What went wrong in MQTT encoding or decoding, in words. iothub.mqtt keeps only the checks
 # and a number per message; the texts are here, loaded for one message when something is
 # wrong (iothub.errors.explained) and dropped again. The numbers are iothub.mqtt's _E_*
-# constants (ConfigError below _E_PROTOCOL, ProtocolError from it on).
+# constants (ConfigError below _E_PROTOCOL, ProtocolError from it on), then three requests
+# that are not a message of the table: a packet name, a CONNACK refusal, a bad header.
 from .errors import ConfigError, ProtocolError
 
 _E_PROTOCOL = 14
+_NAME = 26  # args (packet type,): its name
+_REFUSED = 27  # args (CONNACK return code,): the text of ConnectionRefused
+_HEADER = 28  # args (first byte, total size, max_packet): the ProtocolError
 _TEXTS = (
     "%s must be str or bytes",
     "packet too large for MQTT: remaining length %d > %d",
@@ -64,22 +68,21 @@ _REASONS = (
 
 
 def error(code, args):
-    """The exception for message `code` formatted with args."""
+    """The exception for message `code` formatted with args (or what _NAME, _REFUSED and
+    _HEADER ask for)."""
+    if code == _NAME:
+        return _NAMES[args[0] & 15]
+    if code == _REFUSED:
+        rc = args[0]
+        why = _REASONS[rc - 1] if 1 <= rc <= 5 else "unknown return code"
+        return "connection refused by the hub: CONNACK %d (%s)" % (rc, why)
+    if code == _HEADER:
+        return _header(*args)
     text = _TEXTS[code] % args if args else _TEXTS[code]
     return (ConfigError if code < _E_PROTOCOL else ProtocolError)(text)
 
 
-def name(ptype):
-    return _NAMES[ptype & 15]
-
-
-def refused(code):
-    """The text of a ConnectionRefused for CONNACK return code `code`."""
-    why = _REASONS[code - 1] if 1 <= code <= 5 else "unknown return code"
-    return "connection refused by the hub: CONNACK %d (%s)" % (code, why)
-
-
-def header(b0, total, max_packet):
+def _header(b0, total, max_packet):
     """The ProtocolError for a fixed header the decoder does not accept (the checks in
     order: flags of a PUBLISH, QoS 2 flow packets, reserved flags, packets only a client
     sends, reserved types, then the size limit)."""
@@ -95,13 +98,13 @@ def header(b0, total, max_packet):
         else:
             msg = None
     elif 5 <= t <= 7:
-        msg = "%s received: QoS 2 is not supported by this client" % name(t)
+        msg = "%s received: QoS 2 is not supported by this client" % _NAMES[t]
     elif t in (2, 4, 9, 11, 13):
-        msg = "%s with reserved flags 0x%x (must be 0)" % (name(t), f) if f else None
+        msg = "%s with reserved flags 0x%x (must be 0)" % (_NAMES[t], f) if f else None
     elif t in (1, 8, 10, 12, 14):
-        msg = "%s received: a server never sends it to a client" % name(t)
+        msg = "%s received: a server never sends it to a client" % _NAMES[t]
     else:
         msg = "reserved packet type %d" % t
     if msg is None:
-        msg = "%s of %d bytes exceeds the limit of %d bytes" % (name(t), total, max_packet)
+        msg = "%s of %d bytes exceeds the limit of %d bytes" % (_NAMES[t], total, max_packet)
     return ProtocolError(msg)

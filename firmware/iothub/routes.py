@@ -113,7 +113,7 @@ def _int(s, what):
     if not s or len(s) > 19:
         raise ProtocolError("%s is not an integer: %r" % (what, s if s is None else s[:20]))
     for c in s:
-        if c not in "0123456789":
+        if not "0" <= c <= "9":
             raise ProtocolError("%s is not an integer: %r" % (what, s[:20]))
     return int(s)
 

@@ -67,7 +67,7 @@ def _id(value, what):
     # them); the characters that would break a topic are refused.
     if not isinstance(value, str) or not value:
         raise ConfigError("%s must be a non-empty str" % what)
-    for c in "/#+":
+    for c in ("/", "#", "+"):
         if c in value:
             raise ConfigError("%s must not contain %r" % (what, c))
     return value
@@ -141,18 +141,6 @@ def encode_property_bag(props):
 # ---- telemetry ---------------------------------------------------------------------------
 
 
-def _events_prefix(device_id, module_id):
-    if module_id is None:
-        return "devices/" + _id(device_id, "device id") + "/messages/events/"
-    return (
-        "devices/"
-        + _id(device_id, "device id")
-        + "/modules/"
-        + _id(module_id, "module id")
-        + "/messages/events/"
-    )
-
-
 def telemetry_topic(
     device_id,
     module_id=None,
@@ -175,4 +163,7 @@ def telemetry_topic(
             parts.append(_SYSTEM_PROPS[i][1] + "=" + quote(v))
     for name, value in _items(properties, True):
         _append(parts, name, value)
-    return _events_prefix(device_id, module_id) + "&".join(parts)
+    t = "devices/" + _id(device_id, "device id")
+    if module_id is not None:
+        t += "/modules/" + _id(module_id, "module id")
+    return t + "/messages/events/" + "&".join(parts)

@@ -21,7 +21,7 @@
 import select
 
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .errors import ConnectionLost, Timeout
+from .errors import ConnectionLost, Timeout, explained
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -86,12 +86,18 @@ class Link:
                 k = sock.write(buf, off, end - off)
             except OSError as e:
                 self.close()
-                if hs is not None:
-                    raise _tls_error(e, hs[2], hs[3])
-                raise ConnectionLost("write failed: %s" % e)
+                if hs is None:
+                    raise ConnectionLost("write failed: %s" % e)
+                from .linkopen import tls_error
+
+                raise tls_error(e, hs[2], hs[3])
             except ValueError as e:  # the server's certificate did not verify
                 self.close()
-                raise _tls_error(e, hs[2], hs[3]) if hs is not None else e
+                if hs is None:
+                    raise
+                from .linkopen import tls_error
+
+                raise tls_error(e, hs[2], hs[3])
             if k:
                 off += k
                 self._hs = hs = None  # handshake done
@@ -141,7 +147,11 @@ class Link:
             else:
                 k = sock.readinto(buf, n)
         except OSError as e:
-            k = _again(e)
+            # None: nothing to read yet; 0: closed by the peer; else ConnectionLost,
+            # explained. The codes and what they mean are in one table (tlserrors), loaded
+            # for a read error and dropped again: a link that failed once must not keep
+            # 7 KB of explanations in RAM.
+            k = explained("tlserrors", "read_outcome", e)
         if k is None:  # a partial TLS record, or mbedTLS had nothing after all
             self._more = False
             if ready & _POLLERR and not ready & _POLLIN:
@@ -163,27 +173,3 @@ class Link:
                 except OSError:
                     pass
         self.sock = self.raw = self._poll = self._hs = None
-
-
-def _again(e):
-    # None: nothing to read yet; 0: closed by the peer; else ConnectionLost, explained. The
-    # codes and what they mean are in one table (tlserrors), loaded for a read error and
-    # dropped again: a link that failed once must not keep 7 KB of explanations in RAM.
-    from .tlserrors import read_outcome
-
-    try:
-        return read_outcome(e)
-    finally:
-        import sys
-
-        if sys.modules.pop("iothub.tlserrors", None) is not None:
-            try:
-                delattr(sys.modules["iothub"], "tlserrors")
-            except (AttributeError, KeyError):
-                pass
-
-
-def _tls_error(e, server_hostname, info):
-    from .linkopen import tls_error
-
-    return tls_error(e, server_hostname, info)

@@ -37,14 +37,15 @@ class Twin:
         self.rid = 0
         self.replies = {}
 
-    def request(self, topic_fn, payload, what, timeout_ms):
+    def request(self, topic, payload, what, timeout_ms):
         c = self.c
         if not c.is_connected:
             raise ConnectionLost("not connected")
         if not self.want:
             # first twin request: subscribe to the responses (connect() renews it later);
             # a desired or writable handler subscribed them already
-            if not self.handlers():
+            h = c._handlers
+            if not (h.get("desired") or h.get("writable")):
                 from . import clientx
 
                 clientx.subscribe(c, clientx.filters(c, "twin"))
@@ -54,7 +55,7 @@ class Twin:
         self.replies[rid] = None
         deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
         try:
-            c._publish(topic_fn(rid), payload)
+            c._publish(topic(rid), payload)
             c._s.wait(lambda: self.replies.get(rid) is not None, deadline, what + " response")
             status, version, body = self.replies[rid]
         except (ConnectionLost, ProtocolError) as e:
@@ -67,10 +68,6 @@ class Twin:
 
             raise StatusError(status, what, body)
         return version, body
-
-    def handlers(self):
-        h = self.c._handlers
-        return h.get("desired") or h.get("writable")
 
     def on_response(self, rid, status, version, payload):
         if rid in self.replies:
