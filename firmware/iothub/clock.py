@@ -66,12 +66,12 @@ else:  # CPython, for host-side use of the adapter
         return a + b
 
 
-def sleep_ms(ms):
-    if ms > 0:
+def sleep_ms(t):
+    if t > 0:
         if hasattr(time, "sleep_ms"):
-            time.sleep_ms(ms)
+            time.sleep_ms(t)
         else:
-            time.sleep(ms / 1000)
+            time.sleep(t / 1000)
 
 
 def __getattr__(name):

@@ -32,7 +32,7 @@ def use(link, transport, proxy, txbuf, max_message):
     link.proxy = proxy
 
 
-def open_link(link, host, port, ctx, server_hostname, timeout_ms, info):
+def open(link, host, port, ctx, server_hostname, timeout_ms, info):
     link.close()
     deadline = ticks_add(ticks_ms(), timeout_ms)
     proxy = link.proxy

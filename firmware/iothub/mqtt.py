@@ -250,22 +250,22 @@ class Packet:
         self._toff = 0
         self._poff = 0
 
-    def _at(self, off, n):
-        # memoryview of n bytes of the decoder's buffer at off, while it still holds them.
-        if self._dec._gen != self._gen:
-            raise _error(_E_STALE)
-        return memoryview(self._buf)[off : off + n]
-
     @property
     def topic(self):
         if self._topic is None and self._buf is not None:
-            self._topic = str(self._at(self._toff, self.topic_len), "utf-8")
+            if self._dec._gen != self._gen:  # the decoder's buffer has moved on
+                raise _error(_E_STALE)
+            self._topic = str(
+                memoryview(self._buf)[self._toff : self._toff + self.topic_len], "utf-8"
+            )
         return self._topic
 
     @property
     def payload(self):
         if self._payload is None and self._buf is not None:
-            self._payload = bytes(self._at(self._poff, self.payload_len))
+            if self._dec._gen != self._gen:
+                raise _error(_E_STALE)
+            self._payload = bytes(memoryview(self._buf)[self._poff : self._poff + self.payload_len])
         return self._payload
 
 

@@ -48,7 +48,7 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
     ):
         # Well framed, but no topic a client can route: dropped, not fatal.
         dec._consume(end)
-        note_drop(dec, p.pid, qos, end - s, DROP_TOPIC)
+        _dropped(dec).append((p.pid, qos, end - s, DROP_TOPIC))
         return False
     p.topic_len = tlen
     p.payload_len = end - poff
@@ -76,10 +76,10 @@ _QOS = const(5)
 _WHY = const(6)
 
 
-def begin_drop(dec, hlen, total, b0, why):
+def begin_drop(dec, h, total, b0, why):
     # Read a PUBLISH through without buffering it; keep only its packet id.
     dec._skip = total
-    dec._drop = [0, hlen, -1, 0, 0, (b0 >> 1) & 3, why]
+    dec._drop = [0, h, -1, 0, 0, (b0 >> 1) & 3, why]  # h: fixed header length
     drop_some(dec)
 
 
@@ -106,10 +106,11 @@ def drop_some(dec):
     d[_POS] = p0 + take
     if d[_POS] == dec._skip:
         dec._skip = 0
-        note_drop(dec, d[_PID], d[_QOS], d[_POS], d[_WHY])
+        _dropped(dec).append((d[_PID], d[_QOS], d[_POS], d[_WHY]))
 
 
-def note_drop(dec, pid, qos, size, why):
+def _dropped(dec):
+    # The decoder's list of (pid, qos, size, why) not yet handed out, made on first use.
     if dec._dropped is None:
         dec._dropped = []
-    dec._dropped.append((pid, qos, size, why))
+    return dec._dropped

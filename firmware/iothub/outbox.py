@@ -24,8 +24,6 @@ from array import array
 
 from .errors import ConfigError
 
-POLICIES = ("drop-oldest", "reject")
-
 # Fields of slot s in the one array _q: _q[4 * s + field].
 _PID = const(0)  # packet id, 0: acknowledged (a hole until the older ones go)
 _OFF = const(1)  # offset of the packet in .buf
@@ -39,10 +37,8 @@ class Outbox:
             raise ConfigError("queue_size must be an int >= 1, got %r" % (size,))
         if not isinstance(nbytes, int) or nbytes < 64:
             raise ConfigError("queue_bytes must be an int >= 64, got %r" % (nbytes,))
-        if policy not in POLICIES:
-            raise ConfigError(
-                "queue_policy must be one of %s, got %r" % (", ".join(POLICIES), policy)
-            )
+        if policy != "drop-oldest" and policy != "reject":
+            raise ConfigError("queue_policy must be one of drop-oldest, reject, got %r" % (policy,))
         self.size = size
         self.policy = policy
         self.dropped = 0
@@ -55,10 +51,6 @@ class Outbox:
 
     def __len__(self):
         return self._live
-
-    def _slot(self, k):
-        # Index in _q of the k-th entry from the oldest.
-        return 4 * ((self._head + k) % self.size)
 
     def _gc(self, drop=False):
         # Forget acknowledged entries at the head; with drop, the oldest entry first.
@@ -105,7 +97,7 @@ class Outbox:
     def commit(self, pid, off, n, sent=-1):
         """Queue the packet of n bytes that the caller wrote at off (from reserve);
         sent: the tick count it is written at, -1 when it waits for a connection."""
-        i = self._slot(self._n)
+        i = 4 * ((self._head + self._n) % self.size)
         q = self._q
         q[i] = pid
         q[i + _OFF] = off
@@ -123,7 +115,7 @@ class Outbox:
         forget=False: only whether it is)."""
         q = self._q
         for k in range(self._n):
-            i = self._slot(k)
+            i = 4 * ((self._head + k) % self.size)
             if q[i] == pid:
                 if forget:
                     q[i] = 0
@@ -139,7 +131,7 @@ class Outbox:
         buf = self.buf
         q = self._q
         for k in range(self._n):
-            i = self._slot(k)
+            i = 4 * ((self._head + k) % self.size)
             if q[i]:
                 if q[i + _SENT] != -1:
                     buf[q[i + _OFF]] |= 0x08
@@ -152,7 +144,7 @@ class Outbox:
         """Send time of the oldest written, unacknowledged entry, or None."""
         q = self._q
         for k in range(self._n):
-            i = self._slot(k)
+            i = 4 * ((self._head + k) % self.size)
             if q[i] and q[i + _SENT] != -1:
                 return q[i + _SENT]
         return None

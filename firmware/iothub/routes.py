@@ -69,7 +69,8 @@ def module_inputs_subscribe_topic(device_id, module_id):
         + _id(device_id, "device id")
         + "/modules/"
         + _id(module_id, "module id")
-        + "/inputs/#"
+        + "/inputs/"
+        + "#"
     )
 
 

@@ -52,9 +52,9 @@ class Link:
 
     def open(self, host, port, ctx, server_hostname, timeout_ms=30000, info=None):
         """DNS, TCP, proxy tunnel, TLS socket, WebSocket upgrade (iothub.linkopen)."""
-        from .linkopen import open_link
+        from . import linkopen
 
-        return open_link(self, host, port, ctx, server_hostname, timeout_ms, info)
+        return linkopen.open(self, host, port, ctx, server_hostname, timeout_ms, info)
 
     @property
     def is_open(self):

@@ -16,16 +16,15 @@ from .jsonc import dumps, loads
 _MAX_VERSION = 1 << 53  # JSON's exact integers
 
 
-def check_version(v, what):
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VERSION:
-        raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
+def _checked(v, what, version=False):
+    # v if it is a JSON object (or with version: a $version, an integer in 0..2^53), else
+    # ProtocolError naming what it is.
+    if version:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VERSION:
+            raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
+    elif not isinstance(v, dict):
+        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(v).__name__))
     return v
-
-
-def check_object(doc, what):
-    if not isinstance(doc, dict):
-        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(doc).__name__))
-    return doc
 
 
 class Twin:
@@ -77,10 +76,10 @@ class Twin:
 
     def fetch(self, timeout_ms=None):
         _, body = self.request(routes.twin_get_topic, b"", "twin GET", timeout_ms)
-        doc = check_object(loads(body) or {}, "the twin document")
-        desired = check_object(doc.get("desired") or {}, "the twin's desired properties")
+        doc = _checked(loads(body) or {}, "the twin document")
+        desired = _checked(doc.get("desired") or {}, "the twin's desired properties")
         if "$version" in desired:
-            check_version(desired["$version"], "the twin's desired")
+            _checked(desired["$version"], "the twin's desired", True)
         return doc
 
     def get(self, timeout_ms=None):
@@ -129,9 +128,9 @@ class Twin:
     def on_patch(self, payload, version):
         """A desired-properties PATCH pushed by the hub (version from its topic, 0 if none)."""
         try:
-            patch = check_object(loads(payload) or {}, "desired properties patch")
+            patch = _checked(loads(payload) or {}, "desired properties patch")
             if not version:
-                version = check_version(patch.get("$version", 0), "desired properties patch")
+                version = _checked(patch.get("$version", 0), "desired properties patch", True)
         except ProtocolError as e:
             self.c._report("twin", "desired patch skipped: %s" % (e,))
             return
