@@ -5,8 +5,8 @@
 import select
 import socket
 
-from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, TLSError
+from .clock import ticks_add, ticks_diff, ticks_ms
+from .errors import ConfigError, ConnectionLost, Timeout, TLSError
 from .transport import _POLLIN, _POLLOUT
 
 
@@ -91,6 +91,32 @@ def open(link, host, port, ctx, server_hostname, timeout_ms, info):
             raise
     link.bytes_out = link.bytes_in = link.writes = 0
     return sock
+
+
+def handshake(link, buf, off, end):
+    """The first write of a connection (Link.write): write until mbedTLS, done with the
+    handshake, takes the first bytes of buf[off:end], waiting on the TLS socket (it knows
+    whether the handshake waits to read or to write) until open()'s deadline. Returns
+    (the offset after what was written, that deadline)."""
+    poll, deadline, server_hostname, info = link._hs
+    while True:
+        try:
+            k = link.sock.write(buf, off, end - off)
+        except (OSError, ValueError) as e:  # ValueError: the certificate did not verify
+            link.close()
+            raise tls_error(e, server_hostname, info)
+        if k:
+            link._hs = None  # handshake done
+            return off + k, deadline
+        left = ticks_diff(deadline, ticks_ms())
+        if left <= 0:
+            link.close()
+            raise Timeout(
+                "TLS handshake with %s did not complete in time (a slow or silent server)"
+                % server_hostname
+            )
+        for _ in poll.ipoll(min(left, 100)):
+            break
 
 
 def tls_error(e, server_hostname, info):

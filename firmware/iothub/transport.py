@@ -71,52 +71,38 @@ class Link:
     def write(self, buf, off=0, n=-1, timeout_ms=10000):
         """Write buf[off:off+n] (all of buf by default) in one call when possible: one TLS
         record per write that fits a record. The first write also completes the TLS
-        handshake, by the deadline open() was given."""
+        handshake (iothub.linkopen.handshake), by the deadline open() was given, which
+        then bounds the rest of that write too."""
         sock = self.sock
         if sock is None:
             raise ConnectionLost("not connected")
         if n < 0:
             n = len(buf) - off
         end = off + n
-        hs = self._hs
-        deadline = hs[1] if hs is not None else 0
+        deadline = 0
         self.writes += 1
+        if self._hs is not None and off < end:
+            from .linkopen import handshake
+
+            off, deadline = handshake(self, buf, off, end)
         while off < end:
             try:
                 k = sock.write(buf, off, end - off)
             except OSError as e:
                 self.close()
-                if hs is None:
-                    raise ConnectionLost("write failed: %s" % e)
-                from .linkopen import tls_error
-
-                raise tls_error(e, hs[2], hs[3])
-            except ValueError as e:  # the server's certificate did not verify
+                raise ConnectionLost("write failed: %s" % e)
+            except ValueError:
                 self.close()
-                if hs is None:
-                    raise
-                from .linkopen import tls_error
-
-                raise tls_error(e, hs[2], hs[3])
+                raise
             if k:
                 off += k
-                self._hs = hs = None  # handshake done
                 continue
             if not deadline:
                 deadline = ticks_add(ticks_ms(), timeout_ms)
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.close()
-                if hs is not None:
-                    raise Timeout(
-                        "TLS handshake with %s did not complete in time (a slow or silent "
-                        "server)" % hs[2]
-                    )
                 raise Timeout("write stalled for %d ms" % timeout_ms)
-            if hs is not None:
-                for _ in hs[0].ipoll(min(left, 100)):
-                    break
-                continue
             self._poll.modify(self.raw, _POLLOUT)
             try:
                 for _ in self._poll.ipoll(min(left, 100)):
