@@ -5,9 +5,19 @@
 import select
 import socket
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import ConfigError, ConnectionLost, Timeout, TLSError
-from .transport import _POLLIN, _POLLOUT
+
+_POLLIN = const(1)  # select.POLLIN (see iothub.transport)
+_POLLOUT = const(4)  # select.POLLOUT
 
 
 def resolve(host, port):

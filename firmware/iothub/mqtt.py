@@ -35,8 +35,9 @@ PUBACK = const(4)
 SUBACK = const(9)
 UNSUBACK = const(11)
 PINGRESP = const(13)
-# Packet.rc of a DROPPED packet: why it was dropped.
-DROP_TOO_LARGE = const(1)  # larger than max_packet
+# Packet.rc of a DROPPED packet: why it was dropped (1: larger than max_packet, 2: no
+# memory for it, 3: its topic).
+_DROP_TOO_LARGE = const(1)  # larger than max_packet
 _DROP_MEMORY = const(2)  # no memory for a buffer of its size
 DROP_TOPIC = const(3)  # a topic that is not valid UTF-8, empty, or holds a wildcard or NUL
 
@@ -385,7 +386,7 @@ class Decoder:
                     self._err = e.args[0]
                     raise e
                 if t == PUBLISH and total > self.max_packet:
-                    _pub().begin_drop(self, i - s, total, b0, DROP_TOO_LARGE)
+                    _pub().begin_drop(self, i - s, total, b0, _DROP_TOO_LARGE)
                     continue
                 self._need = total
                 if s + total > len(buf):

@@ -18,14 +18,23 @@
 # (stream write(buf, off, n) and readinto(buf, n) exist on every port since long before
 # 1.23); ipoll() reuses one result tuple; a non-blocking read with nothing there returns
 # None rather than raising.
-import select
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
 
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import ConnectionLost, Timeout, explained
 
-_POLLIN = select.POLLIN
-_POLLOUT = select.POLLOUT
-_POLLERR = getattr(select, "POLLERR", 8) | getattr(select, "POLLHUP", 16)
+# select's event bits: MicroPython's stream poll flags (MP_STREAM_POLL_* in py/stream.h,
+# which extmod/modselect.c exports as select.POLLIN ...), the same on every port
+# (and Linux's values).
+_POLLIN = const(1)
+_POLLOUT = const(4)
+_POLLERR = const(24)  # POLLERR | POLLHUP
 
 
 class Link:
