@@ -161,8 +161,8 @@ class DeviceClient:
             "pct",
             "tlsprofile",
             "connstr",
-            "utf8",
             "transitions",
+            "linkopen",
         )
         self._notify(CONNECTED, None)
         h = self._handlers
