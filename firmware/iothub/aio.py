@@ -247,9 +247,9 @@ class DeviceClient(ClientBase):
             "pct",
             "tlsprofile",
             "connstr",
-            "utf8",
             "transitions",
-        )
+            "linkopen",
+        )  # the blocking client's list: connection-time code, reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())
