@@ -33,8 +33,8 @@ def written(q, now):
 
 def pids(q):
     # queued packet ids, oldest first (read from the ring's slots; holes skipped)
-    slots = [(q._head + k) % q.size for k in range(q._n)]
-    return [q._pid[i] for i in slots if q._pid[i]]
+    slots = [4 * ((q._head + k) % q.size) for k in range(q._n)]  # 4 fields a slot, pid first
+    return [q._q[i] for i in slots if q._q[i]]
 
 
 # count limit, drop-oldest

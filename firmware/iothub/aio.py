@@ -247,9 +247,9 @@ class DeviceClient(ClientBase):
             "pct",
             "tlsprofile",
             "connstr",
-            "utf8",
             "transitions",
-        )
+            "linkopen",
+        )  # the blocking client's list: connection-time code, reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())
@@ -712,7 +712,8 @@ class DeviceClient(ClientBase):
         if not tw.want:
             # first twin request: subscribe to the responses (renewed by every connect);
             # a desired or writable handler subscribed them already
-            if not tw.handlers():
+            h = self._handlers
+            if not (h.get("desired") or h.get("writable")):
                 from .clientx import filters
 
                 await self._subscribe(filters(self, "twin"), deadline)

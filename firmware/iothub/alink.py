@@ -21,8 +21,7 @@
 import socket
 from errno import EINPROGRESS
 
-from .errors import ConfigError, ConnectionLost
-from .transport import Link, _again, resolve
+from .errors import ConfigError, ConnectionLost, explained
 
 try:
     from asyncio import core as _core
@@ -66,6 +65,8 @@ class ALink:
     async def open(self, host, port, ctx, server_hostname, info=None):
         """TCP connect (awaited) and wrap in TLS; the handshake runs in the first write.
         DNS is a blocking lookup, as in asyncio.open_connection."""
+        from .linkopen import resolve  # connection-time code, unloaded after connect
+
         self.close()
         family, stype, proto, _, addr = resolve(host, port)
         raw = socket.socket(family, stype, proto)
@@ -83,8 +84,10 @@ class ALink:
                 raw, server_hostname=server_hostname, do_handshake_on_connect=False
             )
         except (OSError, ValueError) as e:
+            from .linkopen import tls_error
+
             self.close()
-            raise Link._tls_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
+            raise tls_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
         except BaseException:
             self.close()
             raise
@@ -98,7 +101,9 @@ class ALink:
         hs = self._hs
         self.close()
         if hs is not None:
-            return Link._tls_error(e, hs[0], hs[1])
+            from .linkopen import tls_error
+
+            return tls_error(e, hs[0], hs[1])
         if isinstance(e, ValueError):
             return e
         return ConnectionLost("write failed: %s" % e)
@@ -171,8 +176,10 @@ class ALink:
             else:
                 k = sock.readinto(buf, n)
         except OSError as e:
+            # None: nothing yet; 0: closed by the peer; else ConnectionLost, explained (the
+            # table is loaded for this one call, as by transport.Link)
             try:
-                k = _again(e)
+                k = explained("tlserrors", "read_outcome", e)
             except ConnectionLost:
                 self.close()
                 raise

@@ -82,8 +82,8 @@ class DeviceClient(ClientBase):
             "pct",
             "tlsprofile",
             "connstr",
-            "utf8",
             "transitions",
+            "linkopen",
         )
         self._notify(CONNECTED, None)
         h = self._handlers

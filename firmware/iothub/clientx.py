@@ -122,7 +122,7 @@ def init(c, hostname, device_id, options):
         context(c)
     except TLSError:
         pass  # no tls module (a host-side hand-over of DPS results): made at connect()
-    unload("tlsprofile", "roots", "pem")
+    unload("tlsprofile", "roots", "pem", "linkopen")
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from

@@ -1,4 +1,4 @@
-# Time at the edge: the only module that reads the clock.
+# Time at the edge: the only module that reads the clock (iothub.ntp sets it).
 #
 # Epochs differ by port: esp32 (and esp8266) count from 2000-01-01, rp2 and unix from
 # 1970-01-01. A hard-coded offset gave Pico W tokens that expire in 2055 (docs/protocol.md 6.1), so
@@ -66,33 +66,18 @@ else:  # CPython, for host-side use of the adapter
         return a + b
 
 
-def sleep_ms(ms):
-    if ms > 0:
+def sleep_ms(t):
+    if t > 0:
         if hasattr(time, "sleep_ms"):
-            time.sleep_ms(ms)
+            time.sleep_ms(t)
         else:
-            time.sleep(ms / 1000)
+            time.sleep(t / 1000)
 
 
-def sync_ntp(host="pool.ntp.org", attempts=5, timeout_s=5, delay_ms=2000):
-    """Set the board clock with ntptime, with retries and a per-attempt timeout.
+def __getattr__(name):
+    # sync_ntp lives in iothub.ntp (loaded when a device asks for it).
+    if name == "sync_ntp":
+        from .ntp import sync_ntp
 
-    Returns the unix time afterwards. Raises ConfigError if ntptime is missing (the unix
-    port: its clock is the host's) and OSError after the last failed attempt.
-    """
-    try:
-        import ntptime
-    except ImportError:
-        raise ConfigError("ntptime is not available on this port; set the clock another way")
-    ntptime.host = host
-    if hasattr(ntptime, "timeout"):
-        ntptime.timeout = timeout_s
-    err = None
-    for _ in range(attempts):
-        try:
-            ntptime.settime()
-            return require_valid_clock()
-        except (OSError, OverflowError, IndexError) as e:
-            err = e
-            sleep_ms(delay_ms)
-    raise OSError("time sync failed after %d attempts: %r" % (attempts, err))
+        return sync_ntp
+    raise AttributeError(name)

@@ -3,6 +3,10 @@
 #   IoTHubError    anything that went wrong with the hub or the link; subclasses say what
 # Messages name the problem and what was expected. They never contain key material,
 # tokens or signatures.
+#
+# RAM: the classes every client can raise live here; StatusError and ProxyError (twin, DPS
+# and proxy answers) are in iothub.errstatus, loaded the first time one is named. Long
+# explanations live in cold modules (explained() loads one for a single message).
 
 
 class ConfigError(ValueError):
@@ -32,20 +36,9 @@ class Timeout(IoTHubError):
 class ConnectionRefused(IoTHubError):
     """CONNACK with a non-zero return code. `code` is the MQTT 3.1.1 return code."""
 
-    REASONS = {
-        1: "unacceptable protocol version",
-        2: "identifier rejected",
-        3: "server unavailable",
-        4: "bad user name or password",
-        5: "not authorized",
-    }
-
     def __init__(self, code):
         self.code = code
-        super().__init__(
-            "connection refused by the hub: CONNACK %d (%s)"
-            % (code, self.REASONS.get(code, "unknown return code"))
-        )
+        super().__init__(explained("mqtterr", "error", 27, (code,)))  # 27: iothub.mqtterr._REFUSED
 
     @property
     def retriable(self):
@@ -57,30 +50,30 @@ class AuthenticationError(ConnectionRefused):
     """CONNACK 4 or 5: the hub refused the credentials. Not retried until they change."""
 
 
-class ProxyError(IoTHubError):
-    """The HTTP proxy refused the tunnel. `status` is its HTTP status (407: credentials
-    wanted, 403: not allowed; 0 when the answer was not HTTP)."""
-
-    def __init__(self, status, text):
-        self.status = status
-        super().__init__(text)
-
-
-class StatusError(IoTHubError):
-    """A twin/DPS response with status >= 400. 429 and 5xx are retriable."""
-
-    def __init__(self, status, what="request", body=None, detail=""):
-        self.status = status
-        self.body = body
-        super().__init__("%s failed with status %d%s" % (what, status, detail))
-
-    @property
-    def retriable(self):
-        return self.status == 429 or self.status >= 500
-
-
 def connack_error(code):
     """The exception for a refused CONNACK return code."""
-    if code in (4, 5):
-        return AuthenticationError(code)
-    return ConnectionRefused(code)
+    return (AuthenticationError if code == 4 or code == 5 else ConnectionRefused)(code)
+
+
+def explained(m, fn, *args):
+    """iothub.<m>.<fn>(*args) from a module of explanations that is loaded for this one
+    call and dropped again: a device that failed once does not keep the texts in RAM."""
+    import sys
+
+    try:
+        return getattr(__import__("iothub." + m, None, None, (fn,)), fn)(*args)
+    finally:
+        sys.modules.pop("iothub." + m, None)
+        try:
+            delattr(sys.modules["iothub"], m)
+        except (AttributeError, KeyError):
+            pass
+
+
+def __getattr__(name):
+    # StatusError, ProxyError: defined once in iothub.errstatus, which then stays loaded.
+    if name == "StatusError" or name == "ProxyError":
+        from . import errstatus
+
+        return getattr(errstatus, name)
+    raise AttributeError(name)

@@ -5,8 +5,7 @@ import json
 
 from . import routes
 from .errors import ProtocolError
-from .jsonc import dumps as _dumps
-from .jsonc import loads as _loads
+from .jsonc import dumps, loads
 
 
 class Message:
@@ -33,57 +32,48 @@ class Message:
         return "<Message %d bytes, properties=%r>" % (len(self.body), self.properties)
 
 
-def _split_properties(props):
-    app = {}
-    system = {}
-    for k, v in props.items():
-        if k.startswith("$."):
-            system[k[2:]] = v
-        else:
-            app[k] = v
-    return app, system
-
-
 def route(c, pkt):
     """Deliver one PUBLISH from the hub to DeviceClient c's handlers or twin."""
-    if not _route(c, pkt.topic, pkt.payload):
-        c._log_line(1, "ignored a message on an unexpected topic")
-
-
-def _route(c, topic, payload):
+    topic = pkt.topic
+    payload = pkt.payload
+    props = None
+    input_name = None
     if topic.startswith("$iothub/"):
         r = routes.parse_twin_response(topic)
         if r is not None:
             if c._tw is not None:
                 c._tw.on_response(r[1], r[0], r[2], payload)
-            return True
-        version = routes.parse_desired_topic(topic)
-        if version is not None:
-            c._twin().on_patch(payload, version)
-            return True
-        m = routes.parse_method_topic(topic)
-        if m is not None:
-            _answer_method(c, m[0], m[1], payload)
-            return True
-        return False
-    props = None
-    input_name = None
-    if c.module_id:
+            return
+        r = routes.parse_desired_topic(topic)
+        if r is not None:
+            c._twin().on_patch(payload, r)
+            return
+        r = routes.parse_method_topic(topic)
+        if r is not None:
+            _answer_method(c, r[0], r[1], payload)
+            return
+    elif c.module_id:
         r = routes.parse_module_input_topic(topic, c.device_id, c.module_id)
         if r is not None:
             input_name, props = r
     else:
         props = routes.parse_c2d_topic(topic, c.device_id)
     if props is None:
-        return False
-    app, system = _split_properties(props)
+        c._log_line(1, "ignored a message on an unexpected topic")
+        return
+    app = {}
+    system = {}  # "$.mid" and the like, without "$."
+    for k, v in props.items():
+        if k.startswith("$."):
+            system[k[2:]] = v
+        else:
+            app[k] = v
     fn = c._handlers.get("message")
     if fn is not None:
         try:
             fn(Message(bytes(payload), app, system, input_name))
         except Exception as e:
             c._log_line(0, "on_message raised %r" % (e,))
-    return True
 
 
 def _answer_method(c, name, rid, payload):
@@ -98,7 +88,7 @@ def _answer_method(c, name, rid, payload):
     else:
         try:
             try:
-                arg = _loads(payload)
+                arg = loads(payload)
             except ProtocolError:
                 arg = bytes(payload)
             r = fn(name, arg)
@@ -125,5 +115,5 @@ def method_status(r):
 
 
 def respond(c, status, result, rid):
-    body = b"" if result is None else _dumps(result).encode()
+    body = b"" if result is None else dumps(result).encode()
     c._publish(routes.method_response_topic(status, rid), body)

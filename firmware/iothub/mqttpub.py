@@ -3,8 +3,22 @@
 # NUL), read through without buffering. Part of iothub.mqtt's Decoder, loaded with the first
 # PUBLISH the hub sends: a telemetry-only device (which receives only PUBACK and PINGRESP)
 # never loads it.
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .mqtt import DROP_TOPIC
-from .utf8 import valid
+from .pct import valid
+
+# Messages of iothub.mqtterr (after iothub.mqtt's _E_*).
+_E_NO_TOPIC_LEN = const(22)
+_E_TOPIC_LEN = const(23)
+_E_NO_PID = const(24)
+_E_PID0 = const(25)
 
 
 def parse(dec, p, into, buf, s, i, rem, end, b0):
@@ -12,18 +26,18 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
     (consumed and noted; the caller hands out the DROPPED packet)."""
     qos = (b0 >> 1) & 3
     if rem < 2:
-        dec._fail("PUBLISH truncated: no room for the topic length")
+        dec._fail(_E_NO_TOPIC_LEN)
     tlen = (buf[i] << 8) | buf[i + 1]
     toff = i + 2
     if toff + tlen > end:
-        dec._fail("PUBLISH truncated: topic length %d exceeds the packet" % tlen)
+        dec._fail(_E_TOPIC_LEN, tlen)
     poff = toff + tlen + (2 if qos else 0)
     if poff > end:
-        dec._fail("PUBLISH truncated: no room for the packet id")
+        dec._fail(_E_NO_PID)
     if qos:
         pid = (buf[poff - 2] << 8) | buf[poff - 1]
         if not pid:
-            dec._fail("PUBLISH QoS %d with packet id 0" % qos)
+            dec._fail(_E_PID0, qos)
         p.pid = pid
     if (
         tlen == 0
@@ -34,9 +48,10 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
     ):
         # Well framed, but no topic a client can route: dropped, not fatal.
         dec._consume(end)
-        note_drop(dec, p.pid, qos, end - s, DROP_TOPIC)
+        _dropped(dec).append((p.pid, qos, end - s, DROP_TOPIC))
         return False
-    p._tlen = tlen
+    p.topic_len = tlen
+    p.payload_len = end - poff
     if into is None:
         # Own copies now: the buffer is reused by the next feed().
         mv = memoryview(buf)
@@ -46,59 +61,56 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
         p._buf = buf
         p._toff = toff
         p._poff = poff
-        p._plen = end - poff
         p._dec = dec
         p._gen = dec._gen
     return True
 
 
-def begin_drop(dec, hlen, total, b0, why):
+# State of the PUBLISH being read through, in one list (dec._drop): fewer names to intern.
+_POS = const(0)  # bytes of it consumed so far
+_HDR = const(1)  # fixed header length: the topic length follows it
+_TL = const(2)  # topic length, once seen (-1 before)
+_HI = const(3)  # high byte of a 16-bit field split across chunks
+_PID = const(4)
+_QOS = const(5)
+_WHY = const(6)
+
+
+def begin_drop(dec, h, total, b0, why):
     # Read a PUBLISH through without buffering it; keep only its packet id.
     dec._skip = total
-    dec._dpos = 0  # bytes of it consumed so far
-    dec._dhdr = hlen  # fixed header length: the topic length follows it
-    dec._dtl = -1  # topic length, once seen
-    dec._dhi = 0
-    dec._dpid = 0
-    dec._dq = (b0 >> 1) & 3
-    dec._dwhy = why
+    dec._drop = [0, h, -1, 0, 0, (b0 >> 1) & 3, why]  # h: fixed header length
     drop_some(dec)
 
 
-def _byte_at(dec, off, p0, take):
-    # Byte at offset `off` of the dropped packet if it is in this chunk, else -1.
-    return dec._buf[dec._scan + off - p0] if p0 <= off < p0 + take else -1
-
-
 def drop_some(dec):
+    d = dec._drop
     s = dec._scan
-    p0 = dec._dpos
+    p0 = d[_POS]
     take = min(dec._end - s, dec._skip - p0)
-    h = dec._dhdr
     for k in range(2):  # topic length (2 bytes), then the packet id behind the topic
-        at = h if k == 0 else h + 2 + dec._dtl
-        if k and (dec._dtl < 0 or not dec._dq):
+        if k and (d[_TL] < 0 or not d[_QOS]):
             break
-        b = _byte_at(dec, at, p0, take)
-        if b >= 0:
-            dec._dhi = b
-        b = _byte_at(dec, at + 1, p0, take)
-        if b >= 0:
-            if k:
-                dec._dpid = (dec._dhi << 8) | b
-            else:
-                dec._dtl = (dec._dhi << 8) | b
+        at = d[_HDR] + (2 + d[_TL] if k else 0)
+        for j in range(2):
+            if p0 <= at + j < p0 + take:  # this byte of the packet is in this chunk
+                b = dec._buf[s + at + j - p0]
+                if not j:
+                    d[_HI] = b
+                else:
+                    d[_PID if k else _TL] = (d[_HI] << 8) | b
     rest = dec._end - s - take
     if rest:  # bytes after the dropped packet move to where it started
         dec._buf[s : s + rest] = bytes(memoryview(dec._buf)[s + take : dec._end])
     dec._end = s + rest
-    dec._dpos = p0 + take
-    if dec._dpos == dec._skip:
+    d[_POS] = p0 + take
+    if d[_POS] == dec._skip:
         dec._skip = 0
-        note_drop(dec, dec._dpid, dec._dq, dec._dpos, dec._dwhy)
+        _dropped(dec).append((d[_PID], d[_QOS], d[_POS], d[_WHY]))
 
 
-def note_drop(dec, pid, qos, size, why):
+def _dropped(dec):
+    # The decoder's list of (pid, qos, size, why) not yet handed out, made on first use.
     if dec._dropped is None:
         dec._dropped = []
-    dec._dropped.append((pid, qos, size, why))
+    return dec._dropped

@@ -12,11 +12,23 @@
 #   "drop-oldest" (default): the oldest messages are dropped until it fits; `dropped` counts them
 #   "reject": the new message is refused, nothing already queued is lost
 # A packet larger than the whole ring is never queued (the adapter decides what to do).
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from array import array
 
 from .errors import ConfigError
 
-POLICIES = ("drop-oldest", "reject")
+# Fields of slot s in the one array _q: _q[4 * s + field].
+_PID = const(0)  # packet id, 0: acknowledged (a hole until the older ones go)
+_OFF = const(1)  # offset of the packet in .buf
+_LEN = const(2)  # its length
+_SENT = const(3)  # tick count of its last write, -1 never written
 
 
 class Outbox:
@@ -25,19 +37,13 @@ class Outbox:
             raise ConfigError("queue_size must be an int >= 1, got %r" % (size,))
         if not isinstance(nbytes, int) or nbytes < 64:
             raise ConfigError("queue_bytes must be an int >= 64, got %r" % (nbytes,))
-        if policy not in POLICIES:
-            raise ConfigError(
-                "queue_policy must be one of %s, got %r" % (", ".join(POLICIES), policy)
-            )
+        if policy != "drop-oldest" and policy != "reject":
+            raise ConfigError("queue_policy must be one of drop-oldest, reject, got %r" % (policy,))
         self.size = size
         self.policy = policy
         self.dropped = 0
         self.buf = bytearray(nbytes)
-        z = [0] * size
-        self._pid = array("i", z)  # 0: acknowledged (a hole until the older ones go)
-        self._off = array("i", z)
-        self._len = array("i", z)
-        self._sent = array("i", z)  # tick count of the last write, -1 never written
+        self._q = array("i", bytes(16 * size))  # 4 int32 fields a slot, zeroed
         self._head = 0  # slot of the oldest entry
         self._n = 0  # entries, holes included
         self._live = 0  # entries not yet acknowledged
@@ -46,18 +52,17 @@ class Outbox:
     def __len__(self):
         return self._live
 
-    def _pop(self):
-        h = self._head
-        if self._pid[h]:
-            self._live -= 1
-        self._head = (h + 1) % self.size
-        self._n -= 1
+    def _gc(self, drop=False):
+        # Forget acknowledged entries at the head; with drop, the oldest entry first.
+        q = self._q
+        while self._n and (drop or not q[4 * self._head]):
+            if q[4 * self._head]:
+                self._live -= 1
+            self._head = (self._head + 1) % self.size
+            self._n -= 1
+            drop = False
         if not self._n:
             self._tail = 0
-
-    def _gc(self):
-        while self._n and not self._pid[self._head]:
-            self._pop()
 
     def _place(self, need):
         # Byte offset for `need` contiguous bytes, or -1. Used bytes run from the head's
@@ -66,7 +71,7 @@ class Outbox:
             return 0 if need <= len(self.buf) else -1
         if self._n >= self.size:
             return -1
-        start = self._off[self._head]
+        start = self._q[4 * self._head + _OFF]
         tail = self._tail
         if tail > start:
             if tail + need <= len(self.buf):
@@ -84,63 +89,62 @@ class Outbox:
         while off < 0:
             if self.policy == "reject" or not self._n:
                 return -1
-            self._pop()
+            self._gc(True)
             self.dropped += 1
-            self._gc()
             off = self._place(need)
         return off
 
     def commit(self, pid, off, n, sent=-1):
         """Queue the packet of n bytes that the caller wrote at off (from reserve);
         sent: the tick count it is written at, -1 when it waits for a connection."""
-        s = (self._head + self._n) % self.size
-        self._pid[s] = pid
-        self._off[s] = off
-        self._len[s] = n
-        self._sent[s] = sent
+        i = 4 * ((self._head + self._n) % self.size)
+        q = self._q
+        q[i] = pid
+        q[i + _OFF] = off
+        q[i + _LEN] = n
+        q[i + _SENT] = sent
         self._n += 1
         self._live += 1
         self._tail = off + n
 
-    def _find(self, pid):
-        for k in range(self._n):
-            s = (self._head + k) % self.size
-            if self._pid[s] == pid:
-                return s
-        return -1
-
     def has(self, pid):
-        return self._find(pid) >= 0
+        return self.ack(pid, False)
 
-    def ack(self, pid):
-        """Forget the message acknowledged by PUBACK pid. True if it was queued."""
-        s = self._find(pid)
-        if s < 0:
-            return False
-        self._pid[s] = 0
-        self._live -= 1
-        self._gc()
-        return True
+    def ack(self, pid, forget=True):
+        """Forget the message acknowledged by PUBACK pid. True if it was queued (with
+        forget=False: only whether it is)."""
+        q = self._q
+        for k in range(self._n):
+            i = 4 * ((self._head + k) % self.size)
+            if q[i] == pid:
+                if forget:
+                    q[i] = 0
+                    self._live -= 1
+                    self._gc()
+                return True
+        return False
 
     def redeliver(self, write, now):
         """write(buf, off, n) every unacknowledged packet in order, the DUP flag set in
         place on those written before. Returns how many were redeliveries."""
         dup = 0
         buf = self.buf
+        q = self._q
         for k in range(self._n):
-            s = (self._head + k) % self.size
-            if self._pid[s]:
-                if self._sent[s] != -1:
-                    buf[self._off[s]] |= 0x08
+            i = 4 * ((self._head + k) % self.size)
+            if q[i]:
+                if q[i + _SENT] != -1:
+                    buf[q[i + _OFF]] |= 0x08
                     dup += 1
-                self._sent[s] = now
-                write(buf, self._off[s], self._len[s])
+                q[i + _SENT] = now
+                write(buf, q[i + _OFF], q[i + _LEN])
         return dup
 
     def oldest_sent(self):
         """Send time of the oldest written, unacknowledged entry, or None."""
+        q = self._q
         for k in range(self._n):
-            s = (self._head + k) % self.size
-            if self._pid[s] and self._sent[s] != -1:
-                return self._sent[s]
+            i = 4 * ((self._head + k) % self.size)
+            if q[i] and q[i + _SENT] != -1:
+                return q[i + _SENT]
         return None

@@ -4,6 +4,14 @@
 # like azure-sdk-for-c), and raise ProtocolError when it is theirs but malformed.
 # Loaded only with a handler or a twin call (a telemetry-only client never needs it).
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError, ProtocolError
 from .pct import unquote
 from .topics import _id, quote
@@ -12,9 +20,9 @@ TWIN_RES_SUB = "$iothub/twin/res/#"
 TWIN_DESIRED_SUB = "$iothub/twin/PATCH/properties/desired/#"
 METHODS_SUB = "$iothub/methods/POST/#"
 
-_TWIN_RES = "$iothub/twin/res/"
-_TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
-_METHOD_POST = "$iothub/methods/POST/"
+_TWIN_RES = const("$iothub/twin/res/")
+_TWIN_DESIRED = const("$iothub/twin/PATCH/properties/desired/")
+_METHOD_POST = const("$iothub/methods/POST/")
 
 
 def decode_property_bag(s):
@@ -61,7 +69,8 @@ def module_inputs_subscribe_topic(device_id, module_id):
         + _id(device_id, "device id")
         + "/modules/"
         + _id(module_id, "module id")
-        + "/inputs/#"
+        + "/inputs/"
+        + "#"
     )
 
 
@@ -105,7 +114,7 @@ def _int(s, what):
     if not s or len(s) > 19:
         raise ProtocolError("%s is not an integer: %r" % (what, s if s is None else s[:20]))
     for c in s:
-        if c not in "0123456789":
+        if not "0" <= c <= "9":
             raise ProtocolError("%s is not an integer: %r" % (what, s[:20]))
     return int(s)
 

@@ -3,11 +3,19 @@
 # methods, twin) is parsed by iothub.routes, loaded only when a handler or twin call
 # needs it. Builders return str. No `re`: plain str methods.
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError
 
 # Bytes that quote(s, safe="") leaves alone: RFC 3986 unreserved characters.
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
-_HEX = b"0123456789ABCDEF"
+_UNRESERVED = const(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+_HEX = const(b"0123456789ABCDEF")
 
 
 def _as_bytes(s):
@@ -59,7 +67,7 @@ def _id(value, what):
     # them); the characters that would break a topic are refused.
     if not isinstance(value, str) or not value:
         raise ConfigError("%s must be a non-empty str" % what)
-    for c in "/#+":
+    for c in ("/", "#", "+"):
         if c in value:
             raise ConfigError("%s must not contain %r" % (what, c))
     return value
@@ -102,23 +110,21 @@ def _items(props, sort):
         if not isinstance(it[0], str) or not it[0]:
             raise ConfigError("property names must be non-empty str")
     if sort:
-        items.sort(key=lambda kv: kv[0])
+        items.sort(key=lambda p: p[0])
     return items
 
 
-def _value(v):
-    if isinstance(v, str):
-        return quote(v)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError("property values must be str, int, float or None")
-    return quote(str(v))
-
-
-def _append(parts, enc_name, value):
+def _append(parts, name, value):
+    # name=value (percent-encoded) to the list of parts; a None value gives the name alone.
+    name = quote(name)
     if value is None:
-        parts.append(enc_name)
-    else:
-        parts.append(enc_name + "=" + _value(value))
+        parts.append(name)
+        return
+    if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("property values must be str, int, float or None")
+        value = str(value)
+    parts.append(name + "=" + quote(value))
 
 
 def encode_property_bag(props):
@@ -128,23 +134,11 @@ def encode_property_bag(props):
     keeps its order."""
     parts = []
     for name, value in _items(props, isinstance(props, dict)):
-        _append(parts, quote(name), value)
+        _append(parts, name, value)
     return "&".join(parts)
 
 
 # ---- telemetry ---------------------------------------------------------------------------
-
-
-def _events_prefix(device_id, module_id):
-    if module_id is None:
-        return "devices/" + _id(device_id, "device id") + "/messages/events/"
-    return (
-        "devices/"
-        + _id(device_id, "device id")
-        + "/modules/"
-        + _id(module_id, "module id")
-        + "/messages/events/"
-    )
 
 
 def telemetry_topic(
@@ -168,5 +162,8 @@ def telemetry_topic(
                 raise ConfigError("%s must be a str" % _SYSTEM_PROPS[i][0])
             parts.append(_SYSTEM_PROPS[i][1] + "=" + quote(v))
     for name, value in _items(properties, True):
-        _append(parts, quote(name), value)
-    return _events_prefix(device_id, module_id) + "&".join(parts)
+        _append(parts, name, value)
+    t = "devices/" + _id(device_id, "device id")
+    if module_id is not None:
+        t += "/modules/" + _id(module_id, "module id")
+    return t + "/messages/events/" + "&".join(parts)

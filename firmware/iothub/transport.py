@@ -1,7 +1,9 @@
-# Socket + TLS link with every wait bounded.
+# Socket + TLS link with every wait bounded. Opening it (DNS, TCP, proxy, TLS socket,
+# WebSocket upgrade) is in iothub.linkopen, loaded per connection; this module keeps the
+# read/write path a connected client needs.
 #
-# The TLS handshake runs in blocking mode on a socket with a timeout (so a silent server
-# cannot hang wrap_socket), then the link switches to non-blocking: MicroPython's blocking
+# The TCP connect runs with a socket timeout, then the link switches to non-blocking (the
+# TLS handshake runs in the first write, bounded by open()'s deadline): MicroPython's blocking
 # readinto() on a TLS socket waits until the whole buffer is filled, which would stall a
 # client waiting for a 2-byte PINGRESP, and a timed-out read leaves mbedTLS in an error
 # state for good.
@@ -16,26 +18,23 @@
 # (stream write(buf, off, n) and readinto(buf, n) exist on every port since long before
 # 1.23); ipoll() reuses one result tuple; a non-blocking read with nothing there returns
 # None rather than raising.
-import select
-import socket
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
 
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .errors import ConfigError, ConnectionLost, Timeout, TLSError
+from .errors import ConnectionLost, Timeout, explained
 
-_POLLIN = select.POLLIN
-_POLLOUT = select.POLLOUT
-_POLLERR = getattr(select, "POLLERR", 8) | getattr(select, "POLLHUP", 16)
-
-
-def resolve(host, port):
-    """DNS lookup on every attempt (hub addresses change on failover)."""
-    try:
-        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-    except OSError as e:
-        raise ConnectionLost("DNS lookup of %s failed: %s" % (host, e))
-    if not ai:
-        raise ConnectionLost("DNS lookup of %s returned no address" % host)
-    return ai[0]
+# select's event bits: MicroPython's stream poll flags (MP_STREAM_POLL_* in py/stream.h,
+# which extmod/modselect.c exports as select.POLLIN ...), the same on every port
+# (and Linux's values).
+_POLLIN = const(1)
+_POLLOUT = const(4)
+_POLLERR = const(24)  # POLLERR | POLLHUP
 
 
 class Link:
@@ -56,84 +55,15 @@ class Link:
     def use(self, transport="mqtt", proxy=None, txbuf=1024, max_message=32768):
         """transport "mqtt" (MQTT in TLS) or "websockets" (MQTT in WebSocket frames in TLS);
         proxy: None, (host, port) or (host, port, user, password) of an HTTP proxy."""
-        if transport not in ("mqtt", "websockets"):
-            raise ConfigError("transport must be 'mqtt' or 'websockets', got %r" % (transport,))
-        self.websocket = (txbuf, max_message) if transport == "websockets" else None
-        if proxy is not None:
-            from .proxy import check
+        from .linkopen import use
 
-            proxy = check(proxy)
-        self.proxy = proxy
+        use(self, transport, proxy, txbuf, max_message)
 
     def open(self, host, port, ctx, server_hostname, timeout_ms=30000, info=None):
-        self.close()
-        deadline = ticks_add(ticks_ms(), timeout_ms)
-        proxy = self.proxy
-        family, stype, proto, _, addr = resolve(*(proxy[:2] if proxy else (host, port)))
-        raw = socket.socket(family, stype, proto)
-        self.raw = raw
-        try:
-            raw.settimeout(timeout_ms / 1000)
-            raw.connect(addr)
-        except OSError as e:
-            self.close()
-            where = "proxy %s:%d" % proxy[:2] if proxy else "%s:%d" % (host, port)
-            raise ConnectionLost("TCP connect to %s failed: %s" % (where, e))
-        if proxy is not None:
-            from .proxy import tunnel
+        """DNS, TCP, proxy tunnel, TLS socket, WebSocket upgrade (iothub.linkopen)."""
+        from . import linkopen
 
-            try:
-                tunnel(raw, host, port, proxy, deadline)
-            except BaseException:
-                self.close()
-                raise
-        try:
-            raw.setblocking(False)
-            # The handshake runs in the first write (CONNECT, or the WebSocket upgrade),
-            # non-blocking and bounded by this open's deadline as a whole: a server that
-            # sends one byte at a time cannot stretch it (a per-read timeout restarts
-            # with every byte).
-            sock = ctx.wrap_socket(
-                raw, server_hostname=server_hostname, do_handshake_on_connect=False
-            )
-        except (TLSError, MemoryError):
-            self.close()
-            raise
-        except (OSError, ValueError) as e:
-            self.close()
-            raise self._tls_error(e, server_hostname, info or getattr(ctx, "iothub_info", None))
-        self.sock = sock
-        p = select.poll()
-        p.register(raw, _POLLIN)
-        self._poll = p
-        self._more = False
-        # While handshaking, wait on the TLS socket itself: it knows whether mbedTLS waits
-        # to read or to write.
-        hp = select.poll()
-        hp.register(sock, _POLLIN | _POLLOUT)
-        self._hs = (hp, deadline, server_hostname, info or getattr(ctx, "iothub_info", None))
-        if self.websocket is not None:
-            # The WebSocket has the socket's write/readinto/close/cipher; it waits on raw.
-            from .websocket import upgrade
-
-            try:
-                self.sock = upgrade(
-                    sock, raw, server_hostname, deadline, *self.websocket, send=self.write
-                )
-            except BaseException:
-                self.close()
-                raise
-        self.bytes_out = self.bytes_in = self.writes = 0
-        return sock
-
-    @staticmethod
-    def _tls_error(e, server_hostname, info):
-        code = e.args[0] if e.args else None
-        if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
-            return ConnectionLost("TLS handshake with %s: socket error %s" % (server_hostname, e))
-        from .tlsprofile import handshake_error
-
-        return handshake_error(e, server_hostname, info)
+        return linkopen.open(self, host, port, ctx, server_hostname, timeout_ms, info)
 
     @property
     def is_open(self):
@@ -150,46 +80,38 @@ class Link:
     def write(self, buf, off=0, n=-1, timeout_ms=10000):
         """Write buf[off:off+n] (all of buf by default) in one call when possible: one TLS
         record per write that fits a record. The first write also completes the TLS
-        handshake, by the deadline open() was given."""
+        handshake (iothub.linkopen.handshake), by the deadline open() was given, which
+        then bounds the rest of that write too."""
         sock = self.sock
         if sock is None:
             raise ConnectionLost("not connected")
         if n < 0:
             n = len(buf) - off
         end = off + n
-        hs = self._hs
-        deadline = hs[1] if hs is not None else 0
+        deadline = 0
         self.writes += 1
+        if self._hs is not None and off < end:
+            from .linkopen import handshake
+
+            off, deadline = handshake(self, buf, off, end)
         while off < end:
             try:
                 k = sock.write(buf, off, end - off)
             except OSError as e:
                 self.close()
-                if hs is not None:
-                    raise self._tls_error(e, hs[2], hs[3])
                 raise ConnectionLost("write failed: %s" % e)
-            except ValueError as e:  # the server's certificate did not verify
+            except ValueError:
                 self.close()
-                raise self._tls_error(e, hs[2], hs[3]) if hs is not None else e
+                raise
             if k:
                 off += k
-                self._hs = hs = None  # handshake done
                 continue
             if not deadline:
                 deadline = ticks_add(ticks_ms(), timeout_ms)
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.close()
-                if hs is not None:
-                    raise Timeout(
-                        "TLS handshake with %s did not complete in time (a slow or silent "
-                        "server)" % hs[2]
-                    )
                 raise Timeout("write stalled for %d ms" % timeout_ms)
-            if hs is not None:
-                for _ in hs[0].ipoll(min(left, 100)):
-                    break
-                continue
             self._poll.modify(self.raw, _POLLOUT)
             try:
                 for _ in self._poll.ipoll(min(left, 100)):
@@ -220,7 +142,11 @@ class Link:
             else:
                 k = sock.readinto(buf, n)
         except OSError as e:
-            k = _again(e)
+            # None: nothing to read yet; 0: closed by the peer; else ConnectionLost,
+            # explained. The codes and what they mean are in one table (tlserrors), loaded
+            # for a read error and dropped again: a link that failed once must not keep
+            # 7 KB of explanations in RAM.
+            k = explained("tlserrors", "read_outcome", e)
         if k is None:  # a partial TLS record, or mbedTLS had nothing after all
             self._more = False
             if ready & _POLLERR and not ready & _POLLIN:
@@ -242,21 +168,3 @@ class Link:
                 except OSError:
                     pass
         self.sock = self.raw = self._poll = self._hs = None
-
-
-def _again(e):
-    # None: nothing to read yet; 0: closed by the peer; else ConnectionLost, explained. The
-    # codes and what they mean are in one table (tlserrors), loaded for a read error and
-    # dropped again: a link that failed once must not keep 7 KB of explanations in RAM.
-    from .tlserrors import read_outcome
-
-    try:
-        return read_outcome(e)
-    finally:
-        import sys
-
-        if sys.modules.pop("iothub.tlserrors", None) is not None:
-            try:
-                delattr(sys.modules["iothub"], "tlserrors")
-            except (AttributeError, KeyError):
-                pass

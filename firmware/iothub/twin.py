@@ -10,29 +10,27 @@
 # ProtocolError (get_twin) or skipped and logged (poll), never passed on.
 from . import routes
 from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, StatusError
-from .jsonc import dumps as _dumps
-from .jsonc import loads as _loads
+from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError
+from .jsonc import dumps, loads
 
 _MAX_VERSION = 1 << 53  # JSON's exact integers
 
 
-def check_version(v, what):
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VERSION:
-        raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
+def _checked(v, what, version=False):
+    # v if it is a JSON object (or with version: a $version, an integer in 0..2^53), else
+    # ProtocolError naming what it is.
+    if version:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VERSION:
+            raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
+    elif not isinstance(v, dict):
+        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(v).__name__))
     return v
 
 
 def reported_body(patch):
     if not isinstance(patch, dict):
         raise ConfigError("reported properties must be a dict")
-    return _dumps(patch).encode()
-
-
-def check_object(doc, what):
-    if not isinstance(doc, dict):
-        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(doc).__name__))
-    return doc
+    return dumps(patch).encode()
 
 
 class Twin:
@@ -43,7 +41,7 @@ class Twin:
         self.rid = 0
         self.replies = {}
 
-    def request(self, topic_fn, payload, what, timeout_ms):
+    def request(self, topic, payload, what, timeout_ms):
         """Publish a twin request and wait for its response: (version, body)."""
         c = self.c
         if not c.is_connected:
@@ -51,13 +49,14 @@ class Twin:
         if not self.want:
             # first twin request: subscribe to the responses (connect() renews it later);
             # a desired or writable handler subscribed them already
-            if not self.handlers():
+            h = c._handlers
+            if not (h.get("desired") or h.get("writable")):
                 from . import clientx
 
                 clientx.subscribe(c, clientx.filters(c, "twin"))
             self.want = True
         deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
-        rid = self.start(topic_fn, payload)
+        rid = self.start(topic, payload)
         try:
             c._s.wait(lambda: self.replies.get(rid) is not None, deadline, what + " response")
         except (ConnectionLost, ProtocolError) as e:
@@ -69,14 +68,15 @@ class Twin:
             raise
         return self.finish(rid, what)
 
-    def start(self, topic_fn, payload):
+    def start(self, topic, payload):
         """Publish a request (the responses are subscribed); returns its $rid. The reply
-        arrives in self.replies[rid] (on_response); finish(rid) takes it."""
+        lands in self.replies[rid] (on_response); finish(rid) takes it. iothub.aio awaits
+        it in between."""
         self.rid += 1
         rid = str(self.rid)
         self.replies[rid] = None
         try:
-            self.c._publish(topic_fn(rid), payload)
+            self.c._publish(topic(rid), payload)
         except ConnectionLost as e:
             self.replies.pop(rid, None)
             self.c._lost(e)
@@ -87,12 +87,10 @@ class Twin:
         """The reply to request rid: (version, body); StatusError for a status >= 400."""
         status, version, body = self.replies.pop(rid)
         if status >= 400:
+            from .errstatus import StatusError
+
             raise StatusError(status, what, body)
         return version, body
-
-    def handlers(self):
-        h = self.c._handlers
-        return h.get("desired") or h.get("writable")
 
     def on_response(self, rid, status, version, payload):
         if rid in self.replies:
@@ -107,10 +105,10 @@ class Twin:
     @staticmethod
     def parse(body):
         """The twin document of a GET response, checked."""
-        doc = check_object(_loads(body) or {}, "the twin document")
-        desired = check_object(doc.get("desired") or {}, "the twin's desired properties")
+        doc = _checked(loads(body) or {}, "the twin document")
+        desired = _checked(doc.get("desired") or {}, "the twin's desired properties")
         if "$version" in desired:
-            check_version(desired["$version"], "the twin's desired")
+            _checked(desired["$version"], "the twin's desired", True)
         return doc
 
     def get(self, timeout_ms=None):
@@ -167,9 +165,9 @@ class Twin:
     def on_patch(self, payload, version):
         """A desired-properties PATCH pushed by the hub (version from its topic, 0 if none)."""
         try:
-            patch = check_object(_loads(payload) or {}, "desired properties patch")
+            patch = _checked(loads(payload) or {}, "desired properties patch")
             if not version:
-                version = check_version(patch.get("$version", 0), "desired properties patch")
+                version = _checked(patch.get("$version", 0), "desired properties patch", True)
         except ProtocolError as e:
             self.c._report("twin", "desired patch skipped: %s" % (e,))
             return

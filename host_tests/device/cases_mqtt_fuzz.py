@@ -3,6 +3,7 @@
 # returns packets, None, or raises ProtocolError - never another exception. The counts are
 # the observation compared between the runtimes.
 
+import mqtt_extra as x
 from coretest import Rng
 
 import iothub.mqtt as m
@@ -30,7 +31,7 @@ def _run(dec, data, rng):
     try:
         while i < len(data):
             k = 1 + rng.below(9)
-            dec.feed(data[i : i + k])
+            x.feed(dec, data[i : i + k])
             i += k
             while True:
                 p = dec.next()

@@ -29,6 +29,18 @@ ALLOWED = (
 )
 
 
+def qstr_info():
+    # "qstr pool: ... n_total_bytes=N": the heap taken by interned names. A name interned
+    # during a scenario stays for good and a new pool doubles the last one (7 KB on 64-bit
+    # near 620 names): growth, but not a leak of the client's.
+    try:
+        import micropython
+
+        micropython.qstr_info()
+    except (ImportError, AttributeError):
+        pass
+
+
 def _exists(path):
     try:
         open(path).close()
@@ -114,6 +126,7 @@ def run(cfg):
     mods = set(sys.modules)
     gc.collect()
     heap_start = gc.mem_alloc()
+    qstr_info()  # the host subtracts what interned names took meanwhile (never freed)
     print("STARTED", heap_start)
 
     accepted = []
@@ -174,6 +187,7 @@ def run(cfg):
         rec.call("poll", poll_bound, c.poll, 100)
     gc.collect()
     heap_end = gc.mem_alloc()
+    qstr_info()
     result = {
         "escaped": rec.escaped,
         "over": rec.over,

@@ -96,3 +96,39 @@ def dup(p):
 
 def retain(p):
     return p.type == m.PUBLISH and bool(p.flags & 1)
+
+
+# Conveniences over the device decoder that the client itself does not need (the client
+# reads straight into Decoder.room() and routes on Packet.topic): kept here for the tests.
+
+
+def feed(dec, data):
+    """Buffer received bytes (any split) with room()/filled(); a chunk that fits is copied
+    without allocating."""
+    n = len(data)
+    pos = 0
+    while pos < n:
+        k = min(dec.room(), n - pos)
+        e = dec._end
+        dec._buf[e : e + k] = data if k == n else memoryview(data)[pos : pos + k]
+        dec.filled(k)
+        pos += k
+
+
+def pending(dec):
+    """True if a complete packet (or a dropped PUBLISH) is there to hand out."""
+    return dec._start != dec._scan or bool(dec._dropped)
+
+
+def topic_startswith(p, b):
+    """True if the topic of Packet p starts with bytes b (no allocation with next(into))."""
+    if p._buf is None:
+        return p._topic is not None and p._topic.encode().startswith(b)
+    if len(b) > p.topic_len:
+        return False
+    return p._buf.find(b, p._toff, p._toff + len(b)) == p._toff
+
+
+def topic_is(p, b):
+    """True if the topic of Packet p equals bytes b (no allocation with next(into))."""
+    return p.topic_len == len(b) and topic_startswith(p, b)

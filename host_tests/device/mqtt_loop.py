@@ -78,7 +78,7 @@ class Loop:
             n = self.seam.readinto(self.rbuf, deadline)
             if n == 0:
                 raise OSError("connection closed by the broker")
-            self.dec.feed(memoryview(self.rbuf)[:n])
+            x.feed(self.dec, memoryview(self.rbuf)[:n])
 
     def expect(self, want_types):
         # Collect packets until each wanted type arrived once (order between them free).

@@ -601,7 +601,7 @@ def report(res, args):
         ("send_qos1", "send(body, 2 properties) QoS 1, until its PUBACK"),
         ("send_qos0", "send(body, 2 properties, qos=0)"),
         ("telemetry_topic", "  topics.telemetry_topic(dev, None, 2 properties)"),
-        ("events_prefix", "    topics._events_prefix(dev, None)"),
+        ("events_prefix", "    topics.telemetry_topic(dev, None) (no properties)"),
         ("items", "    topics._items(2 properties, sort=True)"),
         ("quote", "    sas.quote('bme280') (nothing to escape)"),
         ("props_size", "  clientx.props_size(2 properties) (near the D2C limit only)"),

@@ -105,7 +105,12 @@ def compile_package(out, src=PACKAGE_DIR, march=None, bytecode=None, mpy_cross=N
         if rel.endswith(".py"):
             dest = out / (rel[:-3] + ".mpy")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [tool] + extra + ["-s", rel, "-o", str(dest), str(in_path)]
+            # The source name tracebacks show: the dotted module name, which the import
+            # has interned already (a path would cost one more qstr per module in RAM).
+            name = rel[:-3].replace("/", ".")
+            if name.endswith(".__init__"):
+                name = name[:-9]
+            cmd = [tool] + extra + ["-s", name, "-o", str(dest), str(in_path)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
                 raise MpyError(
