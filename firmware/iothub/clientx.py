@@ -195,12 +195,16 @@ def set_credentials(c, sak, sak_name, cert, key):
         from .sas import decode_key
 
         sak = decode_key(sak)
+    # The TLS context holds the client certificate, never the SAS key: it is built again
+    # (at the next connect) only when a certificate comes or goes. Rebuilding it for a new
+    # key would cost a Pico W its largest free block just before the next handshake.
+    rebuild = cert is not None or getattr(c, "_cert", None) is not None
     c._key = sak
     c._key_name = sak_name
     c._cert = cert
     c._pkey = key
-    if cert is not None or c._ctx is None or c._owned:
-        c._ctx = None  # rebuilt at the next connect with the new credentials
+    if rebuild:
+        c._ctx = None
         c._owned = True
 
 
