@@ -33,19 +33,24 @@ from .errors import (
     ProtocolError,
     Timeout,
 )
-from .lifecycle import (
-    AUTH_FAILED,
-    CONNECT,
-    CONNECTED,
-    DEAD,
-    DISCONNECTED,
-    PING,
-    RENEW,
-    RESYNC,
-    RETRYING,
-    STOP,
-    WAIT,
-)
+from .lifecycle import AUTH_FAILED, CONNECTED, DISCONNECTED, RETRYING
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+# lifecycle's actions (private constants there: inlined, no names kept)
+_WAIT = const(0)
+_CONNECT = const(1)
+_PING = const(2)
+_DEAD = const(3)
+_RENEW = const(4)
+_RESYNC = const(5)
+_STOP = const(6)
 
 __all__ = ("DeviceClient", "register")
 
@@ -304,11 +309,11 @@ class DeviceClient(ClientBase):
             self._kick.clear()
             now = ticks_ms()
             a = lc.next(now, self._outbox.oldest_sent())
-            if a == WAIT:
+            if a == _WAIT:
                 w = lc.wait
                 if lc.state == CONNECTED:
                     k = lc.keepalive(now)
-                    if k == PING:
+                    if k == _PING:
                         try:
                             s.write(mqtt.encode_pingreq(s.tx))
                         except ConnectionLost as e:
@@ -316,7 +321,7 @@ class DeviceClient(ClientBase):
                             continue
                         lc.ping_at = now
                         continue
-                    if k == DEAD:
+                    if k == _DEAD:
                         self._lost(ConnectionLost(lc.why))
                         continue
                     w = min(w, lc.wait)
@@ -327,13 +332,13 @@ class DeviceClient(ClientBase):
                             self._lost(e)
                         continue
                 await self._nap(w)
-            elif a == CONNECT:
+            elif a == _CONNECT:
                 await self._attempt()
-            elif a == DEAD:
+            elif a == _DEAD:
                 self._lost(ConnectionLost(lc.why))
-            elif a == RENEW:
+            elif a == _RENEW:
                 self._renew(now)
-            elif a == RESYNC:
+            elif a == _RESYNC:
                 await self._resync()
             else:  # STOP: until the application acts (new credentials, connect())
                 await self._nap(None)
@@ -644,7 +649,7 @@ class DeviceClient(ClientBase):
                 raise ConnectionLost(
                     "not connected: message %d stays queued and goes out after connect()" % pid
                 )
-            if self._lc.next(ticks_ms()) == STOP:
+            if self._lc.next(ticks_ms()) == _STOP:
                 # auth_failed, or the link failed with auto_reconnect off: waiting longer
                 # cannot help (the message is delivered after the next connect())
                 raise ConnectionLost("%s: message %d stays queued" % (self._lc.why, pid))
@@ -695,7 +700,7 @@ class DeviceClient(ClientBase):
         while len(ob):
             if self._task is None:
                 raise ConnectionLost("not connected: %d messages stay queued" % len(ob))
-            if self._lc.next(ticks_ms()) == STOP:
+            if self._lc.next(ticks_ms()) == _STOP:
                 raise ConnectionLost("%s: %d messages stay queued" % (self._lc.why, len(ob)))
             if ticks_diff(deadline, ticks_ms()) <= 0:
                 raise Timeout("%d messages still unacknowledged after %d ms" % (len(ob), ms))

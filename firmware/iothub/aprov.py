@@ -96,7 +96,6 @@ async def _idle(s, delay_ms):
     # Wait on the link, as the blocking client does: PINGREQ goes out when due and a dropped
     # link is noticed; replies to older requests arriving meanwhile are dropped.
     from . import mqtt
-    from .lifecycle import DEAD, PING
 
     lc = s.lc
     until = ticks_add(ticks_ms(), delay_ms)
@@ -106,11 +105,11 @@ async def _idle(s, delay_ms):
         if left <= 0:
             return
         a = lc.keepalive(now)
-        if a == PING:
+        if a == 2:  # lifecycle's PING
             s.write(mqtt.encode_pingreq(s.tx))
             lc.ping_at = now
             continue
-        if a == DEAD:
+        if a == 3:  # lifecycle's DEAD
             s.link.close()
             raise ConnectionLost(lc.why)
         try:

@@ -21,14 +21,16 @@ except ImportError:
 
 from .clock import ticks_diff
 
-# actions of next() and keepalive()
-WAIT = const(0)  # nothing due: read (or sleep, when not connected) up to self.wait ms
-CONNECT = const(1)  # open a connection now
-PING = const(2)  # send PINGREQ and set ping_at
-DEAD = const(3)  # drop the link as dead (self.why), then transitions.lost(lc, now)
-RENEW = const(4)  # reconnect with a fresh SAS token: transitions.renewing(), then connect
-RESYNC = const(5)  # fetch the twin again: transitions.resync_done(lc, now, ok)
-STOP = const(6)  # nothing happens until the application acts (self.why)
+# Actions of next() and keepalive(), private constants (inlined, no names kept: every name
+# a loaded module adds is interned for good, docs/protocol.md 6.3); the adapters repeat the
+# numbers they act on.
+_WAIT = const(0)  # nothing due: read (or sleep, when not connected) up to self.wait ms
+_CONNECT = const(1)  # open a connection now
+_PING = const(2)  # send PINGREQ and set ping_at
+_DEAD = const(3)  # drop the link as dead (self.why), then transitions.lost(lc, now)
+_RENEW = const(4)  # reconnect with a fresh SAS token: transitions.renewing(), then connect
+_RESYNC = const(5)  # fetch the twin again: transitions.resync_done(lc, now, ok)
+_STOP = const(6)  # nothing happens until the application acts (self.why)
 
 # states (on_connection_state's values)
 CONNECTED = "connected"
@@ -64,14 +66,14 @@ class Lifecycle:
             waited = ticks_diff(now, self.ping_at)
             if waited > ka // 2:
                 self.why = "no PINGRESP within %d s: dead link" % (ka // 2000)
-                return DEAD
+                return _DEAD
             self.wait = ka // 2 - waited + 1
-            return WAIT
+            return _WAIT
         idle = ticks_diff(now, self.last_tx)
         if idle >= ka:
-            return PING
+            return _PING
         self.wait = ka - idle + 1
-        return WAIT
+        return _WAIT
 
     def next(self, now, oldest=None):
         """What to do at `now`. oldest: when the oldest unacknowledged QoS 1 message was
@@ -81,7 +83,7 @@ class Lifecycle:
             if self.renew_at is not None:
                 wait = ticks_diff(self.renew_at, now)
                 if wait <= 0:
-                    return RENEW
+                    return _RENEW
             else:
                 wait = _TICKS_SPAN
             if oldest is not None:
@@ -90,27 +92,27 @@ class Lifecycle:
                 age = ticks_diff(now, oldest)
                 if age > self.timeout_ms:
                     self.why = "no PUBACK for %d ms: dead link" % self.timeout_ms
-                    return DEAD
+                    return _DEAD
                 wait = min(wait, self.timeout_ms - age + 1)
             if self.resync_at is not None:
                 d = ticks_diff(self.resync_at, now)
                 if d <= 0:
-                    return RESYNC
+                    return _RESYNC
                 wait = min(wait, d)
             self.wait = wait
-            return WAIT
+            return _WAIT
         if self.closed:
             self.why = "closed by the application"
-            return STOP
+            return _STOP
         if self.state == AUTH_FAILED:
             self.why = "authentication failed: waiting for new credentials"
-            return STOP
+            return _STOP
         if not self.auto:
             self.why = "not connected and auto_reconnect is off"
-            return STOP
+            return _STOP
         if self.retry_at is not None:
             d = ticks_diff(self.retry_at, now)
             if d > 0:
                 self.wait = d
-                return WAIT
-        return CONNECT
+                return _WAIT
+        return _CONNECT

@@ -8,8 +8,19 @@
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
 from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout
-from .lifecycle import DEAD, PING, Lifecycle
+from .lifecycle import Lifecycle
 from .transport import Link
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+_PING = const(2)  # lifecycle's actions
+_DEAD = const(3)
 
 
 class Session:
@@ -98,11 +109,11 @@ class Session:
         lc = self.lc
         now = ticks_ms()
         a = lc.keepalive(now)
-        if a == PING:
+        if a == _PING:
             self.write(mqtt.encode_pingreq(self.tx))
             lc.ping_at = now
             a = lc.keepalive(now)
-        if a == DEAD:
+        if a == _DEAD:
             self.link.close()
             raise ConnectionLost(lc.why)
         timeout_ms = min(timeout_ms, lc.wait)

@@ -9,15 +9,9 @@ from coretest import eq
 import iothub.lifecycle as L
 import iothub.transitions as T
 
-NAMES = {
-    L.WAIT: "WAIT",
-    L.CONNECT: "CONNECT",
-    L.PING: "PING",
-    L.DEAD: "DEAD",
-    L.RENEW: "RENEW",
-    L.RESYNC: "RESYNC",
-    L.STOP: "STOP",
-}
+# The actions' numbers (private constants in lifecycle.py; docs/lifecycle.md lists them)
+WAIT, CONNECT, PING, DEAD, RENEW, RESYNC, STOP = range(7)
+NAMES = ("WAIT", "CONNECT", "PING", "DEAD", "RENEW", "RESYNC", "STOP")
 
 
 class Fixed:
@@ -58,7 +52,7 @@ def run(lc, script):
             else:
                 a = lc.keepalive(t)
             got = NAMES[a]
-            detail = lc.wait if a == L.WAIT else (lc.why if a in (L.DEAD, L.STOP) else None)
+            detail = lc.wait if a == WAIT else (lc.why if a in (DEAD, STOP) else None)
             if want[1] is None or isinstance(want[1], int):
                 eq((got, detail if want[1] is not None else None), want, "at t=%d %s" % (t, ev))
             else:  # a text: it must be contained in the reason
@@ -201,7 +195,7 @@ def test_auth_failure_is_not_undone_by_a_lost_link():
     T.failed(lc, 0, True)
     eq(T.lost(lc, 10), -1)
     eq(lc.state, "auth_failed")
-    eq(L.STOP, lc.next(20))
+    eq(STOP, lc.next(20))
 
 
 def test_closed_by_the_application():
@@ -267,7 +261,7 @@ def test_renew_later_for_tokens_beyond_the_ticks_span():
     T.opened(lc, 0)
     eq(lc.renew_at, 0x1FFFFFFF)
     T.renew_later(lc, 0x1FFFFFFF, 5000)
-    eq(L.WAIT, lc.next(0x1FFFFFFF))
+    eq(WAIT, lc.next(0x1FFFFFFF))
     eq(lc.wait, 5000)
 
 
