@@ -22,6 +22,7 @@ import socket
 from errno import EINPROGRESS
 
 from .errors import ConfigError, ConnectionLost, explained
+from .transport import Link
 
 try:
     from asyncio import core as _core
@@ -39,28 +40,13 @@ def check():
         )
 
 
-class ALink:
+class ALink(Link):
+    """transport.Link's state, is_open, cipher() and close(), with writes that never block
+    (what the socket does not take waits in `pending`) and reads that never wait."""
+
     def __init__(self):
-        self.sock = None
-        self.raw = None
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self.writes = 0
+        Link.__init__(self)
         self.pending = None  # bytearray of bytes written but not yet taken by the socket
-        self._more = False
-        self._hs = None  # (server name, TLS info) until the handshake is done
-
-    @property
-    def is_open(self):
-        return self.sock is not None
-
-    def cipher(self):
-        if self._hs is not None or self.sock is None:
-            return None
-        try:
-            return self.sock.cipher()
-        except (AttributeError, OSError):
-            return None
 
     async def open(self, host, port, ctx, server_hostname, info=None):
         """TCP connect (awaited) and wrap in TLS; the handshake runs in the first write.
@@ -197,10 +183,5 @@ class ALink:
         return k
 
     def close(self):
-        for s in (self.sock, self.raw):
-            if s is not None:
-                try:
-                    s.close()
-                except OSError:
-                    pass
-        self.sock = self.raw = self._hs = self.pending = None
+        Link.close(self)
+        self.pending = None
