@@ -65,7 +65,8 @@ def endpoint(pki):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the figures the lifecycle tests measured (time to recover per fault...)."""
+    """Print what test_lifecycle.py's smallest-heap bisection found (its RECOVERY dict); the
+    recovery times and soak figures come from tools/bench/bench_lifecycle.py."""
     mod = sys.modules.get("test_lifecycle")
     figures = getattr(mod, "RECOVERY", None)
     if not figures:
