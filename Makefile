@@ -62,6 +62,7 @@ demo: setup
 	$(PY) tools/demo.py --profile $(PROFILE) --auth $(AUTH) --mode $(MODE) --transport $(TRANSPORT)
 
 # Every benchmark, writing its README blocks into docs/figures.md, then the README from it.
+# (bench_lifecycle.py, the fault-recovery and soak figures, takes about 4 minutes of it.)
 FIGURES := docs/figures.md
 bench: setup
 	@for b in tools/bench/bench_*.py; do echo "== $$b"; $(PY) $$b --figures $(FIGURES) || exit 1; done

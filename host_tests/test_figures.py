@@ -26,7 +26,15 @@ def test_the_readme_embeds_the_benchmark_blocks():
     # The benches the README quotes: each must be embedded, so a table cannot fall back to
     # being copied by hand.
     names = set(figures.blocks(README.read_text(), "README.md"))
-    for name in ("handshake", "client-wire", "client-heap", "provisioning", "storm", "aio"):
+    for name in (
+        "handshake",
+        "client-wire",
+        "client-heap",
+        "provisioning",
+        "storm",
+        "aio",
+        "lifecycle",
+    ):
         assert name in names
 
 

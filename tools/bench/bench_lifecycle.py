@@ -13,18 +13,21 @@ CONNACK codes it sent in between, and the telemetry it recorded (lost, DUP copie
         [--soak-n 400 | --no-soak] [--mp BINARY] [--json FILE]
         [--figures docs/figures.md]      # also write the README's block "lifecycle"
 
- 1. Every fault of lifecycle_scenarios (keys below), --runs times, the two clients taking
-    turns on each fault so that load from elsewhere on the machine falls on both alike: the
-    median time to recover (and the range), the aio / blocking ratio of the medians, the
-    CONNACK codes after the fault, messages lost and DUP copies over all runs.
- 2. Soak, per client: --soak-n messages (400: 40 s) with 15 s SAS tokens renewed at 12 s and
-    a connection drop at 3/8 and 6/8 of them; renewals, reconnects, lost, and the heap after
-    gc.collect() every 50 messages. Shorter than the tests' 2-minute soak (1100 messages),
-    which asserts the same (flat heap, nothing lost) on every `make test`.
+ 1. Every fault of lifecycle_scenarios (SCENARIOS below), --runs times, the two clients side
+    by side on each fault (each in its thread, against its own emulator), so that load from
+    elsewhere on the machine falls on both alike: the median time to recover (and the range),
+    the asyncio / blocking ratio of the medians, the CONNACK codes the hub sent after the
+    fault, messages lost and DUP copies over all runs.
+ 2. Soak, both clients side by side: --soak-n messages each (400: 40 s) with 15 s SAS tokens
+    renewed at 12 s and a connection drop after 3/8 and 6/8 of them; renewals, reconnects,
+    lost, and the heap after gc.collect() every 50 messages. Shorter than the tests' 2-minute
+    soak (1100 messages), which asserts flat heap and nothing lost on every `make test`.
 
 A scenario that loses a message, or whose device fails, stops the bench with its output: the
-figures are only printed for runs the tests would pass. Costs about 6 minutes with the
-defaults on this repository's 2-core machine (--quick: one run of two faults, short soak).
+figures are only printed for runs the tests would pass. Costs about 4 minutes with the
+defaults on this repository's 2-core machine, nearly all of it waiting for the scenarios'
+timers (--quick, about 30 s: one run of two faults, a 200-message soak). Not a test:
+host_tests/test_bench_lifecycle_smoke.py runs --quick.
 """
 
 import argparse
@@ -267,7 +270,11 @@ def attempts_cell(key, res_key):
     cell = " or ".join(seqs)
     if key == "connack-5":
         refused = sorted({len(r["facts"]["attempts_while_refused"]) for r in runs})
-        cell += " (%s attempt(s) while refused)" % "/".join(str(x) for x in refused)
+        cell += " (%s attempt%s in the %d s refused)" % (
+            " or ".join(str(x) for x in refused),
+            "" if refused == [1] else "s",
+            life.AUTH_WAIT_MS // 1000,
+        )
     if key == "desired-offline":
         once = all(r["facts"]["delivered"] == r["facts"]["versions"] for r in runs)
         cell += "; patch delivered %s" % ("once, in order" if once else "NOT once")
@@ -328,7 +335,7 @@ SOAK_HEADER = [
     "client",
     "messages",
     "renewals",
-    "reconnects",
+    "reconnects (renewals included)",
     "lost",
     "heap, first sample (B)",
     "heap after the first drop, min–max (B)",
