@@ -219,6 +219,7 @@ def main():
     m = CFG["garbage_n"]
     out["garbage_a"] = garbage(send_a, m)
     out["garbage_b"] = garbage(send_b, m)
+    out["heap_sent"] = heap() - base  # steady state: what the first sends loaded counts
 
     n = CFG["n"]
     dt = [0] * n  # preallocated: the loop itself stores small ints only
