@@ -46,13 +46,9 @@ AUTH_FAILED = "auth_failed"
 
 
 class DeviceClient(ClientBase):
-    def update_credentials(
-        self, *, connection_string=None, shared_access_key=None, cert=None, key=None
-    ):
-        """Replace the credentials of a live client; it reconnects with them."""
-        from . import clientx
-
-        clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
+    # update_credentials, disconnect/close, get_twin, update_reported, report_properties,
+    # ack_writable, tls_info and the queue counters are in iothub.clientrare (ClientBase's
+    # __getattr__), loaded when first called.
 
     # ---- connection ----------------------------------------------------------------
 
@@ -90,16 +86,6 @@ class DeviceClient(ClientBase):
         if h.get("desired") or h.get("writable"):
             self._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
         return session_present
-
-    def disconnect(self):
-        """Send DISCONNECT and close. Queued messages stay queued."""
-        self._s.close(clean=True)
-        from .transitions import close
-
-        close(self._lc)
-        self._notify(DISCONNECTED, "closed by the application")
-
-    close = disconnect
 
     def _drop(self, reason, clean=False):
         from .clientx import drop
@@ -212,32 +198,7 @@ class DeviceClient(ClientBase):
 
     # ---- subscriptions, twin -------------------------------------------------------
 
-    def get_twin(self, timeout_ms=None):
-        """The twin document {"desired": {...}, "reported": {...}}."""
-        return self._twin().get(timeout_ms)
-
-    def update_reported(self, patch, timeout_ms=None):
-        """PATCH reported properties (None deletes a member). Returns the new version."""
-        return self._twin().update_reported(patch, timeout_ms)
-
     # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
-
-    def report_properties(self, properties, component=None, timeout_ms=None):
-        """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
-        pnp.Patch with several properties, components and acks. Returns the new version."""
-        from .pnp import report_properties
-
-        return report_properties(self._twin(), properties, component, timeout_ms)
-
-    def ack_writable(
-        self, name, value, version, status=200, description=None, component=None, timeout_ms=None
-    ):
-        """Acknowledge a writable property ({"ac", "av", "ad", "value"}) at the desired
-        version it answers. Returns the new reported version."""
-        from .pnp import Patch, report_properties
-
-        patch = Patch().ack(name, value, version, status, description, component)
-        return report_properties(self._twin(), patch, None, timeout_ms)
 
     # ---- the loop ------------------------------------------------------------------
 

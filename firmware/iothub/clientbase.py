@@ -12,7 +12,7 @@ except ImportError:
 
 
 from . import mqtt, topics
-from .errors import ConfigError, IoTHubError
+from .errors import ConfigError, IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 
@@ -99,16 +99,22 @@ class ClientBase:
         if self.is_connected and (fn is not None or had):
             self._handler_changed(name, fn is not None)
 
+    def __getattr__(self, name):
+        # Only for names the class does not hold: the rarely called API (iothub.clientrare),
+        # kept out of RAM until a device uses it. A private name asked before it is set
+        # (getattr(c, "_x", None)) does not load it.
+        if name.startswith("_") and name != "_report":
+            raise AttributeError(name)
+        from .clientrare import get
+
+        return get(self, name)
+
     def _twin(self):
         if self._tw is None:
             from .twin import Twin
 
             self._tw = Twin(self)
         return self._tw
-
-    def tls_info(self):
-        """Negotiated suite and version, and what the context was configured with."""
-        return {"cipher": self._s.link.cipher(), "configured": self._tlsinfo}
 
     def _timeout(self, timeout_ms):
         return self.timeout_ms if timeout_ms is None else _positive(timeout_ms, "timeout_ms")
@@ -219,20 +225,6 @@ class ClientBase:
     def _pid_in_use(self, pid):
         return pid == self._direct or self._outbox.has(pid)
 
-    @property
-    def queued(self):
-        """Number of QoS 1 messages not yet acknowledged by the hub."""
-        return len(self._outbox)
-
-    @property
-    def dropped(self):
-        """Messages dropped by the queue policy since start."""
-        return self._outbox.dropped
-
-    @property
-    def queue_policy(self):
-        return self._outbox.policy
-
     # ---- what the hub sends --------------------------------------------------------
 
     def _on_publish(self, pkt):
@@ -241,40 +233,12 @@ class ClientBase:
         try:
             route(self, pkt)
         except (IoTHubError, ValueError, MemoryError) as e:
-            # A message whose topic or properties cannot be decoded, or that cannot be
-            # held in memory: dropped (and still acknowledged), never a reason to reconnect.
-            self._report(
-                "memory" if isinstance(e, MemoryError) else "undecodable",
-                "a message from the hub was dropped (%d bytes): %s"
-                % (pkt.payload_len, "out of memory" if isinstance(e, MemoryError) else e),
-            )
+            # Dropped (and still acknowledged), never a reason to reconnect. The texts are
+            # loaded for this one report (explained()).
+            explained("clientrare", "not_routed", self, pkt, e)
 
     def _on_drop(self, pkt):
-        why = ("oversized", "memory", "undecodable")[pkt.rc - 1]
-        self._report(
-            why,
-            "a message from the hub was dropped (%d bytes): %s"
-            % (
-                pkt.payload_len,
-                (
-                    "larger than max_packet=%d" % self._s.max_packet,
-                    "no memory for a buffer of its size",
-                    "its topic cannot be decoded",
-                )[pkt.rc - 1],
-            ),
-        )
-
-    def _report(self, kind, detail):
-        """Something from the hub the client could not take: counted, logged (without the
-        content) and passed to on_error(kind, detail). kind: "oversized", "memory",
-        "undecodable" (a message, dropped and acknowledged) or "twin" (a twin body
-        skipped)."""
-        if kind != "twin":
-            self.stats["poison"] += 1
-        self._log_line(0, detail)
-        fn = self.on_error
-        if fn is not None:
-            self._callback(fn, "on_error", kind, detail)
+        explained("clientrare", "on_drop", self, pkt)
 
     def _on_puback(self, pid):
         if pid == self._direct:
