@@ -254,6 +254,7 @@ class DeviceClient(ClientBase):
             "connstr",
             "transitions",
             "linkopen",
+            "ntp",
         )  # the blocking client's list: connection-time code, reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()

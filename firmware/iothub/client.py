@@ -80,6 +80,7 @@ class DeviceClient(ClientBase):
             "connstr",
             "transitions",
             "linkopen",
+            "ntp",
         )
         self._notify(CONNECTED, None)
         h = self._handlers
