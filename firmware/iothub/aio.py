@@ -241,21 +241,7 @@ class DeviceClient(ClientBase):
         return session_present
 
     def _connected(self):
-        from .clientx import unload
-
-        unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "routes",
-            "sas",
-            "pct",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-            "ntp",
-        )  # the blocking client's list: connection-time code, reloaded for a reconnect
+        self._unload_connection_code()  # reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())

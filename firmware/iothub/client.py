@@ -66,22 +66,7 @@ class DeviceClient(ClientBase):
         from . import clientx
 
         session_present = clientx.connect(self, deadline)
-        # Connected: the connection-time code goes until the next connection. After a
-        # failure it stays loaded for the retries (reloading it for every attempt of a
-        # long outage would churn the heap).
-        clientx.unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "routes",
-            "sas",
-            "pct",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-            "ntp",
-        )
+        self._unload_connection_code()
         self._notify(CONNECTED, None)
         h = self._handlers
         if h.get("desired") or h.get("writable"):

@@ -11,7 +11,7 @@ except ImportError:
         return x
 
 
-from . import mqtt, topics
+from . import mqtt
 from .errors import ConfigError, IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
@@ -109,6 +109,30 @@ class ClientBase:
 
         return get(self, name)
 
+    def _unload_connection_code(self):
+        # Connected: the connection-time code goes until the next connection. After a
+        # failure it stays loaded for the retries (reloading it for every attempt of a
+        # long outage would churn the heap).
+        from .clientx import unload
+
+        unload(
+            "clientx",
+            "credentials",
+            "mqttconn",
+            "sas",
+            "tlsprofile",
+            "connstr",
+            "transitions",
+            "linkopen",
+            "ntp",
+        )
+        if not self._handlers and self._tw is None:
+            # routes, pct and topics were loaded for this connection only (token,
+            # subscriptions). Once a handler or the twin is set, inbound and twin hold
+            # them: dropping them would free nothing, and the next import (a twin re-sync)
+            # would load a second copy (measured: +4.7 KB with three handlers).
+            unload("routes", "pct", "topics")
+
     def _twin(self):
         if self._tw is None:
             from .twin import Twin
@@ -164,7 +188,11 @@ class ClientBase:
             and k[0] == props
         ):
             return self._topic
-        t = topics.telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
+        # A new topic: topics (unloaded after connect) is loaded again, and kept, by the
+        # first send with properties or ids; a device that sends none never needs it.
+        from .topics import telemetry_topic
+
+        t = telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
         if comp is not None:  # Plug and Play component telemetry: $.sub={component}
             from .pnp import add_component
 
