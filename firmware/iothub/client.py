@@ -8,11 +8,14 @@
 # messages (DUP flag), and answering methods. What the application decides: its
 # handlers, what to send, and how long a call may wait.
 #
-# RAM: between connections a telemetry-only client keeps this module, session, transport,
-# mqtt, outbox, topics, clock and errors. What runs once per connection (clientx: token,
-# TLS context, CONNECT, subscriptions, with sas and tlsprofile) is loaded by connect()
-# and unloaded after it; twin, C2D/method routing, JSON and backoff load when first
-# used. The send path allocates nothing for a bytes payload whose properties equal the
+# RAM: between connections a telemetry-only client keeps this module, clientbase, session,
+# transport, lifecycle, mqtt, outbox, clock and errors. What runs once per connection
+# (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsprofile, ntp and topics)
+# is loaded by connect() and unloaded after it (ClientBase._unload_connection_code); topics
+# comes back with the first send with properties; the rarely called API (twin calls,
+# update_credentials, disconnect, tls_info, queue counters) is in clientrare, loaded on
+# first use (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
+# first used. The send path allocates nothing for a bytes payload whose properties equal the
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into
 # the outbox ring, from which it is written.
 
