@@ -241,7 +241,7 @@ class DeviceClient(ClientBase):
         return session_present
 
     def _connected(self):
-        self._unload_connection_code()  # reloaded for a reconnect
+        self._unload()  # reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())

@@ -109,7 +109,7 @@ class ClientBase:
 
         return get(self, name)
 
-    def _unload_connection_code(self):
+    def _unload(self):
         # Connected: the connection-time code goes until the next connection. After a
         # failure it stays loaded for the retries (reloading it for every attempt of a
         # long outage would churn the heap).
@@ -124,7 +124,7 @@ class ClientBase:
             "connstr",
             "transitions",
             "linkopen",
-            "ntp",
+            "walltime",
         )
         if not self._handlers and self._tw is None:
             # routes, pct and topics were loaded for this connection only (token,

@@ -1,10 +1,10 @@
 # Time at the edge: the only modules that read the clock are this one (ticks, for every
-# wait and timeout) and iothub.ntp (the wall clock: Unix time for SAS tokens, and setting it).
+# wait and timeout) and iothub.walltime (Unix time for SAS tokens; iothub.ntp sets it).
 #
 # RAM: this module stays loaded while a client runs; the wall clock is read only when a
-# connection needs a token, so unix_time, require_valid_clock, EPOCH_OFFSET,
-# RELEASE_UNIX_TIME and sync_ntp are found in iothub.ntp (module __getattr__ below), which
-# the client unloads again after connect().
+# connection needs a token, so unix_time, require_valid_clock, EPOCH_OFFSET and
+# RELEASE_UNIX_TIME are found in iothub.walltime (module __getattr__ below), which the
+# client unloads again after connect(), and sync_ntp in iothub.ntp.
 import time
 
 if hasattr(time, "ticks_ms"):
@@ -32,13 +32,17 @@ def sleep_ms(t):
 
 
 def __getattr__(name):
-    from . import ntp
+    if name == "sync_ntp":
+        from .ntp import sync_ntp
+
+        return sync_ntp
+    from . import walltime
 
     if name == "EPOCH_OFFSET":  # derived once, then a plain global (a device may set it)
-        v = ntp._epoch_offset()
+        v = walltime._epoch_offset()
         globals()[name] = v
         return v
     try:
-        return getattr(ntp, name)
+        return getattr(walltime, name)
     except AttributeError:
         raise AttributeError(name)
