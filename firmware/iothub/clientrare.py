@@ -136,6 +136,17 @@ def on_drop(c, pkt):
     )
 
 
+def handler_prop(name):
+    # on_message & co. as properties, for a firmware without descriptors (clientbase).
+    def get(c):
+        return c._handlers.get(name)
+
+    def set_(c, fn):
+        c._set_handler(name, fn)
+
+    return property(get, set_)
+
+
 # The names get() hands out (the rest of this module is not the client's API).
 _API = (
     "update_credentials",

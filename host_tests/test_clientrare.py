@@ -1,0 +1,79 @@
+"""The client's rarely called API lives in iothub.clientrare, reached through ClientBase's
+__getattr__: it loads only when used, answers as the methods did, and a name nobody defines
+is still an AttributeError. Handlers are descriptors (properties on a firmware without them)."""
+
+import mpyrun
+
+_CLIENT = (
+    "import sys, json, iothub\n"
+    "c = iothub.DeviceClient.from_connection_string("
+    "'HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=YWJjZGVmZ2hpamtsbW5vcA==',"
+    " host='127.0.0.1', port=1, queue_policy='reject')\n"
+    "def loaded():\n    return 'iothub.clientrare' in sys.modules\n"
+)
+
+
+def test_clientrare_loads_on_first_use_only():
+    out = mpyrun.run_json(
+        _CLIENT + "r = [loaded()]\n"
+        "f = lambda m: None\n"
+        "c.on_message = f\n"  # not connected: recorded, nothing subscribed yet
+        "r.append(c.on_message is f)\n"
+        "r.append(getattr(c, '_not_there', 'default'))\n"  # a private name: no load
+        "r.append(c.send is not None)\n"
+        "r.append(loaded())\n"
+        "r.append([c.queued, c.dropped, c.queue_policy])\n"
+        "r.append(loaded())\n"
+        "try:\n    c.no_such_method\nexcept AttributeError as e:\n    r.append(str(e))\n"
+        "r.append(c.tls_info()['cipher'])\n"
+        "c.on_message = None\n"
+        "r.append(c.on_message)\n"
+        "print(json.dumps(r))\n"
+    )
+    assert out == [
+        False,
+        True,
+        "default",
+        True,
+        False,
+        [0, 0, "reject"],
+        True,
+        "no_such_method",
+        None,
+        None,
+    ]
+
+
+def test_disconnect_and_close_of_a_client_never_connected():
+    out = mpyrun.run_json(
+        _CLIENT + "states = []\n"
+        "c.on_connection_state = lambda s, d: states.append([s, d])\n"
+        "c.disconnect()\n"
+        "c.close()\n"
+        "print(json.dumps([states, c.state, c.is_connected]))\n"
+    )
+    assert out == [
+        [["disconnected", "closed by the application"]] * 2,
+        "disconnected",
+        False,
+    ]
+
+
+def test_handler_properties_for_a_firmware_without_descriptors():
+    # What clientbase installs when MICROPY_PY_DESCRIPTORS is off, run on the unix port.
+    out = mpyrun.run_json(
+        "import json\n"
+        "from iothub.clientrare import handler_prop\n"
+        "class C:\n"
+        "    on_method = handler_prop('method')\n"
+        "    def __init__(self):\n        self._handlers = {}\n        self.calls = []\n"
+        "    def _set_handler(self, name, fn):\n"
+        "        self.calls.append([name, fn is not None])\n        self._handlers[name] = fn\n"
+        "c = C()\n"
+        "r = [c.on_method]\n"
+        "c.on_method = len\n"
+        "r.append(c.on_method is len)\n"
+        "c.on_method = None\n"
+        "print(json.dumps([r, c.calls, c.on_method]))\n"
+    )
+    assert out == [[None, True], [["method", True], ["method", False]], None]
