@@ -241,7 +241,9 @@ class DeviceClient(ClientBase):
         return session_present
 
     def _connected(self):
-        self._unload()  # reloaded for a reconnect
+        from .clientx import connected
+
+        connected(self)  # the connection-time code goes; reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())

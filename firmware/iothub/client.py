@@ -11,7 +11,7 @@
 # RAM: between connections a telemetry-only client keeps this module, clientbase, session,
 # transport, lifecycle, mqtt, outbox, clock and errors. What runs once per connection
 # (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsprofile, walltime and
-# topics) is loaded by connect() and unloaded after it (ClientBase._unload); topics
+# topics) is loaded by connect() and unloaded after it (clientx.connected); topics
 # comes back with the first send with properties; the rarely called API (twin calls,
 # update_credentials, disconnect, tls_info, queue counters) is in clientrare, loaded on
 # first use (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
@@ -69,7 +69,7 @@ class DeviceClient(ClientBase):
         from . import clientx
 
         session_present = clientx.connect(self, deadline)
-        self._unload()
+        clientx.connected(self)
         self._notify(CONNECTED, None)
         h = self._handlers
         if h.get("desired") or h.get("writable"):

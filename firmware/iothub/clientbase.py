@@ -113,30 +113,6 @@ class ClientBase:
 
         return get(self, name)
 
-    def _unload(self):
-        # Connected: the connection-time code goes until the next connection. After a
-        # failure it stays loaded for the retries (reloading it for every attempt of a
-        # long outage would churn the heap).
-        from .clientx import unload
-
-        unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "sas",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-            "walltime",
-        )
-        if not self._handlers and self._tw is None:
-            # routes, pct and topics were loaded for this connection only (token,
-            # subscriptions). Once a handler or the twin is set, inbound and twin hold
-            # them: dropping them would free nothing, and the next import (a twin re-sync)
-            # would load a second copy (measured: +4.7 KB with three handlers).
-            unload("routes", "pct", "topics")
-
     def _twin(self):
         if self._tw is None:
             from .twin import Twin
