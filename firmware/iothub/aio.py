@@ -20,13 +20,12 @@
 import asyncio
 import gc
 
-from . import mqtt
+from . import errors, mqtt
 from .alink import ALink, _core, _ioq, check
 from .asession import read_once
 from .clientbase import _BUFFERS, ClientBase, body
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
-    AuthenticationError,
     ConfigError,
     ConnectionLost,
     IoTHubError,
@@ -146,7 +145,7 @@ class DeviceClient(ClientBase):
         _tr().connecting(lc)
         try:
             sp = await self._open(ms)
-        except AuthenticationError as e:
+        except errors.AuthenticationError as e:
             _tr().failed(lc, ticks_ms(), True)
             self._notify(AUTH_FAILED, e.code)
             raise
@@ -373,7 +372,7 @@ class DeviceClient(ClientBase):
         gc.collect()
         try:
             await self._open(self.timeout_ms)
-        except AuthenticationError as e:
+        except errors.AuthenticationError as e:
             _tr().failed(lc, ticks_ms(), True)
             self._log_line(0, str(e) + "; not retrying until the credentials change")
             self._notify(AUTH_FAILED, e.code)

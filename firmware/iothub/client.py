@@ -13,7 +13,7 @@
 # (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsprofile, walltime and
 # topics) is loaded by connect() and unloaded after it (clientx.connected); topics
 # comes back with the first send with properties; the rarely called API (twin calls,
-# update_credentials, disconnect, tls_info, queue counters) is in clientrare, loaded on
+# update_credentials, disconnect, tls_info) is in clientrare, loaded on
 # first use (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
 # first used. The send path allocates nothing for a bytes payload whose properties equal the
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into
@@ -50,8 +50,8 @@ AUTH_FAILED = "auth_failed"
 
 class DeviceClient(ClientBase):
     # update_credentials, disconnect/close, get_twin, update_reported, report_properties,
-    # ack_writable, tls_info and the queue counters are in iothub.clientrare (ClientBase's
-    # __getattr__), loaded when first called.
+    # ack_writable and tls_info are in iothub.clientrare (ClientBase's __getattr__),
+    # loaded when first called.
 
     # ---- connection ----------------------------------------------------------------
 

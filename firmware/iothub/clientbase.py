@@ -104,9 +104,16 @@ class ClientBase:
             self._handler_changed(name, fn is not None)
 
     def __getattr__(self, name):
-        # Only for names the class does not hold: the rarely called API (iothub.clientrare),
-        # kept out of RAM until a device uses it. A private name asked before it is set
-        # (getattr(c, "_x", None)) does not load it.
+        # Only for names the class does not hold: the queue counters (asked often: answered
+        # here), else the rarely called API (iothub.clientrare), kept out of RAM until a
+        # device uses it. A private name asked before it is set (getattr(c, "_x", None))
+        # does not load it.
+        if name == "queued":  # QoS 1 messages not yet acknowledged by the hub
+            return len(self._outbox)
+        if name == "dropped":  # messages dropped by the queue policy since start
+            return self._outbox.dropped
+        if name == "queue_policy":
+            return self._outbox.policy
         if name.startswith("_") and name != "_report":
             raise AttributeError(name)
         from .clientrare import get

@@ -1,6 +1,6 @@
-# What a client is rarely asked for: new credentials, the TLS details, the queue counters,
-# the twin and Plug and Play calls of the blocking client, disconnect(), and the reports of
-# messages from the hub that were dropped. Loaded on the first such call (ClientBase's
+# What a client is rarely asked for: new credentials, the TLS details, the twin and Plug
+# and Play calls of the blocking client, disconnect(), and the reports of messages from
+# the hub that were dropped. Loaded on the first such call (ClientBase's
 # __getattr__ finds these names here) and then kept; a telemetry-only device that only
 # connects, sends and polls never loads it. Each resident method costs a function object,
 # its bytecode and an interned name in RAM for good (~200 B each on a 64-bit port), which
@@ -8,19 +8,12 @@
 #
 # The functions take the client as their first argument; get() hands them out bound to it.
 # The asyncio client has its own coroutines (disconnect, twin calls) and update_credentials,
-# found before __getattr__ is asked, so only tls_info, the queue counters and _report reach
-# this module from it.
+# found before __getattr__ is asked, so only tls_info and _report reach this module from it.
 
 
 def get(c, name):
-    """c.<name> for a name the client class does not hold: a value for the queue
-    counters, else a function of this module bound to c."""
-    if name == "queued":  # QoS 1 messages not yet acknowledged by the hub
-        return len(c._outbox)
-    if name == "dropped":  # messages dropped by the queue policy since start
-        return c._outbox.dropped
-    if name == "queue_policy":
-        return c._outbox.policy
+    """c.<name> for a name the client class does not hold (the queue counters are
+    answered by ClientBase.__getattr__ itself): a function of this module bound to c."""
     if name not in _API:
         raise AttributeError(name)
     fn = globals()[name]

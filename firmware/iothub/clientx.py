@@ -16,9 +16,10 @@ except ImportError:
 import gc
 import sys
 
+from . import errors
 from . import transitions as T
 from .clock import ticks_add, ticks_ms
-from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError, TLSError
+from .errors import ConfigError, ConnectionLost, IoTHubError, TLSError
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
 
@@ -105,7 +106,9 @@ def init(c, hostname, device_id, options):
     lc.timeout_ms = c.timeout_ms
     lc.auto = c.auto_reconnect
     lc.backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
-    s.link.use(o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
+    from .linkopen import use
+
+    use(s.link, o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
     s.pid_in_use = c._pid_in_use
@@ -320,7 +323,9 @@ def handler_changed(c, name, set_):
 def subscribe(c, filters, deadline=None):
     if deadline is None:
         deadline = ticks_add(ticks_ms(), c.timeout_ms)
-    c._s.subscribe(filters, deadline)
+    from .mqttconn import subscribe
+
+    subscribe(c._s, filters, deadline)
     c._log_line(2, "subscribed %s" % (filters,))
 
 
@@ -334,7 +339,10 @@ def connect(c, deadline):
     unload("tlsprofile", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
     s = c._s
-    session_present = s.open(
+    from . import mqttconn  # the CONNECT and SUBSCRIBE packets
+
+    session_present = mqttconn.open_session(
+        s,
         c.host,
         c.port,
         ctx,
@@ -353,7 +361,7 @@ def connect(c, deadline):
         c.stats["connects"] += 1
         f = filters(c)
         if f:
-            s.subscribe(f, deadline)
+            mqttconn.subscribe(s, f, deadline)
         # Everything still unacknowledged goes out again in order, each with the DUP flag
         # set in place if it was written before.
         c.stats["redelivered"] += c._outbox.redeliver(s.write_from, ticks_ms())
@@ -452,7 +460,7 @@ def reconnect_now(c):
     gc.collect()
     try:
         c.connect()
-    except AuthenticationError as e:
+    except errors.AuthenticationError as e:  # iothub.errstatus, loaded on a failure
         T.failed(lc, ticks_ms(), True)
         c._log_line(0, str(e) + "; not retrying until the credentials change")
         c._notify("auth_failed", e.code)
@@ -505,4 +513,8 @@ def connected(c):
         # subscriptions). Once a handler or the twin is set, inbound and twin hold them:
         # dropping them would free nothing, and the next import (a twin re-sync) would
         # load a second copy (measured: +4.7 KB with three handlers).
-        unload("routes", "pct", "topics")
+        unload("routes", "pct")
+        if c._tkey is None:
+            # No send has needed a topic with properties yet; once one has, topics stays
+            # (reloading it after every reconnect would churn the heap).
+            unload("topics")

@@ -46,12 +46,6 @@ class Session:
     def is_open(self):
         return self.link.is_open
 
-    def open(self, *args):
-        """Connect and wait for CONNACK (iothub.mqttconn.open_session)."""
-        from .mqttconn import open_session
-
-        return open_session(self, *args)
-
     def close(self, clean=False):
         if clean and self.link.is_open:
             try:
@@ -91,11 +85,6 @@ class Session:
 
     def publish(self, topic, payload, qos=0, pid=0, dup=False):
         self.write(mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup), payload)
-
-    def subscribe(self, filters, deadline):
-        from .mqttconn import subscribe
-
-        subscribe(self, filters, deadline)
 
     def wait(self, done, deadline, what):
         while not done():
