@@ -610,7 +610,7 @@ class DeviceClient(ClientBase):
         n = self._qn
         if off < 0:
             return await self._send_direct(topic, payload, n, block, timeout_ms)
-        pid = self._qpid
+        pid = s._pid  # the id _enqueue() gave it
         ob = self._outbox
         if self.is_connected:
             now = ticks_ms()

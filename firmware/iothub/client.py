@@ -146,7 +146,7 @@ class DeviceClient(ClientBase):
             from .clientx import send_unqueued
 
             return send_unqueued(self, topic, payload, n, block, timeout_ms)
-        pid = self._qpid
+        pid = s._pid  # the id _enqueue() gave it
         ob = self._outbox
         if self.is_connected:
             ob.commit(pid, off, n, ticks_ms())

@@ -64,7 +64,7 @@ class ClientBase:
         # Options and their defaults: see clientx.OPTIONS (checked there, once).
         from . import clientx
 
-        self._qpid = self._qn = 0  # what _enqueue() made, without a tuple
+        self._qn = 0  # the size of what _enqueue() made, without a tuple
         clientx.init(self, hostname, device_id, options)
 
     # ---- construction -------------------------------------------------------------
@@ -174,7 +174,7 @@ class ClientBase:
             and k[5] == comp
             and k[0] == props
         ):
-            return self._topic
+            return k[6]
         # A new topic: topics (unloaded after connect) is loaded again, and kept, by the
         # first send with properties or ids; a device that sends none never needs it.
         from .topics import telemetry_topic
@@ -191,8 +191,7 @@ class ClientBase:
             snap = None
         else:
             snap = [p[:] for p in props]
-        self._tkey = [snap, mid, cid, ct, ce, comp]
-        self._topic = t
+        self._tkey = [snap, mid, cid, ct, ce, comp, t]  # and the topic: one attribute less
         return t
 
     def _d2c(self, payload, qos, properties, ct, ce, mid, cid, component):
@@ -216,8 +215,8 @@ class ClientBase:
 
     def _enqueue(self, topic, payload):
         """Encode a QoS 1 PUBLISH straight into the outbox ring. Returns its offset there
-        (self._qpid: its packet id, self._qn: its size), or -1 when it is larger than the
-        ring (self._qn says how large). Raises when the queue policy refuses it. Returns
+        (its packet id: self._s._pid, the last one given out; self._qn: its size), or -1
+        when it is larger than the ring (self._qn says how large). Raises when the queue policy refuses it. Returns
         one int, not a tuple: a tuple would allocate on every send."""
         ob = self._outbox
         plen = len(payload)
@@ -231,7 +230,6 @@ class ClientBase:
                 "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
             )
         pid = self._s.next_pid()
-        self._qpid = pid
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)
         buf[i : i + plen] = payload

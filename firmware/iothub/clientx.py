@@ -128,8 +128,7 @@ def init(c, hostname, device_id, options):
     unload("tlsprofile", "roots", "pem", "linkopen")
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
-    c._tkey = None  # what the cached telemetry topic was built from
-    c._topic = None
+    c._tkey = None  # what the cached telemetry topic was built from, and the topic
     c._renew_unix = 0  # Unix time the SAS token is due for renewal
     c._handlers = {}
     c._tw = None  # twin state (iothub.twin), made on first use
