@@ -67,15 +67,37 @@ def test_handler_properties_for_a_firmware_without_descriptors():
         "import json\n"
         "from iothub.clientrare import handler_prop\n"
         "class C:\n"
-        "    on_method = handler_prop('method')\n"
         "    def __init__(self):\n        self._handlers = {}\n        self.calls = []\n"
         "    def _set_handler(self, name, fn):\n"
         "        self.calls.append([name, fn is not None])\n        self._handlers[name] = fn\n"
+        "handler_prop(C)\n"
         "c = C()\n"
-        "r = [c.on_method]\n"
+        "r = [c.on_method, c.on_command]\n"
         "c.on_method = len\n"
         "r.append(c.on_method is len)\n"
         "c.on_method = None\n"
-        "print(json.dumps([r, c.calls, c.on_method]))\n"
+        "print(json.dumps([r, c.calls, c.on_method, type(C.on_message).__name__]))\n"
     )
-    assert out == [[None, True], [["method", True], ["method", False]], None]
+    assert out == [[None, None, True], [["method", True], ["method", False]], None, "property"]
+
+
+def test_dropped_message_reports_name_kind_and_size_never_content():
+    # The texts of iothub.clientrare, loaded for one report (errors.explained) and dropped.
+    out = mpyrun.run_json(
+        _CLIENT + "got = []\n"
+        "c.on_error = lambda kind, detail: got.append([kind, detail])\n"
+        "class P:\n    payload_len = 70000\n    rc = 1\n"
+        "c._on_drop(P())\n"
+        "r = [loaded()]\n"
+        "P.rc = 3\n"
+        "c._on_drop(P())\n"
+        "from iothub.clientrare import _on_publish\n"
+        "_on_publish(c, P(), MemoryError())\n"
+        "print(json.dumps([got, r, c.stats['poison']]))\n"
+    )
+    got, r, poison = out
+    assert r == [False]  # loaded for the report only
+    assert got[0][0] == "oversized" and "70000 bytes" in got[0][1] and "max_packet" in got[0][1]
+    assert got[1][0] == "undecodable" and "topic cannot be decoded" in got[1][1]
+    assert got[2] == ["memory", "a message from the hub was dropped (70000 bytes): out of memory"]
+    assert poison == 3

@@ -248,10 +248,10 @@ class ClientBase:
         except (IoTHubError, ValueError, MemoryError) as e:
             # Dropped (and still acknowledged), never a reason to reconnect. The texts are
             # loaded for this one report (explained()).
-            explained("clientrare", "not_routed", self, pkt, e)
+            explained("clientrare", "_on_publish", self, pkt, e)
 
     def _on_drop(self, pkt):
-        explained("clientrare", "on_drop", self, pkt)
+        explained("clientrare", "_on_drop", self, pkt)
 
     def _on_puback(self, pid):
         if pid == self._direct:
@@ -260,18 +260,14 @@ class ClientBase:
             self._outbox.ack(pid)
 
 
-class _Probe:
-    def __get__(self, obj, cls=None):
-        return True
+class _T:  # a probe: does this firmware call __get__ (MICROPY_PY_DESCRIPTORS)?
+    on_message = _On("message")
 
 
-class _Has:
-    p = _Probe()
-
-
-if _Has().p is not True:  # MICROPY_PY_DESCRIPTORS is off in this firmware
+_t = _T()
+_t._handlers = {"message": _T}
+if _t.on_message is not _T:  # no: properties instead
     from .clientrare import handler_prop
 
-    for _n in ("message", "method", "desired", "writable", "command"):
-        setattr(ClientBase, "on_" + _n, handler_prop(_n))
-del _Probe, _Has
+    handler_prop(ClientBase)
+del _T, _t

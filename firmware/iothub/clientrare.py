@@ -99,7 +99,7 @@ def _report(c, kind, detail):
         c._callback(fn, "on_error", kind, detail)
 
 
-def not_routed(c, pkt, e):
+def _on_publish(c, pkt, e):  # (names the client interned already: no new qstr)
     # A message whose topic or properties cannot be decoded, or that cannot be held in
     # memory: dropped (and still acknowledged), never a reason to reconnect.
     mem = isinstance(e, MemoryError)
@@ -111,7 +111,7 @@ def not_routed(c, pkt, e):
     )
 
 
-def on_drop(c, pkt):
+def _on_drop(c, pkt):
     # A PUBLISH the decoder read through without taking it (mqtt.DROPPED; .rc says why).
     why = ("oversized", "memory", "undecodable")[pkt.rc - 1]
     _report(
@@ -129,8 +129,13 @@ def on_drop(c, pkt):
     )
 
 
-def handler_prop(name):
+def handler_prop(cls):
     # on_message & co. as properties, for a firmware without descriptors (clientbase).
+    for name in ("message", "method", "desired", "writable", "command"):
+        setattr(cls, "on_" + name, _prop(name))
+
+
+def _prop(name):
     def get(c):
         return c._handlers.get(name)
 

@@ -57,17 +57,14 @@ def explained(m, fn, *args):
 def __getattr__(name):
     # StatusError, ProxyError, ConnectionRefused, AuthenticationError: defined once in
     # iothub.errstatus, which then stays loaded (an except clause needs the same class).
-    if name in _IN_ERRSTATUS:
+    if name in (
+        "StatusError",
+        "ProxyError",
+        "ConnectionRefused",
+        "AuthenticationError",
+        "connack_error",
+    ):
         from . import errstatus
 
         return getattr(errstatus, name)
     raise AttributeError(name)
-
-
-_IN_ERRSTATUS = (
-    "StatusError",
-    "ProxyError",
-    "ConnectionRefused",
-    "AuthenticationError",
-    "connack_error",
-)
