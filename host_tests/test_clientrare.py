@@ -101,3 +101,35 @@ def test_dropped_message_reports_name_kind_and_size_never_content():
     assert got[1][0] == "undecodable" and "topic cannot be decoded" in got[1][1]
     assert got[2] == ["memory", "a message from the hub was dropped (70000 bytes): out of memory"]
     assert poison == 3
+
+
+def test_bad_input_is_named_with_texts_that_are_not_resident():
+    # The checks stay in the resident modules; the texts come from iothub.clientrare,
+    # loaded for one message and dropped again.
+    out = mpyrun.run_json(
+        _CLIENT + "r = []\n"
+        "def err(fn, *a, **kw):\n"
+        "    try:\n        fn(*a, **kw)\n    except Exception as e:\n"
+        "        r.append([type(e).__name__, str(e), loaded()])\n"
+        "err(c.poll, 1.5)\n"
+        "err(c.send, b'x', timeout_ms=-1)\n"
+        "err(c.send, 12)\n"
+        "err(c.send, b'x', qos=2)\n"
+        "err(c.send, bytearray(262145), qos=0)\n"
+        "err(iothub.DeviceClient.from_x509, 'h', 'd', b'cert', None)\n"
+        "for kw in ({'queue_size': 0}, {'queue_bytes': 8}, {'queue_policy': 'drop-all'}):\n"
+        "    err(iothub.DeviceClient, 'h.azure-devices.net', 'd', shared_access_key="
+        "'YWJjZGVmZ2hpamtsbW5vcA==', **kw)\n"
+        "print(json.dumps(r))\n"
+    )
+    assert out == [
+        ["ConfigError", "poll timeout_ms must be an int (milliseconds)", False],
+        ["ConfigError", "timeout_ms must be a positive int (milliseconds), got -1", False],
+        ["ConfigError", "payload must be bytes, str, dict or list", False],
+        ["ConfigError", "qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)", False],
+        ["ConfigError", "message too large: 262145 bytes, IoT Hub accepts at most 262144", False],
+        ["ConfigError", "from_x509 needs both the device certificate and its private key", False],
+        ["ConfigError", "queue_size must be an int >= 1, got 0", False],
+        ["ConfigError", "queue_bytes must be an int >= 64, got 8", False],
+        ["ConfigError", "queue_policy must be one of drop-oldest, reject, got 'drop-all'", False],
+    ]

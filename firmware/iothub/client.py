@@ -31,12 +31,7 @@ import gc
 
 from .clientbase import _BUFFERS, D2C_MAX, ClientBase, body  # noqa: F401 - D2C_MAX: the public figure
 from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from .errors import (
-    ConfigError,
-    ConnectionLost,
-    ProtocolError,
-    Timeout,
-)
+from .errors import ConnectionLost, ProtocolError, Timeout, explained
 
 _WAIT = const(0)  # lifecycle.WAIT
 _STOP = const(6)  # lifecycle.STOP
@@ -198,7 +193,7 @@ class DeviceClient(ClientBase):
         if timeout_ms is None:
             timeout_ms = 0
         elif not isinstance(timeout_ms, int):
-            raise ConfigError("poll timeout_ms must be an int (milliseconds)")
+            raise explained("clientrare", "error", 1, ())  # (the text is not resident)
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
             left = max(ticks_diff(deadline, ticks_ms()), 0)

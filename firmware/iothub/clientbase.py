@@ -12,7 +12,7 @@ except ImportError:
 
 
 from . import mqtt
-from .errors import ConfigError, IoTHubError, explained
+from .errors import IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 
@@ -21,7 +21,7 @@ _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocat
 
 def _positive(v, what):
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ConfigError("%s must be a positive int (milliseconds), got %r" % (what, v))
+        raise explained("clientrare", "error", 2, (what, v))  # (texts are not resident)
     return v
 
 
@@ -38,7 +38,7 @@ def body(payload, ct, ce):
             "application/json" if ct is None else ct,
             "utf-8" if ce is None else ce,
         )
-    raise ConfigError("payload must be bytes, str, dict or list")
+    raise explained("clientrare", "error", 3, ())
 
 
 class _On:
@@ -80,7 +80,7 @@ class ClientBase:
     @classmethod
     def from_x509(cls, hostname, device_id, cert, key, *, module_id=None, **kw):
         if cert is None or key is None:
-            raise ConfigError("from_x509 needs both the device certificate and its private key")
+            raise explained("clientrare", "error", 4, ())
         return cls(hostname, device_id, module_id=module_id, cert=cert, key=key, **kw)
 
     # ---- handlers (setting one subscribes to its topic, None unsubscribes) ----------
@@ -198,7 +198,7 @@ class ClientBase:
         """Check a telemetry message (payload: bytes-like, see body()) and return its
         encoded topic. Allocates nothing when the topic is cached."""
         if qos != 1 and qos != 0:
-            raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
+            raise explained("clientrare", "error", 5, ())
         topic = self._telemetry_topic(properties, mid, cid, ct, ce, component)
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
@@ -208,16 +208,15 @@ class ClientBase:
 
             size = plen + props_size(properties, mid, cid, ct, ce, component)
             if size > D2C_MAX:
-                raise ConfigError(
-                    "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)
-                )
+                raise explained("clientrare", "error", 6, (size, D2C_MAX))
         return topic
 
     def _enqueue(self, topic, payload):
         """Encode a QoS 1 PUBLISH straight into the outbox ring. Returns its offset there
         (its packet id: self._s._pid, the last one given out; self._qn: its size), or -1
-        when it is larger than the ring (self._qn says how large). Raises when the queue policy refuses it. Returns
-        one int, not a tuple: a tuple would allocate on every send."""
+        when it is larger than the ring (self._qn says how large). Raises when the queue
+        policy refuses it. Returns one int, not a tuple: a tuple would allocate on every
+        send."""
         ob = self._outbox
         plen = len(payload)
         n = mqtt.publish_size(len(topic), plen, 1)

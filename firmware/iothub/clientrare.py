@@ -83,6 +83,33 @@ def ack_writable(
     return report_properties(c._twin(), patch, None, timeout_ms)
 
 
+# ---- the texts of bad input to the resident modules -------------------------------------
+# The resident code checks, and asks error(code, args) for the ConfigError only when a
+# check fails (errors.explained: this module is loaded for that one message). Codes:
+# 0 Outbox options (size, policy, nbytes), then the _TEXTS below from 1 on.
+_TEXTS = (
+    "poll timeout_ms must be an int (milliseconds)",
+    "%s must be a positive int (milliseconds), got %r",
+    "payload must be bytes, str, dict or list",
+    "from_x509 needs both the device certificate and its private key",
+    "qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)",
+    "message too large: %d bytes, IoT Hub accepts at most %d",
+)
+
+
+def error(code, args):
+    from .errors import ConfigError
+
+    if code:
+        return ConfigError(_TEXTS[code - 1] % args)
+    size, policy, nbytes = args
+    if not isinstance(size, int) or size < 1:
+        return ConfigError("queue_size must be an int >= 1, got %r" % (size,))
+    if not isinstance(nbytes, int) or nbytes < 64:
+        return ConfigError("queue_bytes must be an int >= 64, got %r" % (nbytes,))
+    return ConfigError("queue_policy must be one of drop-oldest, reject, got %r" % (policy,))
+
+
 # ---- what the hub sent that the client could not take ----------------------------------
 
 
