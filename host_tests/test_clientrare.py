@@ -86,11 +86,11 @@ def test_dropped_message_reports_name_kind_and_size_never_content():
     out = mpyrun.run_json(
         _CLIENT + "got = []\n"
         "c.on_error = lambda kind, detail: got.append([kind, detail])\n"
-        "class P:\n    payload_len = 70000\n    rc = 1\n"
-        "c._on_drop(P())\n"
+        "class P:\n    type = 0\n    payload_len = 70000\n    rc = 1\n"  # mqtt.DROPPED
+        "c._on_publish(P())\n"
         "r = [loaded()]\n"
         "P.rc = 3\n"
-        "c._on_drop(P())\n"
+        "c._on_publish(P())\n"
         "from iothub.clientrare import _on_publish\n"
         "_on_publish(c, P(), MemoryError())\n"
         "print(json.dumps([got, r, c.stats['poison']]))\n"

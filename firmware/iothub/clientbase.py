@@ -240,6 +240,9 @@ class ClientBase:
     # ---- what the hub sends --------------------------------------------------------
 
     def _on_publish(self, pkt):
+        if not pkt.type:  # mqtt.DROPPED: read through by the decoder, reported
+            explained("clientrare", "_on_drop", self, pkt)
+            return
         from .inbound import route
 
         try:
@@ -248,9 +251,6 @@ class ClientBase:
             # Dropped (and still acknowledged), never a reason to reconnect. The texts are
             # loaded for this one report (explained()).
             explained("clientrare", "_on_publish", self, pkt, e)
-
-    def _on_drop(self, pkt):
-        explained("clientrare", "_on_drop", self, pkt)
 
     def _on_puback(self, pid):
         if pid == self._direct:

@@ -112,7 +112,6 @@ def init(c, hostname, device_id, options):
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
     s.pid_in_use = c._pid_in_use
-    s.on_drop = c._on_drop
     c._s = s
     c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
     # The TLS context is made now, right after the client's large buffers (those first, so

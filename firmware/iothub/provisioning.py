@@ -351,6 +351,8 @@ class ProvisioningClient:
         return sas_password(uri, self._key, self.sas_ttl, self.key_name)[0]
 
     def _on_publish(self, pkt):
+        if pkt.type != 3:  # mqtt.DROPPED: a PUBLISH the decoder could not take (ignored)
+            return
         try:
             r = dt.parse_response_topic(pkt.topic)
         except ProtocolError as e:

@@ -37,10 +37,11 @@ class Session:
         self._subacks = {}
         self._connack = None
         # Callbacks set by the owner:
-        self.on_publish = None  # fn(packet) -> None; QoS 1 is acknowledged after it returns
+        # fn(packet) -> None: a PUBLISH (QoS 1 is acknowledged after it returns), or one
+        # the decoder dropped (.type mqtt.DROPPED, acknowledged before)
+        self.on_publish = None
         self.on_puback = None  # fn(pid)
         self.pid_in_use = None  # fn(pid) -> bool (ids of queued messages)
-        self.on_drop = None  # fn(packet) for a PUBLISH the decoder dropped (mqtt.DROPPED)
 
     @property
     def is_open(self):
@@ -133,8 +134,8 @@ class Session:
             # Acknowledged all the same: unacknowledged, the hub would send it forever.
             if pkt.flags & 6 and pkt.pid:
                 self.write(mqtt.encode_puback(self.tx, pkt.pid))
-            if self.on_drop is not None:
-                self.on_drop(pkt)
+            if self.on_publish is not None:
+                self.on_publish(pkt)
         elif t == mqtt.SUBACK:
             if pkt.pid in self._subacks:
                 self._subacks[pkt.pid] = pkt.granted
