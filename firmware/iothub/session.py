@@ -7,7 +7,7 @@
 # write, so one TLS record); received bytes are read straight into the decoder's buffer.
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
-from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout
+from .errors import ConnectionLost, IoTHubError, Timeout, explained
 from .lifecycle import Lifecycle
 from .transport import Link
 
@@ -121,7 +121,7 @@ class Session:
         """Act on one packet. on_publish must read .topic/.payload before returning."""
         t = pkt.type
         if self._connack is None and t != mqtt.CONNACK:
-            raise ProtocolError("%s before CONNACK" % mqtt.packet_name(t))
+            raise explained("mqtterr", "error", 29, (t,))  # (texts in mqtterr)
         if t == mqtt.PUBLISH:
             if self.on_publish is not None:
                 self.on_publish(pkt)
@@ -143,7 +143,7 @@ class Session:
             self.lc.ping_at = None
         elif t == mqtt.CONNACK:
             if self._connack is not None:
-                raise ProtocolError("a second CONNACK on an established connection")
+                raise explained("mqtterr", "error", 30, (t,))
             self._connack = (pkt.session_present, pkt.rc)
         elif t != mqtt.UNSUBACK:
-            raise ProtocolError("unexpected %s packet from the hub" % mqtt.packet_name(t))
+            raise explained("mqtterr", "error", 31, (t,))
