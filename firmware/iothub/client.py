@@ -60,16 +60,9 @@ class DeviceClient(ClientBase):
 
     def connect(self, timeout_ms=None):
         """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
-        deadline = ticks_add(ticks_ms(), self._timeout(timeout_ms))
-        from . import clientx
+        from .clientx import connect_blocking  # (not resident: unloaded after connect)
 
-        session_present = clientx.connect(self, deadline)
-        clientx.connected(self)
-        self._notify(CONNECTED, None)
-        h = self._handlers
-        if h.get("desired") or h.get("writable"):
-            self._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
-        return session_present
+        return connect_blocking(self, timeout_ms)
 
     def _drop(self, reason, clean=False):
         from .clientx import drop

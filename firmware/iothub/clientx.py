@@ -516,3 +516,18 @@ def connected(c):
             # No send has needed a topic with properties yet; once one has, topics stays
             # (reloading it after every reconnect would churn the heap).
             unload("topics")
+
+
+def connect_blocking(c, timeout_ms):
+    """DeviceClient.connect(): connect, drop the connection-time code, tell the
+    application, fetch the twin when a desired or writable handler wants it."""
+    from .clock import ticks_diff
+
+    deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
+    session_present = connect(c, deadline)
+    connected(c)
+    c._notify("connected", None)
+    h = c._handlers
+    if h.get("desired") or h.get("writable"):
+        c._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
+    return session_present
