@@ -115,7 +115,7 @@ class DeviceClient(ClientBase):
 
     @property
     def is_connected(self):
-        return self._lc.state == CONNECTED and self._s.is_open
+        return self._lc.state == CONNECTED and self._s.link.is_open
 
     @property
     def state(self):
@@ -236,7 +236,9 @@ class DeviceClient(ClientBase):
                 if lc.state == CONNECTED:
                     lc.state = DISCONNECTED
             raise
-        self._log_line(1, "connected (session present: %s, %s)" % (session_present, link.cipher()))
+        from .linkopen import cipher  # loaded for connecting
+
+        self._log_line(1, "connected (session present: %s, %s)" % (session_present, cipher(link)))
         return session_present
 
     def _connected(self):
@@ -717,7 +719,7 @@ class DeviceClient(ClientBase):
             await self._await(lambda: tw.replies.get(rid) is not None, deadline, what + " response")
         except ConnectionLost as e:
             tw.replies.pop(rid, None)
-            if self._s.is_open:
+            if self._s.link.is_open:
                 self._lost(e)
             raise
         except BaseException:

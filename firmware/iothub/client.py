@@ -52,7 +52,7 @@ class DeviceClient(ClientBase):
 
     @property
     def is_connected(self):
-        return self._lc.state == CONNECTED and self._s.is_open
+        return self._lc.state == CONNECTED and self._s.link.is_open
 
     @property
     def state(self):

@@ -33,7 +33,9 @@ def update_credentials(c, *, connection_string=None, shared_access_key=None, cer
 
 def tls_info(c):
     """Negotiated suite and version, and what the context was configured with."""
-    return {"cipher": c._s.link.cipher(), "configured": c._tlsinfo}
+    from .linkopen import cipher  # (unloaded again by the next connect)
+
+    return {"cipher": cipher(c._s.link), "configured": c._tlsinfo}
 
 
 # ---- blocking client only ---------------------------------------------------------------

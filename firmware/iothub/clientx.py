@@ -220,7 +220,7 @@ def update_credentials(c, connection_string, shared_access_key, cert, key):
     set_credentials(c, shared_access_key, c._key_name, cert, key)
     c._log_line(1, "credentials replaced; reconnecting")
     T.credentials_changed(c._lc, ticks_ms())
-    if c._s.is_open:
+    if c._s.link.is_open:
         c._drop("credentials changed", clean=True)
     unload("connstr", "sas")
 
@@ -367,7 +367,9 @@ def connect(c, deadline):
         s.close()
         lc.state = "disconnected"
         raise
-    c._log_line(1, "connected (session present: %s, %s)" % (session_present, s.link.cipher()))
+    from .linkopen import cipher
+
+    c._log_line(1, "connected (session present: %s, %s)" % (session_present, cipher(s.link)))
     return session_present
 
 

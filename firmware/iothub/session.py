@@ -43,10 +43,6 @@ class Session:
         self.on_puback = None  # fn(pid)
         self.pid_in_use = None  # fn(pid) -> bool (ids of queued messages)
 
-    @property
-    def is_open(self):
-        return self.link.is_open
-
     def close(self, clean=False):
         if clean and self.link.is_open:
             try:

@@ -56,14 +56,6 @@ class Link:
     def is_open(self):
         return self.sock is not None
 
-    def cipher(self):
-        if self._hs is not None:
-            return None  # no suite before the handshake completes
-        try:
-            return self.sock.cipher()
-        except (AttributeError, OSError):
-            return None
-
     def write(self, buf, off=0, n=-1, timeout_ms=10000):
         """Write buf[off:off+n] (all of buf by default) in one call when possible: one TLS
         record per write that fits a record. The first write also completes the TLS
