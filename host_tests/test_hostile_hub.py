@@ -82,6 +82,8 @@ PRELOAD = [
     "iothub.jsonc",
     "iothub.mqttpub",
     "iothub.errstatus",
+    "iothub.topics",  # the first send with properties or ids loads it after connect
+    "iothub.clientrare",  # c.get_twin, c.disconnect
 ]
 BIG_MAX_PACKET = 98304  # memory scenarios: packets within max_packet that the heap cannot hold
 SMALL_PRELOAD = [
@@ -89,6 +91,8 @@ SMALL_PRELOAD = [
     "iothub.routes",
     "iothub.backoff",
     "iothub.mqttpub",
+    "iothub.topics",
+    "iothub.clientrare",
 ]  # no twin at SMALL_HEAP
 
 

@@ -20,13 +20,12 @@
 import asyncio
 import gc
 
-from . import mqtt
+from . import errors, mqtt
 from .alink import ALink, _core, _ioq, check
 from .asession import read_once
 from .clientbase import _BUFFERS, ClientBase, body
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
-    AuthenticationError,
     ConfigError,
     ConnectionLost,
     IoTHubError,
@@ -116,7 +115,7 @@ class DeviceClient(ClientBase):
 
     @property
     def is_connected(self):
-        return self._lc.state == CONNECTED and self._s.is_open
+        return self._lc.state == CONNECTED and self._s.link.is_open
 
     @property
     def state(self):
@@ -146,7 +145,7 @@ class DeviceClient(ClientBase):
         _tr().connecting(lc)
         try:
             sp = await self._open(ms)
-        except AuthenticationError as e:
+        except errors.AuthenticationError as e:
             _tr().failed(lc, ticks_ms(), True)
             self._notify(AUTH_FAILED, e.code)
             raise
@@ -237,24 +236,15 @@ class DeviceClient(ClientBase):
                 if lc.state == CONNECTED:
                     lc.state = DISCONNECTED
             raise
-        self._log_line(1, "connected (session present: %s, %s)" % (session_present, link.cipher()))
+        from .linkopen import cipher  # loaded for connecting
+
+        self._log_line(1, "connected (session present: %s, %s)" % (session_present, cipher(link)))
         return session_present
 
     def _connected(self):
-        from .clientx import unload
+        from .clientx import connected
 
-        unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "routes",
-            "sas",
-            "pct",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-        )  # the blocking client's list: connection-time code, reloaded for a reconnect
+        connected(self)  # the connection-time code goes; reloaded for a reconnect
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())
@@ -384,7 +374,7 @@ class DeviceClient(ClientBase):
         gc.collect()
         try:
             await self._open(self.timeout_ms)
-        except AuthenticationError as e:
+        except errors.AuthenticationError as e:
             _tr().failed(lc, ticks_ms(), True)
             self._log_line(0, str(e) + "; not retrying until the credentials change")
             self._notify(AUTH_FAILED, e.code)
@@ -622,7 +612,7 @@ class DeviceClient(ClientBase):
         n = self._qn
         if off < 0:
             return await self._send_direct(topic, payload, n, block, timeout_ms)
-        pid = self._qpid
+        pid = s._pid  # the id _enqueue() gave it
         ob = self._outbox
         if self.is_connected:
             now = ticks_ms()
@@ -729,7 +719,7 @@ class DeviceClient(ClientBase):
             await self._await(lambda: tw.replies.get(rid) is not None, deadline, what + " response")
         except ConnectionLost as e:
             tw.replies.pop(rid, None)
-            if self._s.is_open:
+            if self._s.link.is_open:
                 self._lost(e)
             raise
         except BaseException:

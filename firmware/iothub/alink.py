@@ -41,7 +41,7 @@ def check():
 
 
 class ALink(Link):
-    """transport.Link's state, is_open, cipher() and close(), with writes that never block
+    """transport.Link's state, is_open and close(), with writes that never block
     (what the socket does not take waits in `pending`) and reads that never wait."""
 
     def __init__(self):

@@ -1,7 +1,7 @@
 # Session steps for asyncio (session.Session over an alink.ALink): open a connection and
 # wait for CONNACK, and read packets as they come, with the session's own dispatch. Used by
 # iothub.aio's DeviceClient (while it connects) and by iothub.aio.register (DPS).
-from .errors import ConnectionLost, connack_error
+from .errors import ConnectionLost
 
 
 def read_once(s):
@@ -52,6 +52,8 @@ async def open_session(s, host, port, ctx, server_hostname, cid, user, pw, keepa
     await read_until(s, lambda: s._connack is not None, "CONNACK")
     session_present, rc = s._connack
     if rc != 0:
+        from .errors import connack_error  # iothub.errstatus, on a refusal only
+
         raise connack_error(rc)
     return session_present
 

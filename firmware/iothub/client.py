@@ -8,11 +8,14 @@
 # messages (DUP flag), and answering methods. What the application decides: its
 # handlers, what to send, and how long a call may wait.
 #
-# RAM: between connections a telemetry-only client keeps this module, session, transport,
-# mqtt, outbox, topics, clock and errors. What runs once per connection (clientx: token,
-# TLS context, CONNECT, subscriptions, with sas and tlsprofile) is loaded by connect()
-# and unloaded after it; twin, C2D/method routing, JSON and backoff load when first
-# used. The send path allocates nothing for a bytes payload whose properties equal the
+# RAM: between connections a telemetry-only client keeps this module, clientbase, session,
+# transport, lifecycle, mqtt, outbox, clock and errors. What runs once per connection
+# (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsprofile, walltime and
+# topics) is loaded by connect() and unloaded after it (clientx.connected); topics
+# comes back with the first send with properties; the rarely called API (twin calls,
+# update_credentials, disconnect, tls_info) is in clientrare, loaded on
+# first use (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
+# first used. The send path allocates nothing for a bytes payload whose properties equal the
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into
 # the outbox ring, from which it is written.
 
@@ -28,12 +31,7 @@ import gc
 
 from .clientbase import _BUFFERS, D2C_MAX, ClientBase, body  # noqa: F401 - D2C_MAX: the public figure
 from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from .errors import (
-    ConfigError,
-    ConnectionLost,
-    ProtocolError,
-    Timeout,
-)
+from .errors import ConnectionLost, ProtocolError, Timeout, explained
 
 _WAIT = const(0)  # lifecycle.WAIT
 _STOP = const(6)  # lifecycle.STOP
@@ -46,19 +44,15 @@ AUTH_FAILED = "auth_failed"
 
 
 class DeviceClient(ClientBase):
-    def update_credentials(
-        self, *, connection_string=None, shared_access_key=None, cert=None, key=None
-    ):
-        """Replace the credentials of a live client; it reconnects with them."""
-        from . import clientx
-
-        clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
+    # update_credentials, disconnect/close, get_twin, update_reported, report_properties,
+    # ack_writable and tls_info are in iothub.clientrare (ClientBase's __getattr__),
+    # loaded when first called.
 
     # ---- connection ----------------------------------------------------------------
 
     @property
     def is_connected(self):
-        return self._lc.state == CONNECTED and self._s.is_open
+        return self._lc.state == CONNECTED and self._s.link.is_open
 
     @property
     def state(self):
@@ -66,40 +60,9 @@ class DeviceClient(ClientBase):
 
     def connect(self, timeout_ms=None):
         """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
-        deadline = ticks_add(ticks_ms(), self._timeout(timeout_ms))
-        from . import clientx
+        from .clientx import connect_blocking  # (not resident: unloaded after connect)
 
-        session_present = clientx.connect(self, deadline)
-        # Connected: the connection-time code goes until the next connection. After a
-        # failure it stays loaded for the retries (reloading it for every attempt of a
-        # long outage would churn the heap).
-        clientx.unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "routes",
-            "sas",
-            "pct",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-        )
-        self._notify(CONNECTED, None)
-        h = self._handlers
-        if h.get("desired") or h.get("writable"):
-            self._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
-        return session_present
-
-    def disconnect(self):
-        """Send DISCONNECT and close. Queued messages stay queued."""
-        self._s.close(clean=True)
-        from .transitions import close
-
-        close(self._lc)
-        self._notify(DISCONNECTED, "closed by the application")
-
-    close = disconnect
+        return connect_blocking(self, timeout_ms)
 
     def _drop(self, reason, clean=False):
         from .clientx import drop
@@ -171,7 +134,7 @@ class DeviceClient(ClientBase):
             from .clientx import send_unqueued
 
             return send_unqueued(self, topic, payload, n, block, timeout_ms)
-        pid = self._qpid
+        pid = s._pid  # the id _enqueue() gave it
         ob = self._outbox
         if self.is_connected:
             ob.commit(pid, off, n, ticks_ms())
@@ -212,32 +175,7 @@ class DeviceClient(ClientBase):
 
     # ---- subscriptions, twin -------------------------------------------------------
 
-    def get_twin(self, timeout_ms=None):
-        """The twin document {"desired": {...}, "reported": {...}}."""
-        return self._twin().get(timeout_ms)
-
-    def update_reported(self, patch, timeout_ms=None):
-        """PATCH reported properties (None deletes a member). Returns the new version."""
-        return self._twin().update_reported(patch, timeout_ms)
-
     # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
-
-    def report_properties(self, properties, component=None, timeout_ms=None):
-        """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
-        pnp.Patch with several properties, components and acks. Returns the new version."""
-        from .pnp import report_properties
-
-        return report_properties(self._twin(), properties, component, timeout_ms)
-
-    def ack_writable(
-        self, name, value, version, status=200, description=None, component=None, timeout_ms=None
-    ):
-        """Acknowledge a writable property ({"ac", "av", "ad", "value"}) at the desired
-        version it answers. Returns the new reported version."""
-        from .pnp import Patch, report_properties
-
-        patch = Patch().ack(name, value, version, status, description, component)
-        return report_properties(self._twin(), patch, None, timeout_ms)
 
     # ---- the loop ------------------------------------------------------------------
 
@@ -248,7 +186,7 @@ class DeviceClient(ClientBase):
         if timeout_ms is None:
             timeout_ms = 0
         elif not isinstance(timeout_ms, int):
-            raise ConfigError("poll timeout_ms must be an int (milliseconds)")
+            raise explained("clientrare", "error", 1, ())  # (the text is not resident)
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
             left = max(ticks_diff(deadline, ticks_ms()), 0)

@@ -11,8 +11,8 @@ except ImportError:
         return x
 
 
-from . import mqtt, topics
-from .errors import ConfigError, IoTHubError
+from . import mqtt
+from .errors import IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 
@@ -21,7 +21,7 @@ _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocat
 
 def _positive(v, what):
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ConfigError("%s must be a positive int (milliseconds), got %r" % (what, v))
+        raise explained("clientrare", "error", 2, (what, v))  # (texts are not resident)
     return v
 
 
@@ -38,17 +38,21 @@ def body(payload, ct, ce):
             "application/json" if ct is None else ct,
             "utf-8" if ce is None else ce,
         )
-    raise ConfigError("payload must be bytes, str, dict or list")
+    raise explained("clientrare", "error", 3, ())
 
 
-def _handler_prop(name):
-    def get(self):
-        return self._handlers.get(name)
+class _On:
+    # client.on_message and the other handlers: a descriptor, one small object per handler
+    # (five property objects with two closures each measured 416 B more after connect).
+    # Ports built without descriptors get properties instead (the end of this module).
+    def __init__(self, name):
+        self.n = name
 
-    def set_(self, fn):
-        self._set_handler(name, fn)
+    def __get__(self, c, cls=None):
+        return self if c is None else c._handlers.get(self.n)
 
-    return property(get, set_)
+    def __set__(self, c, fn):
+        c._set_handler(self.n, fn)
 
 
 class ClientBase:
@@ -60,7 +64,7 @@ class ClientBase:
         # Options and their defaults: see clientx.OPTIONS (checked there, once).
         from . import clientx
 
-        self._qpid = self._qn = 0  # what _enqueue() made, without a tuple
+        self._qn = 0  # the size of what _enqueue() made, without a tuple
         clientx.init(self, hostname, device_id, options)
 
     # ---- construction -------------------------------------------------------------
@@ -76,20 +80,20 @@ class ClientBase:
     @classmethod
     def from_x509(cls, hostname, device_id, cert, key, *, module_id=None, **kw):
         if cert is None or key is None:
-            raise ConfigError("from_x509 needs both the device certificate and its private key")
+            raise explained("clientrare", "error", 4, ())
         return cls(hostname, device_id, module_id=module_id, cert=cert, key=key, **kw)
 
     # ---- handlers (setting one subscribes to its topic, None unsubscribes) ----------
 
-    on_message = _handler_prop("message")
-    on_method = _handler_prop("method")
-    on_desired = _handler_prop("desired")
+    on_message = _On("message")
+    on_method = _On("method")
+    on_desired = _On("desired")
     # Plug and Play (iothub/pnp.py, loaded when first needed): on_writable(component, name,
     # value, version) -> None (200), a status or (status, description), acknowledged for it;
     # on_command(component, command, payload) -> (status, payload), None for a command it
     # does not know (passed to on_method, else answered 404).
-    on_writable = _handler_prop("writable")
-    on_command = _handler_prop("command")
+    on_writable = _On("writable")
+    on_command = _On("command")
 
     def _set_handler(self, name, fn):
         had = self._handlers.get(name) is not None
@@ -99,16 +103,29 @@ class ClientBase:
         if self.is_connected and (fn is not None or had):
             self._handler_changed(name, fn is not None)
 
+    def __getattr__(self, name):
+        # Only for names the class does not hold: the queue counters (asked often: answered
+        # here), else the rarely called API (iothub.clientrare), kept out of RAM until a
+        # device uses it. A private name asked before it is set (getattr(c, "_x", None))
+        # does not load it.
+        if name == "queued":  # QoS 1 messages not yet acknowledged by the hub
+            return len(self._outbox)
+        if name == "dropped":  # messages dropped by the queue policy since start
+            return self._outbox.dropped
+        if name == "queue_policy":
+            return self._outbox.policy
+        if name.startswith("_") and name != "_report":
+            raise AttributeError(name)
+        from .clientrare import get
+
+        return get(self, name)
+
     def _twin(self):
         if self._tw is None:
             from .twin import Twin
 
             self._tw = Twin(self)
         return self._tw
-
-    def tls_info(self):
-        """Negotiated suite and version, and what the context was configured with."""
-        return {"cipher": self._s.link.cipher(), "configured": self._tlsinfo}
 
     def _timeout(self, timeout_ms):
         return self.timeout_ms if timeout_ms is None else _positive(timeout_ms, "timeout_ms")
@@ -157,8 +174,12 @@ class ClientBase:
             and k[5] == comp
             and k[0] == props
         ):
-            return self._topic
-        t = topics.telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
+            return k[6]
+        # A new topic: topics (unloaded after connect) is loaded again, and kept, by the
+        # first send with properties or ids; a device that sends none never needs it.
+        from .topics import telemetry_topic
+
+        t = telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
         if comp is not None:  # Plug and Play component telemetry: $.sub={component}
             from .pnp import add_component
 
@@ -170,15 +191,14 @@ class ClientBase:
             snap = None
         else:
             snap = [p[:] for p in props]
-        self._tkey = [snap, mid, cid, ct, ce, comp]
-        self._topic = t
+        self._tkey = [snap, mid, cid, ct, ce, comp, t]  # and the topic: one attribute less
         return t
 
     def _d2c(self, payload, qos, properties, ct, ce, mid, cid, component):
         """Check a telemetry message (payload: bytes-like, see body()) and return its
         encoded topic. Allocates nothing when the topic is cached."""
         if qos != 1 and qos != 0:
-            raise ConfigError("qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)")
+            raise explained("clientrare", "error", 5, ())
         topic = self._telemetry_topic(properties, mid, cid, ct, ce, component)
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
@@ -188,16 +208,15 @@ class ClientBase:
 
             size = plen + props_size(properties, mid, cid, ct, ce, component)
             if size > D2C_MAX:
-                raise ConfigError(
-                    "message too large: %d bytes, IoT Hub accepts at most %d" % (size, D2C_MAX)
-                )
+                raise explained("clientrare", "error", 6, (size, D2C_MAX))
         return topic
 
     def _enqueue(self, topic, payload):
         """Encode a QoS 1 PUBLISH straight into the outbox ring. Returns its offset there
-        (self._qpid: its packet id, self._qn: its size), or -1 when it is larger than the
-        ring (self._qn says how large). Raises when the queue policy refuses it. Returns
-        one int, not a tuple: a tuple would allocate on every send."""
+        (its packet id: self._s._pid, the last one given out; self._qn: its size), or -1
+        when it is larger than the ring (self._qn says how large). Raises when the queue
+        policy refuses it. Returns one int, not a tuple: a tuple would allocate on every
+        send."""
         ob = self._outbox
         plen = len(payload)
         n = mqtt.publish_size(len(topic), plen, 1)
@@ -210,7 +229,6 @@ class ClientBase:
                 "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
             )
         pid = self._s.next_pid()
-        self._qpid = pid
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)
         buf[i : i + plen] = payload
@@ -219,65 +237,36 @@ class ClientBase:
     def _pid_in_use(self, pid):
         return pid == self._direct or self._outbox.has(pid)
 
-    @property
-    def queued(self):
-        """Number of QoS 1 messages not yet acknowledged by the hub."""
-        return len(self._outbox)
-
-    @property
-    def dropped(self):
-        """Messages dropped by the queue policy since start."""
-        return self._outbox.dropped
-
-    @property
-    def queue_policy(self):
-        return self._outbox.policy
-
     # ---- what the hub sends --------------------------------------------------------
 
     def _on_publish(self, pkt):
+        if not pkt.type:  # mqtt.DROPPED: read through by the decoder, reported
+            explained("clientrare", "_on_drop", self, pkt)
+            return
         from .inbound import route
 
         try:
             route(self, pkt)
         except (IoTHubError, ValueError, MemoryError) as e:
-            # A message whose topic or properties cannot be decoded, or that cannot be
-            # held in memory: dropped (and still acknowledged), never a reason to reconnect.
-            self._report(
-                "memory" if isinstance(e, MemoryError) else "undecodable",
-                "a message from the hub was dropped (%d bytes): %s"
-                % (pkt.payload_len, "out of memory" if isinstance(e, MemoryError) else e),
-            )
-
-    def _on_drop(self, pkt):
-        why = ("oversized", "memory", "undecodable")[pkt.rc - 1]
-        self._report(
-            why,
-            "a message from the hub was dropped (%d bytes): %s"
-            % (
-                pkt.payload_len,
-                (
-                    "larger than max_packet=%d" % self._s.max_packet,
-                    "no memory for a buffer of its size",
-                    "its topic cannot be decoded",
-                )[pkt.rc - 1],
-            ),
-        )
-
-    def _report(self, kind, detail):
-        """Something from the hub the client could not take: counted, logged (without the
-        content) and passed to on_error(kind, detail). kind: "oversized", "memory",
-        "undecodable" (a message, dropped and acknowledged) or "twin" (a twin body
-        skipped)."""
-        if kind != "twin":
-            self.stats["poison"] += 1
-        self._log_line(0, detail)
-        fn = self.on_error
-        if fn is not None:
-            self._callback(fn, "on_error", kind, detail)
+            # Dropped (and still acknowledged), never a reason to reconnect. The texts are
+            # loaded for this one report (explained()).
+            explained("clientrare", "_on_publish", self, pkt, e)
 
     def _on_puback(self, pid):
         if pid == self._direct:
             self._direct = 0
         else:
             self._outbox.ack(pid)
+
+
+class _T:  # a probe: does this firmware call __get__ (MICROPY_PY_DESCRIPTORS)?
+    on_message = _On("message")
+
+
+_t = _T()
+_t._handlers = {"message": _T}
+if _t.on_message is not _T:  # no: properties instead
+    from .clientrare import handler_prop
+
+    handler_prop(ClientBase)
+del _T, _t

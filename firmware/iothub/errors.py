@@ -5,7 +5,9 @@
 # tokens or signatures.
 #
 # RAM: the classes every client can raise live here; StatusError and ProxyError (twin, DPS
-# and proxy answers) are in iothub.errstatus, loaded the first time one is named. Long
+# and proxy answers) and ConnectionRefused/AuthenticationError (a refused CONNACK) are in
+# iothub.errstatus, loaded the first time one is named (connection code names them in its
+# except clauses, which Python evaluates only when an exception gets there). Long
 # explanations live in cold modules (explained() loads one for a single message).
 
 
@@ -33,37 +35,19 @@ class Timeout(IoTHubError):
     """A bounded wait ran out (CONNACK, PUBACK, twin or DPS response)."""
 
 
-class ConnectionRefused(IoTHubError):
-    """CONNACK with a non-zero return code. `code` is the MQTT 3.1.1 return code."""
-
-    def __init__(self, code):
-        self.code = code
-        super().__init__(explained("mqtterr", "error", 27, (code,)))  # 27: iothub.mqtterr._REFUSED
-
-    @property
-    def retriable(self):
-        # 3 is transient; 4 and 5 need new credentials; 1 and 2 will not change on retry.
-        return self.code == 3
-
-
-class AuthenticationError(ConnectionRefused):
-    """CONNACK 4 or 5: the hub refused the credentials. Not retried until they change."""
-
-
-def connack_error(code):
-    """The exception for a refused CONNACK return code."""
-    return (AuthenticationError if code == 4 or code == 5 else ConnectionRefused)(code)
-
-
 def explained(m, fn, *args):
     """iothub.<m>.<fn>(*args) from a module of explanations that is loaded for this one
-    call and dropped again: a device that failed once does not keep the texts in RAM."""
+    call and dropped again: a device that failed once does not keep the texts in RAM. A
+    module that was loaded already stays (dropping it would load a second copy later)."""
     import sys
 
+    name = "iothub." + m
+    if name in sys.modules:
+        return getattr(sys.modules[name], fn)(*args)
     try:
-        return getattr(__import__("iothub." + m, None, None, (fn,)), fn)(*args)
+        return getattr(__import__(name, None, None, (fn,)), fn)(*args)
     finally:
-        sys.modules.pop("iothub." + m, None)
+        sys.modules.pop(name, None)
         try:
             delattr(sys.modules["iothub"], m)
         except (AttributeError, KeyError):
@@ -71,8 +55,15 @@ def explained(m, fn, *args):
 
 
 def __getattr__(name):
-    # StatusError, ProxyError: defined once in iothub.errstatus, which then stays loaded.
-    if name == "StatusError" or name == "ProxyError":
+    # StatusError, ProxyError, ConnectionRefused, AuthenticationError: defined once in
+    # iothub.errstatus, which then stays loaded (an except clause needs the same class).
+    if name in (
+        "StatusError",
+        "ProxyError",
+        "ConnectionRefused",
+        "AuthenticationError",
+        "connack_error",
+    ):
         from . import errstatus
 
         return getattr(errstatus, name)

@@ -1,7 +1,7 @@
-# Errors that carry a status from the other side: twin and DPS responses (StatusError) and
-# HTTP proxies (ProxyError). Loaded the first time one is named (iothub.errors.__getattr__),
+# Errors that carry a status from the other side: twin and DPS responses (StatusError),
+# HTTP proxies (ProxyError) and refused CONNACKs (ConnectionRefused, AuthenticationError). Loaded the first time one is named (iothub.errors.__getattr__),
 # then kept: the classes must stay the same objects for `except` clauses.
-from .errors import IoTHubError
+from .errors import IoTHubError, explained
 
 
 class ProxyError(IoTHubError):
@@ -24,3 +24,25 @@ class StatusError(IoTHubError):
     @property
     def retriable(self):
         return self.status == 429 or self.status >= 500
+
+
+class ConnectionRefused(IoTHubError):
+    """CONNACK with a non-zero return code. `code` is the MQTT 3.1.1 return code."""
+
+    def __init__(self, code):
+        self.code = code
+        super().__init__(explained("mqtterr", "error", 27, (code,)))  # 27: iothub.mqtterr._REFUSED
+
+    @property
+    def retriable(self):
+        # 3 is transient; 4 and 5 need new credentials; 1 and 2 will not change on retry.
+        return self.code == 3
+
+
+class AuthenticationError(ConnectionRefused):
+    """CONNACK 4 or 5: the hub refused the credentials. Not retried until they change."""
+
+
+def connack_error(code):
+    """The exception for a refused CONNACK return code."""
+    return (AuthenticationError if code == 4 or code == 5 else ConnectionRefused)(code)

@@ -137,3 +137,15 @@ def tls_error(e, server_hostname, info):
     from .tlsprofile import handshake_error
 
     return handshake_error(e, server_hostname, info)
+
+
+def cipher(link):
+    """The negotiated (suite, version) of a Link, None before the handshake completed (or
+    on a port whose TLS socket cannot tell). Here, not in the resident transport: only
+    connection logs and tls_info() ask."""
+    if link._hs is not None:
+        return None
+    try:
+        return link.sock.cipher()
+    except (AttributeError, OSError):
+        return None

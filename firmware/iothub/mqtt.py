@@ -231,7 +231,9 @@ class Packet:
     Packets from next() own their topic (str) and payload (bytes). A Packet passed to
     next(into) is refilled without allocating (every field is preset, so refilling never
     grows its attribute table); its .topic/.payload are then made on first access from
-    the decoder's buffer and must be read before the next bytes are filled in."""
+    the decoder's buffer and must be read before the next bytes are filled in. Those two
+    properties are added to the class by iothub.mqttpub, which parses every PUBLISH (and
+    is loaded with the first one): a client that never receives one never holds them."""
 
     def __init__(self):
         self.type = 0
@@ -250,24 +252,6 @@ class Packet:
         self._gen = 0
         self._toff = 0
         self._poff = 0
-
-    @property
-    def topic(self):
-        if self._topic is None and self._buf is not None:
-            if self._dec._gen != self._gen:  # the decoder's buffer has moved on
-                raise _error(_E_STALE)
-            self._topic = str(
-                memoryview(self._buf)[self._toff : self._toff + self.topic_len], "utf-8"
-            )
-        return self._topic
-
-    @property
-    def payload(self):
-        if self._payload is None and self._buf is not None:
-            if self._dec._gen != self._gen:
-                raise _error(_E_STALE)
-            self._payload = bytes(memoryview(self._buf)[self._poff : self._poff + self.payload_len])
-        return self._payload
 
 
 class Decoder:

@@ -2,9 +2,10 @@
 # CONNECT, SUBSCRIBE and UNSUBSCRIBE (a handler set back to None), and the session steps that send them (open a link and wait for CONNACK;
 # subscribe and wait for SUBACK). Loaded for each connection and dropped after it by
 # DeviceClient: between connections only iothub.mqtt's publish/ack path stays in RAM.
+from . import linkopen
 from . import mqtt as m
 from .clock import ticks_diff, ticks_ms
-from .errors import ConfigError, ProtocolError, connack_error
+from .errors import ConfigError, ProtocolError
 
 
 def _field(b, what):
@@ -122,7 +123,9 @@ def open_session(
     s.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
     s.lc.keepalive_ms = keepalive * 1000
     s.lc.ping_at = None
-    s.link.open(host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info)
+    linkopen.open(
+        s.link, host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info
+    )
     try:
         conn = s.tx
         n = 1 + 2 + 10 + 2 + 2 + len(client_id) + len(username) + 2 + len(password or "")
@@ -135,6 +138,8 @@ def open_session(
         s.wait(lambda: s._connack is not None, deadline, "CONNACK")
         session_present, rc = s._connack
         if rc != 0:
+            from .errors import connack_error  # iothub.errstatus, on a refusal only
+
             raise connack_error(rc)
     except BaseException:
         s.link.close()

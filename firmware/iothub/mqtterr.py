@@ -9,6 +9,12 @@ _E_PROTOCOL = 14
 _NAME = 26  # args (packet type,): its name
 _REFUSED = 27  # args (CONNACK return code,): the text of ConnectionRefused
 _HEADER = 28  # args (first byte, total size, max_packet): the ProtocolError
+# 29..31: iothub.session's ProtocolErrors, args (packet type,) where a %s names it
+_SESSION = (
+    "%s before CONNACK",
+    "a second CONNACK on an established connection",
+    "unexpected %s packet from the hub",
+)
 _TEXTS = (
     "%s must be str or bytes",
     "packet too large for MQTT: remaining length %d > %d",
@@ -78,6 +84,9 @@ def error(code, args):
         return "connection refused by the hub: CONNACK %d (%s)" % (rc, why)
     if code == _HEADER:
         return _header(*args)
+    if code > _HEADER:
+        text = _SESSION[code - _HEADER - 1]
+        return ProtocolError(text % _NAMES[args[0] & 15] if "%" in text else text)
     text = _TEXTS[code] % args if args else _TEXTS[code]
     return (ConfigError if code < _E_PROTOCOL else ProtocolError)(text)
 

@@ -11,7 +11,8 @@ except ImportError:
         return x
 
 
-from .mqtt import DROP_TOPIC
+from .errors import explained
+from .mqtt import DROP_TOPIC, Packet
 from .pct import valid
 
 # Messages of iothub.mqtterr (after iothub.mqtt's _E_*).
@@ -19,6 +20,30 @@ _E_NO_TOPIC_LEN = const(22)
 _E_TOPIC_LEN = const(23)
 _E_NO_PID = const(24)
 _E_PID0 = const(25)
+_E_STALE = const(11)
+
+
+# Packet.topic and Packet.payload (iothub.mqtt.Packet), made on first access from the
+# decoder's buffer for a refilled packet. Added to the class here, with the parsing: a
+# telemetry-only client never loads this module, nor these.
+def _topic(p):
+    if p._topic is None and p._buf is not None:
+        if p._dec._gen != p._gen:  # the decoder's buffer has moved on
+            raise explained("mqtterr", "error", _E_STALE, ())
+        p._topic = str(memoryview(p._buf)[p._toff : p._toff + p.topic_len], "utf-8")
+    return p._topic
+
+
+def _payload(p):
+    if p._payload is None and p._buf is not None:
+        if p._dec._gen != p._gen:
+            raise explained("mqtterr", "error", _E_STALE, ())
+        p._payload = bytes(memoryview(p._buf)[p._poff : p._poff + p.payload_len])
+    return p._payload
+
+
+Packet.topic = property(_topic)
+Packet.payload = property(_payload)
 
 
 def parse(dec, p, into, buf, s, i, rem, end, b0):

@@ -1,7 +1,8 @@
 # Setting the board clock over NTP (iothub.clock.sync_ntp): loaded only by a device that
 # calls it; the unix port has no ntptime (its clock is the host's).
-from .clock import require_valid_clock, sleep_ms
+from .clock import sleep_ms
 from .errors import ConfigError
+from .walltime import require_valid_clock
 
 
 def sync_ntp(host="pool.ntp.org", attempts=5, timeout_s=5, delay_ms=2000):

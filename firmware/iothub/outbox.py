@@ -22,7 +22,7 @@ except ImportError:
 
 from array import array
 
-from .errors import ConfigError
+from .errors import explained
 
 # Fields of slot s in the one array _q: _q[4 * s + field].
 _PID = const(0)  # packet id, 0: acknowledged (a hole until the older ones go)
@@ -33,12 +33,15 @@ _SENT = const(3)  # tick count of its last write, -1 never written
 
 class Outbox:
     def __init__(self, size=16, policy="drop-oldest", nbytes=4096):
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError("queue_size must be an int >= 1, got %r" % (size,))
-        if not isinstance(nbytes, int) or nbytes < 64:
-            raise ConfigError("queue_bytes must be an int >= 64, got %r" % (nbytes,))
-        if policy != "drop-oldest" and policy != "reject":
-            raise ConfigError("queue_policy must be one of drop-oldest, reject, got %r" % (policy,))
+        if (
+            not isinstance(size, int)
+            or size < 1
+            or not isinstance(nbytes, int)
+            or nbytes < 64
+            or (policy != "drop-oldest" and policy != "reject")
+        ):
+            # Which one, in words: loaded for this one message (the texts are not resident).
+            raise explained("clientrare", "error", 0, (size, policy, nbytes))
         self.size = size
         self.policy = policy
         self.dropped = 0

@@ -24,6 +24,7 @@ except ImportError:
 
 from . import dps_replies as dr
 from . import dps_topics as dt
+from . import linkopen, mqttconn
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .dps_errors import EnrollmentDisabled, ProvisioningError, RegistrationError  # noqa: F401
 from .errors import (
@@ -272,7 +273,7 @@ class ProvisioningClient:
         if transport != "mqtt" or proxy is not None:
             from .transport import Link
 
-            Link().use(transport, proxy)  # check the options now, not at register()
+            linkopen.use(Link(), transport, proxy, 1024, 32768)  # check the options now
         self.transport = transport
         self.proxy = proxy
         self.tls = tls
@@ -350,6 +351,8 @@ class ProvisioningClient:
         return sas_password(uri, self._key, self.sas_ttl, self.key_name)[0]
 
     def _on_publish(self, pkt):
+        if pkt.type != 3:  # mqtt.DROPPED: a PUBLISH the decoder could not take (ignored)
+            return
         try:
             r = dt.parse_response_topic(pkt.topic)
         except ProtocolError as e:
@@ -382,13 +385,14 @@ class ProvisioningClient:
         self.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
         log = self._log
         s = Session(_TXBUF, _MAX_REPLY)
-        s.link.use(self.transport, self.proxy, _TXBUF, _MAX_REPLY)
+        linkopen.use(s.link, self.transport, self.proxy, _TXBUF, _MAX_REPLY)
         s.on_publish = self._on_publish
         password = self._password()
         _log_to(
             log, 1, "DPS: connecting to %s:%d as %s" % (self.host, self.port, self.registration_id)
         )
-        s.open(
+        mqttconn.open_session(
+            s,
             self.host,
             self.port,
             self._context(),
@@ -403,7 +407,7 @@ class ProvisioningClient:
         password = None
         ok = False
         try:
-            s.subscribe([dt.RES_SUB], deadline)
+            mqttconn.subscribe(s, [dt.RES_SUB], deadline)
             steps = self._steps(s, timeout_ms, deadline)
             step = next(steps)
             while True:

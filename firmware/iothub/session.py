@@ -7,7 +7,7 @@
 # write, so one TLS record); received bytes are read straight into the decoder's buffer.
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
-from .errors import ConnectionLost, IoTHubError, ProtocolError, Timeout
+from .errors import ConnectionLost, IoTHubError, Timeout, explained
 from .lifecycle import Lifecycle
 from .transport import Link
 
@@ -37,20 +37,11 @@ class Session:
         self._subacks = {}
         self._connack = None
         # Callbacks set by the owner:
-        self.on_publish = None  # fn(packet) -> None; QoS 1 is acknowledged after it returns
+        # fn(packet) -> None: a PUBLISH (QoS 1 is acknowledged after it returns), or one
+        # the decoder dropped (.type mqtt.DROPPED, acknowledged before)
+        self.on_publish = None
         self.on_puback = None  # fn(pid)
         self.pid_in_use = None  # fn(pid) -> bool (ids of queued messages)
-        self.on_drop = None  # fn(packet) for a PUBLISH the decoder dropped (mqtt.DROPPED)
-
-    @property
-    def is_open(self):
-        return self.link.is_open
-
-    def open(self, *args):
-        """Connect and wait for CONNACK (iothub.mqttconn.open_session)."""
-        from .mqttconn import open_session
-
-        return open_session(self, *args)
 
     def close(self, clean=False):
         if clean and self.link.is_open:
@@ -92,11 +83,6 @@ class Session:
     def publish(self, topic, payload, qos=0, pid=0, dup=False):
         self.write(mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup), payload)
 
-    def subscribe(self, filters, deadline):
-        from .mqttconn import subscribe
-
-        subscribe(self, filters, deadline)
-
     def wait(self, done, deadline, what):
         while not done():
             left = ticks_diff(deadline, ticks_ms())
@@ -131,7 +117,7 @@ class Session:
         """Act on one packet. on_publish must read .topic/.payload before returning."""
         t = pkt.type
         if self._connack is None and t != mqtt.CONNACK:
-            raise ProtocolError("%s before CONNACK" % mqtt.packet_name(t))
+            raise explained("mqtterr", "error", 29, (t,))  # (texts in mqtterr)
         if t == mqtt.PUBLISH:
             if self.on_publish is not None:
                 self.on_publish(pkt)
@@ -144,8 +130,8 @@ class Session:
             # Acknowledged all the same: unacknowledged, the hub would send it forever.
             if pkt.flags & 6 and pkt.pid:
                 self.write(mqtt.encode_puback(self.tx, pkt.pid))
-            if self.on_drop is not None:
-                self.on_drop(pkt)
+            if self.on_publish is not None:
+                self.on_publish(pkt)
         elif t == mqtt.SUBACK:
             if pkt.pid in self._subacks:
                 self._subacks[pkt.pid] = pkt.granted
@@ -153,7 +139,7 @@ class Session:
             self.lc.ping_at = None
         elif t == mqtt.CONNACK:
             if self._connack is not None:
-                raise ProtocolError("a second CONNACK on an established connection")
+                raise explained("mqtterr", "error", 30, (t,))
             self._connack = (pkt.session_present, pkt.rc)
         elif t != mqtt.UNSUBACK:
-            raise ProtocolError("unexpected %s packet from the hub" % mqtt.packet_name(t))
+            raise explained("mqtterr", "error", 31, (t,))

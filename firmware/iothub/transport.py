@@ -52,30 +52,9 @@ class Link:
         self.websocket = None  # (txbuf, max_message) for transport="websockets"
         self.proxy = None  # (host, port, authorization) of an HTTP CONNECT proxy
 
-    def use(self, transport="mqtt", proxy=None, txbuf=1024, max_message=32768):
-        """transport "mqtt" (MQTT in TLS) or "websockets" (MQTT in WebSocket frames in TLS);
-        proxy: None, (host, port) or (host, port, user, password) of an HTTP proxy."""
-        from .linkopen import use
-
-        use(self, transport, proxy, txbuf, max_message)
-
-    def open(self, host, port, ctx, server_hostname, timeout_ms=30000, info=None):
-        """DNS, TCP, proxy tunnel, TLS socket, WebSocket upgrade (iothub.linkopen)."""
-        from . import linkopen
-
-        return linkopen.open(self, host, port, ctx, server_hostname, timeout_ms, info)
-
     @property
     def is_open(self):
         return self.sock is not None
-
-    def cipher(self):
-        if self._hs is not None:
-            return None  # no suite before the handshake completes
-        try:
-            return self.sock.cipher()
-        except (AttributeError, OSError):
-            return None
 
     def write(self, buf, off=0, n=-1, timeout_ms=10000):
         """Write buf[off:off+n] (all of buf by default) in one call when possible: one TLS
