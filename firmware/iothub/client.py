@@ -77,7 +77,6 @@ class DeviceClient(ClientBase):
             "clientx",
             "credentials",
             "mqttconn",
-            "routes",
             "sas",
             "pct",
             "tlsprofile",

@@ -263,7 +263,7 @@ def filters(c, only=None):
     methods = h.get("method") or h.get("command")
     if not (h.get("message") or methods or want_twin):
         return []
-    from . import routes
+    from . import inbound as routes  # loaded anyway: it routes what they bring
 
     f = []
     if only in (None, "message") and h.get("message"):
@@ -286,7 +286,7 @@ def handler_changed(c, name, set_):
     if set_:
         subscribe(c, filters(c, name))
         return
-    from . import routes
+    from . import inbound as routes
 
     if name == "message":
         f = [
