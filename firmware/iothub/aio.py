@@ -722,7 +722,9 @@ class DeviceClient(ClientBase):
 
                 await self._subscribe(filters(self, "twin"), deadline)
             tw.want = True
-        rid = tw.start(topic, payload)
+        from . import twin
+
+        rid = twin.start(tw, topic, payload)
         try:
             await self._flush()
             await self._await(lambda: tw.waiting.get(rid) is not None, deadline, what + " response")
@@ -734,14 +736,14 @@ class DeviceClient(ClientBase):
         except BaseException:
             tw.waiting.pop(rid, None)
             raise
-        return tw.end(rid, what)
+        return twin.end(tw, rid, what)
 
     async def get_twin(self, timeout_ms=None):
         """The twin document {"desired": {...}, "reported": {...}}."""
-        from .twin import GET
+        from .twin import GET, get
 
         _, body = await self._twin_request(GET, b"", "twin document GET", timeout_ms)
-        return self._tw.get(None, body)
+        return get(self._tw, None, body)
 
     async def update_reported(self, patch, timeout_ms=None):
         """PATCH reported properties (None deletes a member). Returns the new version."""
@@ -777,13 +779,13 @@ class DeviceClient(ClientBase):
         return await self.report_properties(patch, None, timeout_ms)
 
     async def _resync(self):
-        from .twin import GET
+        from .twin import GET, parse, resync
 
         tw = self._twin()
         ok = True
         try:
             _, body = await self._twin_request(GET, b"", "twin document GET", None)
-            doc = tw.parse(body)
+            doc = parse(body)
         except ProtocolError as e:
             self._report("twin", "twin re-sync skipped: %s" % (e,))
         except IoTHubError as e:
@@ -791,7 +793,7 @@ class DeviceClient(ClientBase):
             if self.is_connected:
                 self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
         else:
-            tw.resync(None, doc)
+            resync(tw, None, doc)
         _tr().resync_done(self._lc, ticks_ms(), ok)
 
 

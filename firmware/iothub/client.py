@@ -87,7 +87,9 @@ class DeviceClient(ClientBase):
         self._notify(CONNECTED, None)
         h = self._handlers
         if h.get("desired") or h.get("writable"):
-            self._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
+            from .twin import resync
+
+            resync(self._twin(), max(ticks_diff(deadline, ticks_ms()), 1))
         return session_present
 
     def disconnect(self):
@@ -213,11 +215,15 @@ class DeviceClient(ClientBase):
 
     def get_twin(self, timeout_ms=None):
         """The twin document {"desired": {...}, "reported": {...}}."""
-        return self._twin().get(timeout_ms)
+        from .twin import get
+
+        return get(self._twin(), timeout_ms)
 
     def update_reported(self, patch, timeout_ms=None):
         """PATCH reported properties (None deletes a member). Returns the new version."""
-        return self._twin().update_reported(patch, timeout_ms)
+        from .twin import update_reported
+
+        return update_reported(self._twin(), patch, timeout_ms)
 
     # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
 

@@ -129,7 +129,7 @@ def init(c, hostname, device_id, options):
     c._topic = None
     c._renew_unix = 0  # Unix time the SAS token is due for renewal
     c._handlers = {}
-    c._tw = None  # twin state (iothub.twin), made on first use
+    c._tw = None  # twin state (iothub.inbound.Twin), made on first use
     c.on_connection_state = None
     c.on_error = None
     c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
@@ -418,7 +418,9 @@ def act(c, a, timeout_ms):
     elif a == 4:  # RENEW
         renew(c)
     elif a == 5:  # RESYNC
-        c._twin().resync(max(min(timeout_ms, c.timeout_ms), 1))
+        from .twin import resync
+
+        resync(c._twin(), max(min(timeout_ms, c.timeout_ms), 1))
     # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
 
 

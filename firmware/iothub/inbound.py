@@ -1,8 +1,12 @@
 # What the client does with what the hub sends: cloud-to-device (and module input)
 # messages, direct-method requests and their responses, twin responses and desired-property
-# patches, and the topic filters the handlers subscribe to (docs/protocol.md section 2).
+# patches (docs/protocol.md section 2), and the twin's state (the requests are in iothub.twin).
 # Loaded when a handler's topics are subscribed or with the first PUBLISH from the hub (a
 # telemetry-only client never loads it).
+#
+# What the hub sends is checked before it is used: a desired patch that is not a JSON
+# object, or a $version that is not an integer in 0..2^53, is skipped and reported, never
+# passed on.
 #
 # RAM: this module stays loaded while handlers are set, and every name in a loaded module
 # is interned for good (docs/ram.md): one parse() classifies a topic and one decode() reads
@@ -40,6 +44,59 @@ def module_inputs_subscribe_topic(device_id, module_id):
         _id(device_id, "device id"),
         _id(module_id, "module id"),
     )
+
+
+def check(v, what, version=False):
+    # v if it is a JSON object (or with version: a $version, an integer in 0..2^53, JSON's
+    # exact integers), else ProtocolError naming what it is.
+    if version:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1 << 53:
+            raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
+    elif not isinstance(v, dict):
+        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(v).__name__))
+    return v
+
+
+class Twin:
+    """A DeviceClient's twin: made by its first twin call or desired handler."""
+
+    def __init__(self, client):
+        self.c = client
+        self.want = False  # twin responses subscribed (first request, or a desired handler)
+        self.version = None  # last desired $version delivered or seen
+        self.req = 0  # the last request id
+        # request id -> None, then (status, version, body) when its response came (route)
+        self.waiting = {}
+
+    def patch(self, payload, version):
+        """Deliver desired properties once per $version: a PATCH pushed by the hub (its
+        payload; version from its topic, 0 if none), or the desired section of the whole
+        twin after a reconnect (a dict, from iothub.twin.resync)."""
+        full = isinstance(payload, dict)
+        if full:
+            patch = payload
+        else:
+            try:
+                patch = check(loads(payload) or {}, "desired properties patch")
+                if not version:
+                    version = check(patch.get("$version", 0), "desired properties patch", True)
+            except ProtocolError as e:
+                self.c._report("twin", "desired patch skipped: %s" % (e,))
+                return
+        if self.version is not None and version <= self.version:
+            return
+        self.version = version
+        h = self.c._handlers
+        fn = h.get("desired")
+        if fn is not None:
+            try:
+                fn(patch, version)
+            except Exception as e:
+                self.c._log_line(0, "on_desired raised %r" % (e,))
+        if not full and h.get("writable"):
+            from .pnp import writable
+
+            writable(self, patch, version, False)
 
 
 class Message:

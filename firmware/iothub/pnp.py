@@ -366,16 +366,16 @@ def handler(on_command, on_method=None):
     return handle
 
 
-# ---- the client's Plug and Play calls (DeviceClient and iothub.twin call these) -------------
+# ---- the client's Plug and Play calls (DeviceClient and iothub.twin call these) ------------
 
 
 def report_properties(tw, properties, component=None, timeout_ms=None):
-    """Send a reported PATCH through twin tw (iothub.twin.Twin): a dict of properties (of a
+    """Send a reported PATCH through twin tw (iothub.inbound.Twin): a dict of properties (of a
     component: wrapped with "__t":"c"), or a Patch. Returns the new reported version."""
-    from .twin import PATCH
+    from .twin import PATCH, request
 
     body = reported_patch(properties, component)
-    version, _ = tw.request(PATCH, body, "twin reported PATCH", timeout_ms)
+    version, _ = request(tw, PATCH, body, "twin reported PATCH", timeout_ms)
     return version
 
 

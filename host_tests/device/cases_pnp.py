@@ -381,7 +381,7 @@ def test_command_handler_routes_and_answers_unknown():
 
 
 class _FakeClient:
-    # What iothub.twin.Twin and pnp.writable use of a DeviceClient, recorded.
+    # What iothub.inbound.Twin and pnp.writable use of a DeviceClient, recorded.
     def __init__(self, **handlers):
         self._handlers = handlers
         self.components = ("thermostat1",)
@@ -403,7 +403,7 @@ class _FakeClient:
 
 
 def test_desired_patch_acknowledged_and_malformed_ones_skipped():
-    from iothub.twin import Twin
+    from iothub.inbound import Twin
 
     seen = []
     desired = []
