@@ -253,6 +253,21 @@ def password(c):
     return token
 
 
+# Topic filters of the handlers (docs/protocol.md section 2; the ids were checked by init());
+# what arrives on them is parsed by iothub.inbound.
+TWIN_RES_SUB = "$iothub/twin/res/#"
+TWIN_DESIRED_SUB = "$iothub/twin/PATCH/properties/desired/#"
+METHODS_SUB = "$iothub/methods/POST/#"
+
+
+def c2d_subscribe_topic(device_id):
+    return "devices/%s/messages/devicebound/#" % device_id
+
+
+def module_inputs_subscribe_topic(device_id, module_id):
+    return "devices/%s/modules/%s/inputs/#" % (device_id, module_id)
+
+
 def filters(c, only=None):
     """Topic filters for the handlers set (or for the one named), [] when none."""
     h = c._handlers
@@ -263,19 +278,17 @@ def filters(c, only=None):
     methods = h.get("method") or h.get("command")
     if not (h.get("message") or methods or want_twin):
         return []
-    from . import inbound as routes  # loaded anyway: it routes what they bring
-
     f = []
     if only in (None, "message") and h.get("message"):
         if c.module_id:
-            f.append(routes.module_inputs_subscribe_topic(c.device_id, c.module_id))
+            f.append(module_inputs_subscribe_topic(c.device_id, c.module_id))
         else:
-            f.append(routes.c2d_subscribe_topic(c.device_id))
+            f.append(c2d_subscribe_topic(c.device_id))
     if only in (None, "method", "command") and methods:
-        f.append(routes.METHODS_SUB)
+        f.append(METHODS_SUB)
     if only in (None, "desired", "writable", "twin") and want_twin:
-        f.append(routes.TWIN_RES_SUB)
-        f.append(routes.TWIN_DESIRED_SUB)
+        f.append(TWIN_RES_SUB)
+        f.append(TWIN_DESIRED_SUB)
     return f
 
 
@@ -286,24 +299,22 @@ def handler_changed(c, name, set_):
     if set_:
         subscribe(c, filters(c, name))
         return
-    from . import inbound as routes
-
     if name == "message":
         f = [
-            routes.module_inputs_subscribe_topic(c.device_id, c.module_id)
+            module_inputs_subscribe_topic(c.device_id, c.module_id)
             if c.module_id
-            else routes.c2d_subscribe_topic(c.device_id)
+            else c2d_subscribe_topic(c.device_id)
         ]
     elif name in ("method", "command"):
         if c._handlers.get("method") or c._handlers.get("command"):
             return  # the other one still answers on the methods topic
-        f = [routes.METHODS_SUB]
+        f = [METHODS_SUB]
     elif c._handlers.get("desired") or c._handlers.get("writable"):
         return  # the other one still reads desired patches
     elif c._tw is not None and c._tw.want:
-        f = [routes.TWIN_DESIRED_SUB]
+        f = [TWIN_DESIRED_SUB]
     else:
-        f = [routes.TWIN_RES_SUB, routes.TWIN_DESIRED_SUB]
+        f = [TWIN_RES_SUB, TWIN_DESIRED_SUB]
     # Not waiting for UNSUBACK: a message the hub sends meanwhile finds no handler (a method
     # gets 404, a C2D message is acknowledged and dropped), as after it.
     from .mqttconn import encode_unsubscribe

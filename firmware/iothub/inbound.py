@@ -1,8 +1,8 @@
 # What the client does with what the hub sends: cloud-to-device (and module input)
 # messages, direct-method requests and their responses, twin responses and desired-property
 # patches (docs/protocol.md section 2), and the twin's state (the requests are in iothub.twin).
-# Loaded when a handler's topics are subscribed or with the first PUBLISH from the hub (a
-# telemetry-only client never loads it).
+# Loaded with the first PUBLISH from the hub (a telemetry-only client never loads it); the
+# topic filters its handlers subscribe to are built by iothub.clientx (connection-time code).
 #
 # What the hub sends is checked before it is used: a desired patch that is not a JSON
 # object, or a $version that is not an integer in 0..2^53, is skipped and reported, never
@@ -24,26 +24,11 @@ except ImportError:
 from .errors import ProtocolError
 from .jsonc import dumps, loads
 from .pct import unquote
-from .topics import _id, quote
-
-TWIN_RES_SUB = "$iothub/twin/res/#"
-TWIN_DESIRED_SUB = "$iothub/twin/PATCH/properties/desired/#"
-METHODS_SUB = "$iothub/methods/POST/#"
+from .topics import quote
 
 _TWIN_RES = const("$iothub/twin/res/")
 _TWIN_DESIRED = const("$iothub/twin/PATCH/properties/desired/")
 _METHOD_POST = const("$iothub/methods/POST/")
-
-
-def c2d_subscribe_topic(device_id):
-    return "devices/%s/messages/devicebound/#" % _id(device_id, "device id")
-
-
-def module_inputs_subscribe_topic(device_id, module_id):
-    return "devices/%s/modules/%s/inputs/#" % (
-        _id(device_id, "device id"),
-        _id(module_id, "module id"),
-    )
 
 
 def check(v, what, version=False):
@@ -107,14 +92,8 @@ class Message:
         self.properties = properties
         self.system_properties = system_properties
         self.input_name = input_name
-
-    @property
-    def message_id(self):
-        return self.system_properties.get("mid")
-
-    @property
-    def correlation_id(self):
-        return self.system_properties.get("cid")
+        self.message_id = system_properties.get("mid")
+        self.correlation_id = system_properties.get("cid")
 
     def json(self):
         return json.loads(self.body)

@@ -28,13 +28,13 @@ def body(patch):
     return dumps(patch).encode()
 
 
-def request(tw, topic, payload, what, timeout_ms):
-    """Publish a request of Twin tw (topic: GET or PATCH) and wait for its response:
+def request(twin, topic, payload, what, timeout_ms):
+    """Publish a request of twin (an iothub.inbound.Twin; topic: GET or PATCH) and wait for its response:
     (version, body)."""
-    c = tw.c
+    c = twin.c
     if not c.is_connected:
         raise ConnectionLost("not connected")
-    if not tw.want:
+    if not twin.want:
         # first twin request: subscribe to the responses (connect() renews it later);
         # a desired or writable handler subscribed them already
         h = c._handlers
@@ -42,40 +42,40 @@ def request(tw, topic, payload, what, timeout_ms):
             from . import clientx
 
             clientx.subscribe(c, clientx.filters(c, "twin"))
-        tw.want = True
+        twin.want = True
     deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
-    req = start(tw, topic, payload)
+    req = start(twin, topic, payload)
     try:
-        c._s.wait(lambda: tw.waiting.get(req) is not None, deadline, "%s response" % what)
+        c._s.wait(lambda: twin.waiting.get(req) is not None, deadline, "%s response" % what)
     except (ConnectionLost, ProtocolError) as e:
-        tw.waiting.pop(req, None)
+        twin.waiting.pop(req, None)
         c._lost(e)
         raise
     except BaseException:
-        tw.waiting.pop(req, None)
+        twin.waiting.pop(req, None)
         raise
-    return end(tw, req, what)
+    return end(twin, req, what)
 
 
-def start(tw, topic, payload):
+def start(twin, topic, payload):
     """Publish a request (the responses are subscribed); returns its $rid. The reply lands
-    in tw.waiting[rid] (iothub.inbound.route); end(tw, rid) takes it. iothub.aio awaits it
+    in twin.waiting[rid] (iothub.inbound.route); end(twin, rid) takes it. iothub.aio awaits it
     in between."""
-    tw.req += 1
-    req = str(tw.req)
-    tw.waiting[req] = None
+    twin.req += 1
+    req = str(twin.req)
+    twin.waiting[req] = None
     try:
-        tw.c._publish(topic + req, payload)
+        twin.c._publish(topic + req, payload)
     except ConnectionLost as e:
-        tw.waiting.pop(req, None)
-        tw.c._lost(e)
+        twin.waiting.pop(req, None)
+        twin.c._lost(e)
         raise
     return req
 
 
-def end(tw, req, what):
+def end(twin, req, what):
     """The reply to request req: (version, body); StatusError for a status >= 400."""
-    status, version, body = tw.waiting.pop(req)
+    status, version, body = twin.waiting.pop(req)
     if status >= 400:
         from .errstatus import StatusError
 
@@ -92,31 +92,31 @@ def parse(body):
     return doc
 
 
-def get(tw, timeout_ms=None, body=None):
+def get(twin, timeout_ms=None, body=None):
     """The twin document (GET it, or the body of a GET response iothub.aio awaited). The
     application read it: its desired $version counts as delivered."""
     if body is None:
-        body = request(tw, GET, b"", "twin document GET", timeout_ms)[1]
+        body = request(twin, GET, b"", "twin document GET", timeout_ms)[1]
     doc = parse(body)
     v = (doc.get("desired") or {}).get("$version")
-    if v is not None and (tw.version is None or v > tw.version):
-        tw.version = v
+    if v is not None and (twin.version is None or v > twin.version):
+        twin.version = v
     return doc
 
 
-def update_reported(tw, patch, timeout_ms=None):
-    return request(tw, PATCH, body(patch), "twin reported PATCH", timeout_ms)[0]
+def update_reported(twin, patch, timeout_ms=None):
+    return request(twin, PATCH, body(patch), "twin reported PATCH", timeout_ms)[0]
 
 
-def resync(tw, timeout_ms=None, doc=None):
+def resync(twin, timeout_ms=None, doc=None):
     """After a connect: GET the twin (doc: the one iothub.aio fetched itself) and deliver
     its desired section if it moved; then this module is dropped until it is needed again."""
-    c = tw.c
+    c = twin.c
     try:
         if doc is None:
             c._lc.resync_at = None
             try:
-                doc = parse(request(tw, GET, b"", "twin document GET", timeout_ms)[1])
+                doc = parse(request(twin, GET, b"", "twin document GET", timeout_ms)[1])
             except ProtocolError as e:
                 c._report("twin", "twin re-sync skipped: %s" % (e,))
                 return
@@ -134,11 +134,11 @@ def resync(tw, timeout_ms=None, doc=None):
         if c._handlers.get("writable"):
             from .pnp import writable
 
-            writable(tw, doc, version, True)  # every connect, the first one too
-        if tw.version is None:
-            tw.version = version  # first connect: the application reads the twin itself
-        elif version > tw.version:
-            tw.patch(desired, version)
+            writable(twin, doc, version, True)  # every connect, the first one too
+        if twin.version is None:
+            twin.version = version  # first connect: the application reads the twin itself
+        elif version > twin.version:
+            twin.patch(desired, version)
     finally:
         _drop()
 

@@ -3,6 +3,7 @@
 
 from coretest import eq, has, raises
 
+import iothub.clientx as clientx
 import iothub.inbound as r
 import iothub.topics as t
 import iothub.twin as tw
@@ -183,7 +184,7 @@ C2D = [
 
 
 def test_c2d_topics():
-    eq(r.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
+    eq(clientx.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
     for topic, dev, want in C2D:
         got = _kind("message", topic, dev)
         if got is not None:
@@ -198,7 +199,7 @@ def test_c2d_topics():
 
 
 def test_module_inputs():
-    eq(r.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
+    eq(clientx.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
 
     def inp(topic):
         return _kind("message", topic, "d", "m")
@@ -244,8 +245,8 @@ TWIN_RES_BAD = [
 
 
 def test_twin_topics():
-    eq(r.TWIN_RES_SUB, "$iothub/twin/res/#")
-    eq(r.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
+    eq(clientx.TWIN_RES_SUB, "$iothub/twin/res/#")
+    eq(clientx.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
     # request topics, completed by the request id (a decimal number)
     eq(tw.GET + "1", "$iothub/twin/GET/?$rid=1")
     eq(tw.PATCH + "42", "$iothub/twin/PATCH/properties/reported/?$rid=42")
@@ -268,7 +269,7 @@ def test_desired_topics():
 
 
 def test_method_topics():
-    eq(r.METHODS_SUB, "$iothub/methods/POST/#")
+    eq(clientx.METHODS_SUB, "$iothub/methods/POST/#")
 
     def method(topic):
         return _kind("method", topic)
