@@ -9,8 +9,9 @@
 # passed on.
 #
 # RAM: this module stays loaded while handlers are set, and every name in a loaded module
-# is interned for good (docs/ram.md): one parse() classifies a topic and one decode() reads
-# its property bag, instead of a parser per topic kind.
+# is interned for good (docs/protocol.md section 6.3): one parse() classifies a topic and
+# one decode() reads its property bag, instead of a parser per topic kind, and arguments
+# reuse names other resident modules intern anyway.
 import json
 
 try:
