@@ -562,8 +562,10 @@ class DeviceClient(ClientBase):
         try:
             r = await coro
         except Exception as x:
-            e = x
+            e = x  # answered with 500 and logged by respond()
         if not self.is_connected:
+            if e is not None:
+                self._log_line(0, "method %s raised %r" % (name, e))
             self._log_line(1, "method %s: the link went down before its response" % name)
             return
         try:
