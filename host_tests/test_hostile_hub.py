@@ -76,7 +76,6 @@ MARK = b"POISON-CONTENT"  # inside undeliverable messages: must never be logged
 # are skipped): a module loaded during a scenario is not a leak.
 PRELOAD = [
     "iothub.inbound",
-    "iothub.routes",
     "iothub.backoff",
     "iothub.twin",
     "iothub.jsonc",
@@ -88,7 +87,6 @@ PRELOAD = [
 BIG_MAX_PACKET = 98304  # memory scenarios: packets within max_packet that the heap cannot hold
 SMALL_PRELOAD = [
     "iothub.inbound",
-    "iothub.routes",
     "iothub.backoff",
     "iothub.mqttpub",
     "iothub.topics",

@@ -547,18 +547,20 @@ class DeviceClient(ClientBase):
         asyncio.create_task(self._method(name, rid, coro))
 
     async def _method(self, name, rid, coro):
-        from .inbound import method_status, respond
+        from .inbound import respond
 
+        r = e = None
         try:
-            status, result = method_status(await coro)
-        except Exception as e:
-            status, result = 500, {"error": "%s: %s" % (type(e).__name__, e)}
-            self._log_line(0, "method %s raised %r" % (name, e))
+            r = await coro
+        except Exception as x:
+            e = x  # answered with 500 and logged by respond()
         if not self.is_connected:
+            if e is not None:
+                self._log_line(0, "method %s raised %r" % (name, e))
             self._log_line(1, "method %s: the link went down before its response" % name)
             return
         try:
-            respond(self, status, result, rid)
+            respond(self, name, rid, r, e)
             await self._flush()
         except ConnectionLost as e:
             self._lost(e)
@@ -698,7 +700,7 @@ class DeviceClient(ClientBase):
 
     # ---- twin ----------------------------------------------------------------------
 
-    async def _twin_request(self, topic_fn, payload, what, timeout_ms):
+    async def _twin_request(self, topic, payload, what, timeout_ms):
         ms = self._timeout(timeout_ms)
         deadline = ticks_add(ticks_ms(), ms)
         tw = self._twin()
@@ -713,36 +715,34 @@ class DeviceClient(ClientBase):
 
                 await self._subscribe(filters(self, "twin"), deadline)
             tw.want = True
-        rid = tw.start(topic_fn, payload)
+        from . import twin
+
+        rid = twin.start(tw, topic, payload)
         try:
             await self._flush()
-            await self._await(lambda: tw.replies.get(rid) is not None, deadline, what + " response")
+            await self._await(lambda: tw.waiting.get(rid) is not None, deadline, what + " response")
         except ConnectionLost as e:
-            tw.replies.pop(rid, None)
+            tw.waiting.pop(rid, None)
             if self._s.link.is_open:
                 self._lost(e)
             raise
         except BaseException:
-            tw.replies.pop(rid, None)
+            tw.waiting.pop(rid, None)
             raise
-        return tw.finish(rid, what)
+        return twin.end(tw, rid, what)
 
     async def get_twin(self, timeout_ms=None):
         """The twin document {"desired": {...}, "reported": {...}}."""
-        from .routes import twin_get_topic
+        from .twin import GET, get
 
-        _, body = await self._twin_request(twin_get_topic, b"", "twin GET", timeout_ms)
-        tw = self._tw
-        return tw.seen(tw.parse(body))
+        _, body = await self._twin_request(GET, b"", "twin document GET", timeout_ms)
+        return get(self._tw, None, body)
 
     async def update_reported(self, patch, timeout_ms=None):
         """PATCH reported properties (None deletes a member). Returns the new version."""
-        from .routes import twin_reported_topic
-        from .twin import reported_body
+        from .twin import PATCH, body
 
-        v, _ = await self._twin_request(
-            twin_reported_topic, reported_body(patch), "twin reported PATCH", timeout_ms
-        )
+        v, _ = await self._twin_request(PATCH, body(patch), "twin reported PATCH", timeout_ms)
         return v
 
     # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
@@ -751,10 +751,10 @@ class DeviceClient(ClientBase):
         """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
         pnp.Patch with several properties, components and acks. Returns the new version."""
         from .pnp import reported_patch
-        from .routes import twin_reported_topic
+        from .twin import PATCH
 
         v, _ = await self._twin_request(
-            twin_reported_topic,
+            PATCH,
             reported_patch(properties, component),
             "twin reported PATCH",
             timeout_ms,
@@ -772,13 +772,13 @@ class DeviceClient(ClientBase):
         return await self.report_properties(patch, None, timeout_ms)
 
     async def _resync(self):
-        from .routes import twin_get_topic
+        from .twin import GET, parse, resync
 
         tw = self._twin()
         ok = True
         try:
-            _, body = await self._twin_request(twin_get_topic, b"", "twin GET", None)
-            doc = tw.parse(body)
+            _, body = await self._twin_request(GET, b"", "twin document GET", None)
+            doc = parse(body)
         except ProtocolError as e:
             self._report("twin", "twin re-sync skipped: %s" % (e,))
         except IoTHubError as e:
@@ -786,7 +786,7 @@ class DeviceClient(ClientBase):
             if self.is_connected:
                 self._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
         else:
-            tw.resynced(doc)
+            resync(tw, None, doc)
         _tr().resync_done(self._lc, ticks_ms(), ok)
 
 

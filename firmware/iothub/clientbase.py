@@ -122,7 +122,7 @@ class ClientBase:
 
     def _twin(self):
         if self._tw is None:
-            from .twin import Twin
+            from .inbound import Twin
 
             self._tw = Twin(self)
         return self._tw

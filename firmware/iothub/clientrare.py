@@ -55,12 +55,16 @@ close = disconnect
 
 def get_twin(c, timeout_ms=None):
     """The twin document {"desired": {...}, "reported": {...}}."""
-    return c._twin().get(timeout_ms)
+    from .twin import get
+
+    return get(c._twin(), timeout_ms)
 
 
 def update_reported(c, patch, timeout_ms=None):
     """PATCH reported properties (None deletes a member). Returns the new version."""
-    return c._twin().update_reported(patch, timeout_ms)
+    from .twin import update_reported
+
+    return update_reported(c._twin(), patch, timeout_ms)
 
 
 # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).

@@ -130,7 +130,7 @@ def init(c, hostname, device_id, options):
     c._tkey = None  # what the cached telemetry topic was built from, and the topic
     c._renew_unix = 0  # Unix time the SAS token is due for renewal
     c._handlers = {}
-    c._tw = None  # twin state (iothub.twin), made on first use
+    c._tw = None  # twin state (iothub.inbound.Twin), made on first use
     c.on_connection_state = None
     c.on_error = None
     c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
@@ -254,6 +254,21 @@ def password(c):
     return token
 
 
+# Topic filters of the handlers (docs/protocol.md section 2; the ids were checked by init());
+# what arrives on them is parsed by iothub.inbound.
+TWIN_RES_SUB = "$iothub/twin/res/#"
+TWIN_DESIRED_SUB = "$iothub/twin/PATCH/properties/desired/#"
+METHODS_SUB = "$iothub/methods/POST/#"
+
+
+def c2d_subscribe_topic(device_id):
+    return "devices/%s/messages/devicebound/#" % device_id
+
+
+def module_inputs_subscribe_topic(device_id, module_id):
+    return "devices/%s/modules/%s/inputs/#" % (device_id, module_id)
+
+
 def filters(c, only=None):
     """Topic filters for the handlers set (or for the one named), [] when none."""
     h = c._handlers
@@ -264,19 +279,17 @@ def filters(c, only=None):
     methods = h.get("method") or h.get("command")
     if not (h.get("message") or methods or want_twin):
         return []
-    from . import routes
-
     f = []
     if only in (None, "message") and h.get("message"):
         if c.module_id:
-            f.append(routes.module_inputs_subscribe_topic(c.device_id, c.module_id))
+            f.append(module_inputs_subscribe_topic(c.device_id, c.module_id))
         else:
-            f.append(routes.c2d_subscribe_topic(c.device_id))
+            f.append(c2d_subscribe_topic(c.device_id))
     if only in (None, "method", "command") and methods:
-        f.append(routes.METHODS_SUB)
+        f.append(METHODS_SUB)
     if only in (None, "desired", "writable", "twin") and want_twin:
-        f.append(routes.TWIN_RES_SUB)
-        f.append(routes.TWIN_DESIRED_SUB)
+        f.append(TWIN_RES_SUB)
+        f.append(TWIN_DESIRED_SUB)
     return f
 
 
@@ -287,24 +300,22 @@ def handler_changed(c, name, set_):
     if set_:
         subscribe(c, filters(c, name))
         return
-    from . import routes
-
     if name == "message":
         f = [
-            routes.module_inputs_subscribe_topic(c.device_id, c.module_id)
+            module_inputs_subscribe_topic(c.device_id, c.module_id)
             if c.module_id
-            else routes.c2d_subscribe_topic(c.device_id)
+            else c2d_subscribe_topic(c.device_id)
         ]
     elif name in ("method", "command"):
         if c._handlers.get("method") or c._handlers.get("command"):
             return  # the other one still answers on the methods topic
-        f = [routes.METHODS_SUB]
+        f = [METHODS_SUB]
     elif c._handlers.get("desired") or c._handlers.get("writable"):
         return  # the other one still reads desired patches
     elif c._tw is not None and c._tw.want:
-        f = [routes.TWIN_DESIRED_SUB]
+        f = [TWIN_DESIRED_SUB]
     else:
-        f = [routes.TWIN_RES_SUB, routes.TWIN_DESIRED_SUB]
+        f = [TWIN_RES_SUB, TWIN_DESIRED_SUB]
     # Not waiting for UNSUBACK: a message the hub sends meanwhile finds no handler (a method
     # gets 404, a C2D message is acknowledged and dropped), as after it.
     from .mqttconn import encode_unsubscribe
@@ -426,7 +437,9 @@ def act(c, a, timeout_ms):
     elif a == 4:  # RENEW
         renew(c)
     elif a == 5:  # RESYNC
-        c._twin().resync(max(min(timeout_ms, c.timeout_ms), 1))
+        from .twin import resync
+
+        resync(c._twin(), max(min(timeout_ms, c.timeout_ms), 1))
     # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
 
 
@@ -509,11 +522,11 @@ def connected(c):
         "walltime",
     )
     if not c._handlers and c._tw is None:
-        # routes, pct and topics were loaded for this connection only (token,
-        # subscriptions). Once a handler or the twin is set, inbound and twin hold them:
-        # dropping them would free nothing, and the next import (a twin re-sync) would
-        # load a second copy (measured: +4.7 KB with three handlers).
-        unload("routes", "pct")
+        # pct and topics were loaded for this connection only (token, subscriptions).
+        # Once a handler or the twin is set, inbound holds pct: dropping it would free
+        # nothing, and the next import would load a second copy (measured with the old
+        # routes module: +4.7 KB with three handlers).
+        unload("pct")
         if c._tkey is None:
             # No send has needed a topic with properties yet; once one has, topics stays
             # (reloading it after every reconnect would churn the heap).
@@ -531,5 +544,7 @@ def connect_blocking(c, timeout_ms):
     c._notify("connected", None)
     h = c._handlers
     if h.get("desired") or h.get("writable"):
-        c._twin().resync(max(ticks_diff(deadline, ticks_ms()), 1))
+        from .twin import resync
+
+        resync(c._twin(), max(ticks_diff(deadline, ticks_ms()), 1))
     return session_present

@@ -4,11 +4,11 @@ import json
 from .errors import ProtocolError
 
 
-def dumps(obj):
+def dumps(x):
     try:
-        return json.dumps(obj, separators=(",", ":"))
+        return json.dumps(x, separators=(",", ":"))
     except TypeError:  # MicroPython builds whose json.dumps has no separators argument
-        return json.dumps(obj)
+        return json.dumps(x)
 
 
 def loads(payload):

@@ -46,23 +46,23 @@ Packet.topic = property(_topic)
 Packet.payload = property(_payload)
 
 
-def parse(dec, p, into, buf, s, i, rem, end, b0):
+def parse(decoder, p, into, buf, s, i, size, end, flags):
     """Fill Packet p from the PUBLISH at buf[s:end] (body from i). False when it was dropped
     (consumed and noted; the caller hands out the DROPPED packet)."""
-    qos = (b0 >> 1) & 3
-    if rem < 2:
-        dec._fail(_E_NO_TOPIC_LEN)
+    qos = (flags >> 1) & 3
+    if size < 2:
+        decoder._fail(_E_NO_TOPIC_LEN)
     tlen = (buf[i] << 8) | buf[i + 1]
     toff = i + 2
     if toff + tlen > end:
-        dec._fail(_E_TOPIC_LEN, tlen)
+        decoder._fail(_E_TOPIC_LEN, tlen)
     poff = toff + tlen + (2 if qos else 0)
     if poff > end:
-        dec._fail(_E_NO_PID)
+        decoder._fail(_E_NO_PID)
     if qos:
         pid = (buf[poff - 2] << 8) | buf[poff - 1]
         if not pid:
-            dec._fail(_E_PID0, qos)
+            decoder._fail(_E_PID0, qos)
         p.pid = pid
     if (
         tlen == 0
@@ -72,8 +72,8 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
         or buf.find(b"+", toff, toff + tlen) >= 0
     ):
         # Well framed, but no topic a client can route: dropped, not fatal.
-        dec._consume(end)
-        _dropped(dec).append((p.pid, qos, end - s, DROP_TOPIC))
+        decoder._consume(end)
+        _dropped(decoder).append((p.pid, qos, end - s, DROP_TOPIC))
         return False
     p.topic_len = tlen
     p.payload_len = end - poff
@@ -86,12 +86,12 @@ def parse(dec, p, into, buf, s, i, rem, end, b0):
         p._buf = buf
         p._toff = toff
         p._poff = poff
-        p._dec = dec
-        p._gen = dec._gen
+        p._dec = decoder
+        p._gen = decoder._gen
     return True
 
 
-# State of the PUBLISH being read through, in one list (dec._drop): fewer names to intern.
+# State of the PUBLISH being read through, in one list (decoder._drop): fewer names to intern.
 _POS = const(0)  # bytes of it consumed so far
 _HDR = const(1)  # fixed header length: the topic length follows it
 _TL = const(2)  # topic length, once seen (-1 before)
@@ -101,41 +101,41 @@ _QOS = const(5)
 _WHY = const(6)
 
 
-def begin_drop(dec, h, total, b0, why):
+def begin_drop(decoder, h, total, flags, why):
     # Read a PUBLISH through without buffering it; keep only its packet id.
-    dec._skip = total
-    dec._drop = [0, h, -1, 0, 0, (b0 >> 1) & 3, why]  # h: fixed header length
-    drop_some(dec)
+    decoder._skip = total
+    decoder._drop = [0, h, -1, 0, 0, (flags >> 1) & 3, why]  # h: fixed header length
+    drop_some(decoder)
 
 
-def drop_some(dec):
-    d = dec._drop
-    s = dec._scan
+def drop_some(decoder):
+    d = decoder._drop
+    s = decoder._scan
     p0 = d[_POS]
-    take = min(dec._end - s, dec._skip - p0)
+    take = min(decoder._end - s, decoder._skip - p0)
     for k in range(2):  # topic length (2 bytes), then the packet id behind the topic
         if k and (d[_TL] < 0 or not d[_QOS]):
             break
         at = d[_HDR] + (2 + d[_TL] if k else 0)
         for j in range(2):
             if p0 <= at + j < p0 + take:  # this byte of the packet is in this chunk
-                b = dec._buf[s + at + j - p0]
+                b = decoder._buf[s + at + j - p0]
                 if not j:
                     d[_HI] = b
                 else:
                     d[_PID if k else _TL] = (d[_HI] << 8) | b
-    rest = dec._end - s - take
+    rest = decoder._end - s - take
     if rest:  # bytes after the dropped packet move to where it started
-        dec._buf[s : s + rest] = bytes(memoryview(dec._buf)[s + take : dec._end])
-    dec._end = s + rest
+        decoder._buf[s : s + rest] = bytes(memoryview(decoder._buf)[s + take : decoder._end])
+    decoder._end = s + rest
     d[_POS] = p0 + take
-    if d[_POS] == dec._skip:
-        dec._skip = 0
-        _dropped(dec).append((d[_PID], d[_QOS], d[_POS], d[_WHY]))
+    if d[_POS] == decoder._skip:
+        decoder._skip = 0
+        _dropped(decoder).append((d[_PID], d[_QOS], d[_POS], d[_WHY]))
 
 
-def _dropped(dec):
+def _dropped(decoder):
     # The decoder's list of (pid, qos, size, why) not yet handed out, made on first use.
-    if dec._dropped is None:
-        dec._dropped = []
-    return dec._dropped
+    if decoder._dropped is None:
+        decoder._dropped = []
+    return decoder._dropped

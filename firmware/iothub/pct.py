@@ -1,7 +1,7 @@
 # Text received from the hub: percent-decoding (topic property bags, method names) and
 # strict UTF-8 validation (topics of PUBLISH packets, decoded escapes). Encoding (quote)
-# lives in iothub.topics, which every client loads; this module loads only with what
-# parses the hub's packets and topics (mqttpub, routes, DPS).
+# lives in iothub.topics, which a send with properties loads; this module loads only with what
+# parses the hub's packets and topics (mqttpub, inbound, DPS).
 from .errors import ProtocolError
 
 

@@ -344,7 +344,7 @@ def command_method(command, component=None):
     return check_component(component) + SEPARATOR + command
 
 
-def command_handler(on_command, on_method=None):
+def handler(on_command, on_method=None):
     """A method handler (name, payload) -> result that calls on_command(component, command,
     payload). on_command returns (status, payload) or a payload (200); None means "not a
     command I know": the call goes to on_method when there is one, else it is answered
@@ -366,16 +366,16 @@ def command_handler(on_command, on_method=None):
     return handle
 
 
-# ---- the client's Plug and Play calls (DeviceClient and iothub.twin call these) -------------
+# ---- the client's Plug and Play calls (DeviceClient and iothub.twin call these) ------------
 
 
 def report_properties(tw, properties, component=None, timeout_ms=None):
-    """Send a reported PATCH through twin tw (iothub.twin.Twin): a dict of properties (of a
+    """Send a reported PATCH through twin tw (iothub.inbound.Twin): a dict of properties (of a
     component: wrapped with "__t":"c"), or a Patch. Returns the new reported version."""
-    from .routes import twin_reported_topic
+    from .twin import PATCH, request
 
     body = reported_patch(properties, component)
-    version, _ = tw.request(twin_reported_topic, body, "twin reported PATCH", timeout_ms)
+    version, _ = request(tw, PATCH, body, "twin reported PATCH", timeout_ms)
     return version
 
 
@@ -390,13 +390,13 @@ def reported_patch(properties, component=None):
     return patch.encode()
 
 
-def acknowledge_twin(tw, desired, version, full_twin):
+def writable(tw, desired, version, full_twin):
     """on_writable for each writable property of a desired patch (or, with full_twin, of the
     whole twin document: those not acknowledged at its desired version), all acknowledged in
     one reported PATCH that is not waited for (this runs inside poll()). An ack lost with the
     link is sent again after the reconnect, when the twin shows it missing or older than the
     desired version."""
-    from .routes import twin_reported_topic
+    from .twin import PATCH
 
     c = tw.c
     try:
@@ -409,8 +409,8 @@ def acknowledge_twin(tw, desired, version, full_twin):
         return
     patch = acknowledge(c._handlers.get("writable"), items, version, c._log_line)
     if patch is not None and c.is_connected:
-        tw.rid += 1
+        tw.req += 1
         try:
-            c._publish(twin_reported_topic(str(tw.rid)), patch.encode())
+            c._publish(PATCH + str(tw.req), patch.encode())
         except ConnectionLost as e:  # acknowledged again after the reconnect
             c._lost(e)

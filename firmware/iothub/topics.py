@@ -1,6 +1,6 @@
 # IoT Hub MQTT names a telemetry-only device needs: client id, user name, telemetry topic
 # and property-bag encoding (docs/protocol.md section 2). What the hub sends (C2D,
-# methods, twin) is parsed by iothub.routes, loaded only when a handler or twin call
+# methods, twin) is parsed by iothub.inbound, loaded only when a handler or twin call
 # needs it. Builders return str. No `re`: plain str methods.
 
 try:

@@ -95,13 +95,16 @@ class Settings:
         """The filter to subscribe to for cloud-to-device messages (devices only)."""
         if self.module_id is not None:
             raise ConfigError("modules receive no C2D messages (they have inputs)")
-        return topics.c2d_subscribe_topic(self.device_id)
+        return "devices/%s/messages/devicebound/#" % self.device_id
 
     def parse_c2d(self, topic):
         """Decoded properties of a C2D topic (bytes or str), or None if it is not one."""
+        from .inbound import parse
+
         if isinstance(topic, (bytes, bytearray)):
             topic = bytes(topic).decode()
-        return topics.parse_c2d_topic(topic, self.device_id)
+        r = parse(topic, self.device_id)
+        return r[1] if r is not None and r[0] == "message" else None
 
     def __repr__(self):  # never the password
         return "<iothub umqtt settings %s on %s:%d>" % (self.client_id, self.server, self.port)

@@ -362,7 +362,7 @@ def test_command_handler_routes_and_answers_unknown():
     def on_method(name, payload):
         return 201, {"method": name}
 
-    h = pnp.command_handler(on_command)
+    h = pnp.handler(on_command)
     eq(
         h("thermostat1*getMaxMinReport", {"since": "x"}),
         (200, {"maxTemp": 30, "component": "thermostat1"}),
@@ -374,14 +374,14 @@ def test_command_handler_routes_and_answers_unknown():
     )
     eq(h("selfDestruct", None), (404, {"error": "unknown command 'selfDestruct'"}))
     # with on_method: what on_command does not know goes there, name unchanged
-    h2 = pnp.command_handler(on_command, on_method)
+    h2 = pnp.handler(on_command, on_method)
     eq(h2("t2*legacy", 5), (201, {"method": "t2*legacy"}))
     eq(calls[0], ["thermostat1", "getMaxMinReport", {"since": "x"}])
     return len(calls)
 
 
 class _FakeClient:
-    # What iothub.twin.Twin and pnp.acknowledge_twin use of a DeviceClient, recorded.
+    # What iothub.inbound.Twin and pnp.writable use of a DeviceClient, recorded.
     def __init__(self, **handlers):
         self._handlers = handlers
         self.components = ("thermostat1",)
@@ -403,7 +403,7 @@ class _FakeClient:
 
 
 def test_desired_patch_acknowledged_and_malformed_ones_skipped():
-    from iothub.twin import Twin
+    from iothub.inbound import Twin
 
     seen = []
     desired = []
@@ -412,16 +412,16 @@ def test_desired_patch_acknowledged_and_malformed_ones_skipped():
         desired=lambda patch, version: desired.append(version),
     )
     tw = Twin(c)
-    # a body that is not an object (on_patch refuses it before any handler), and a declared
+    # a body that is not an object (Twin.patch refuses it before any handler), and a declared
     # component that is not one (the PnP split refuses it): reported, nothing acknowledged
-    tw.on_patch(b"[1,2]", 3)
-    tw.on_patch(b'"text"', 4)
+    tw.patch(b"[1,2]", 3)
+    tw.patch(b'"text"', 4)
     eq(desired, [])
-    tw.on_patch(b'{"thermostat1":5,"$version":5}', 5)
+    tw.patch(b'{"thermostat1":5,"$version":5}', 5)
     eq(desired, [5])
     eq((seen, c.published, c.reports), ([], [], ["twin"] * 3))
     # a good patch: on_writable per property, one reported PATCH with the acks at $version 6
-    tw.on_patch(b'{"thermostat1":{"targetTemperature":21},"fan":true,"$version":6}', 6)
+    tw.patch(b'{"thermostat1":{"targetTemperature":21},"fan":true,"$version":6}', 6)
     eq(seen, [[None, "fan", True, 6], ["thermostat1", "targetTemperature", 21, 6]])
     eq(len(c.published), 1)
     topic, body = c.published[0]
@@ -432,6 +432,6 @@ def test_desired_patch_acknowledged_and_malformed_ones_skipped():
         b'"thermostat1":{"__t":"c","targetTemperature":{"ac":200,"av":6,"value":21}}}',
     )
     # an older or repeated version is not delivered again
-    tw.on_patch(b'{"fan":false,"$version":6}', 6)
+    tw.patch(b'{"fan":false,"$version":6}', 6)
     eq(len(seen), 2)
     return len(body)

@@ -3,9 +3,32 @@
 
 from coretest import eq, has, raises
 
-import iothub.routes as r
+import iothub.clientx as clientx
+import iothub.inbound as r
 import iothub.topics as t
+import iothub.twin as tw
 from iothub.errors import ConfigError, ProtocolError
+
+
+def _kind(kind, topic, device_id="d", module_id=None):
+    # inbound.parse's result without its kind when it is that kind, else None
+    got = r.parse(topic, device_id, module_id)
+    if got is None or got[0] != kind:
+        return None
+    return got[1] if len(got) == 2 else got[1:]
+
+
+class _Publisher:
+    # what inbound.respond() needs of a client: the PUBLISH it sends, the lines it logs
+    def __init__(self):
+        self.published = []
+        self.logged = []
+
+    def _publish(self, topic, payload):
+        self.published.append((topic, payload))
+
+    def _log_line(self, level, text):
+        self.logged.append(text)
 
 
 def test_client_id_and_username():
@@ -56,13 +79,13 @@ def test_encode_property_bag():
     raises(ConfigError, t.encode_property_bag, [("a",)])
 
 
-def test_decode_property_bag_inverts_encode():
+def test_decode_inverts_encode():
     for props, enc in BAGS:
         want = {}
         for k, v in props.items() if isinstance(props, dict) else props:
             want[k] = v if v is None or isinstance(v, str) else str(v)
-        eq(r.decode_property_bag(enc), want, enc)
-        eq(r.decode_property_bag("?" + enc), want, "?" + enc)
+        eq(r.decode(enc), want, enc)
+        eq(r.decode("?" + enc), want, "?" + enc)
 
 
 DECODE = [
@@ -79,12 +102,12 @@ DECODE = [
 ]
 
 
-def test_decode_property_bag_table():
+def test_decode_table():
     for s, want in DECODE:
         if want is None:
             want = {"$.to": "/devices/d/messages/deviceBound", "iothub-ack": "full"}
-        eq(r.decode_property_bag(s), want, s)
-    has(raises(ProtocolError, r.decode_property_bag, "x=%FF"), "UTF-8")
+        eq(r.decode(s), want, s)
+    has(raises(ProtocolError, r.decode, "x=%FF"), "UTF-8")
 
 
 TELEMETRY = [
@@ -123,7 +146,7 @@ def test_telemetry_topic():
         eq(t.telemetry_topic(**kw), want, repr(kw))
     # The bag round-trips through the decoder (as the hub would decode it).
     topic = TELEMETRY[-1][1]
-    props = r.decode_property_bag(topic[len("devices/d/messages/events/") :])
+    props = r.decode(topic[len("devices/d/messages/events/") :])
     eq(props["$.mid"], "m 1")
     eq(props["a b"], "x&y")
     eq(props["null"], None)
@@ -161,9 +184,12 @@ C2D = [
 
 
 def test_c2d_topics():
-    eq(r.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
+    eq(clientx.c2d_subscribe_topic("d"), "devices/d/messages/devicebound/#")
     for topic, dev, want in C2D:
-        got = r.parse_c2d_topic(topic, dev)
+        got = _kind("message", topic, dev)
+        if got is not None:
+            eq(got[1], None, topic)  # no input name
+            got = got[0]
         if want == "none":
             eq(got, None, topic)
         elif want is None:
@@ -173,20 +199,19 @@ def test_c2d_topics():
 
 
 def test_module_inputs():
-    eq(r.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
-    eq(
-        r.parse_module_input_topic("devices/d/modules/m/inputs/in1/a=1&b", "d", "m"),
-        ("in1", {"a": "1", "b": None}),
-    )
-    eq(r.parse_module_input_topic("devices/d/modules/m/inputs/in1/", "d", "m"), ("in1", {}))
-    eq(r.parse_module_input_topic("devices/d/modules/m/inputs/in1", "d", "m"), ("in1", {}))
-    eq(r.parse_module_input_topic("devices/d/modules/m/inputs/in%201/", "d", "m"), ("in 1", {}))
-    eq(r.parse_module_input_topic("devices/d/modules/n/inputs/in1/", "d", "m"), None)
-    eq(r.parse_module_input_topic("devices/d/messages/devicebound/", "d", "m"), None)
+    eq(clientx.module_inputs_subscribe_topic("d", "m"), "devices/d/modules/m/inputs/#")
+
+    def inp(topic):
+        return _kind("message", topic, "d", "m")
+
+    eq(inp("devices/d/modules/m/inputs/in1/a=1&b"), ({"a": "1", "b": None}, "in1"))
+    eq(inp("devices/d/modules/m/inputs/in1/"), ({}, "in1"))
+    eq(inp("devices/d/modules/m/inputs/in1"), ({}, "in1"))
+    eq(inp("devices/d/modules/m/inputs/in%201/"), ({}, "in 1"))
+    eq(inp("devices/d/modules/n/inputs/in1/"), None)
+    eq(inp("devices/d/messages/devicebound/"), None)
     has(
-        raises(
-            ProtocolError, r.parse_module_input_topic, "devices/d/modules/m/inputs//x=1", "d", "m"
-        ),
+        raises(ProtocolError, r.parse, "devices/d/modules/m/inputs//x=1", "d", "m"),
         "input name",
     )
 
@@ -220,50 +245,76 @@ TWIN_RES_BAD = [
 
 
 def test_twin_topics():
-    eq(r.TWIN_RES_SUB, "$iothub/twin/res/#")
-    eq(r.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
-    eq(r.twin_get_topic(1), "$iothub/twin/GET/?$rid=1")
-    eq(r.twin_get_topic("r 1"), "$iothub/twin/GET/?$rid=r%201")
-    eq(r.twin_reported_topic(42), "$iothub/twin/PATCH/properties/reported/?$rid=42")
-    raises(ConfigError, r.twin_get_topic, "")
-    raises(ConfigError, r.twin_get_topic, None)
+    eq(clientx.TWIN_RES_SUB, "$iothub/twin/res/#")
+    eq(clientx.TWIN_DESIRED_SUB, "$iothub/twin/PATCH/properties/desired/#")
+    # request topics, completed by the request id (a decimal number)
+    eq(tw.GET + "1", "$iothub/twin/GET/?$rid=1")
+    eq(tw.PATCH + "42", "$iothub/twin/PATCH/properties/reported/?$rid=42")
     for topic, want in TWIN_RES:
-        eq(r.parse_twin_response(topic), want, topic)
+        eq(_kind("twin", topic), want, topic)
     for topic, sub in TWIN_RES_BAD:
-        has(raises(ProtocolError, r.parse_twin_response, topic), sub, topic)
+        has(raises(ProtocolError, r.parse, topic, "d"), sub, topic)
 
 
 def test_desired_topics():
-    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8"), 8)
-    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/desired/?$version=8&x=y"), 8)
-    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/desired/"), 0)
-    eq(r.parse_desired_topic("$iothub/twin/PATCH/properties/reported/?$rid=1"), None)
-    eq(r.parse_desired_topic("$iothub/twin/res/200/?$rid=1"), None)
+    eq(_kind("desired", "$iothub/twin/PATCH/properties/desired/?$version=8"), 8)
+    eq(_kind("desired", "$iothub/twin/PATCH/properties/desired/?$version=8&x=y"), 8)
+    eq(_kind("desired", "$iothub/twin/PATCH/properties/desired/"), 0)
+    eq(r.parse("$iothub/twin/PATCH/properties/reported/?$rid=1", "d"), None)
+    eq(_kind("desired", "$iothub/twin/res/200/?$rid=1"), None)
     has(
-        raises(
-            ProtocolError,
-            r.parse_desired_topic,
-            "$iothub/twin/PATCH/properties/desired/?$version=id_one",
-        ),
+        raises(ProtocolError, r.parse, "$iothub/twin/PATCH/properties/desired/?$version=id_1", "d"),
         "$version",
     )
 
 
 def test_method_topics():
-    eq(r.METHODS_SUB, "$iothub/methods/POST/#")
-    eq(r.parse_method_topic("$iothub/methods/POST/TestMethod/?$rid=1"), ("TestMethod", "1"))
-    eq(r.parse_method_topic("$iothub/methods/POST/comp*cmd/?$rid=ab&x=1"), ("comp*cmd", "ab"))
-    eq(r.parse_method_topic("$iothub/methods/POST/a%20b/?$rid=9"), ("a b", "9"))
-    eq(r.parse_method_topic("$iothub/methods/res/200/?$rid=1"), None)
-    eq(r.parse_method_topic("$iothub/twin/res/200/?$rid=1"), None)
-    has(raises(ProtocolError, r.parse_method_topic, "$iothub/methods/POST/m"), "method")
-    has(raises(ProtocolError, r.parse_method_topic, "$iothub/methods/POST//?$rid=1"), "method")
-    has(raises(ProtocolError, r.parse_method_topic, "$iothub/methods/POST/m/?x=1"), "$rid")
-    eq(r.method_response_topic(200, "2"), "$iothub/methods/res/200/?$rid=2")
-    eq(r.method_response_topic(65535, 3), "$iothub/methods/res/65535/?$rid=3")
-    eq(r.method_response_topic(404, "a b"), "$iothub/methods/res/404/?$rid=a%20b")
-    for bad in (-1, 65536, "200", None, True):
-        raises(ConfigError, r.method_response_topic, bad, "1")
+    eq(clientx.METHODS_SUB, "$iothub/methods/POST/#")
+
+    def method(topic):
+        return _kind("method", topic)
+
+    eq(method("$iothub/methods/POST/TestMethod/?$rid=1"), ("TestMethod", "1"))
+    eq(method("$iothub/methods/POST/comp*cmd/?$rid=ab&x=1"), ("comp*cmd", "ab"))
+    eq(method("$iothub/methods/POST/a%20b/?$rid=9"), ("a b", "9"))
+    eq(r.parse("$iothub/methods/res/200/?$rid=1", "d"), None)
+    eq(method("$iothub/twin/res/200/?$rid=1"), None)
+    has(raises(ProtocolError, r.parse, "$iothub/methods/POST/m", "d"), "method")
+    has(raises(ProtocolError, r.parse, "$iothub/methods/POST//?$rid=1", "d"), "method")
+    has(raises(ProtocolError, r.parse, "$iothub/methods/POST/m/?x=1", "d"), "$rid")
+
+
+def test_method_responses():
+    # (handler result, status and body on the wire)
+    for result, status, body in (
+        ((200, None), 200, b""),
+        ({"a": 1}, 200, b'{"a":1}'),  # a payload alone is answered with 200
+        ((65535, [1]), 65535, b"[1]"),
+        ((404, "x"), 404, b'"x"'),
+        (None, 200, b""),
+    ):
+        c = _Publisher()
+        r.respond(c, "m", "2", result)
+        eq(c.published, [("$iothub/methods/res/%d/?$rid=2" % status, body)], repr(result))
+        eq(c.logged, [])
     # A rid parsed from a request goes back unchanged on the wire.
-    name, rid = r.parse_method_topic("$iothub/methods/POST/m/?$rid=r%2F1")
-    eq(r.method_response_topic(200, rid), "$iothub/methods/res/200/?$rid=r%2F1")
+    name, rid = _kind("method", "$iothub/methods/POST/m/?$rid=r%2F1")
+    c = _Publisher()
+    r.respond(c, name, rid, (200, None))
+    eq(c.published[0][0], "$iothub/methods/res/200/?$rid=r%2F1")
+    # A status that is not an int in 0..65535, or an exception: answered 500 with the
+    # error's name, and logged.
+    for result, err in (
+        ((-1, None), "ValueError"),
+        ((65536, None), "ValueError"),
+        (("200", None), "ValueError"),
+        ((True, None), "ValueError"),
+    ):
+        c = _Publisher()
+        r.respond(c, "m", "3", result)
+        eq(c.published[0][0], "$iothub/methods/res/500/?$rid=3", repr(result))
+        has(c.published[0][1].decode(), err, repr(result))
+        has(c.logged[0], "method m raised", repr(result))
+    c = _Publisher()
+    r.respond(c, "m", "4", None, RuntimeError("boom"))
+    eq(c.published, [("$iothub/methods/res/500/?$rid=4", b'{"error":"RuntimeError: boom"}')])
