@@ -241,20 +241,9 @@ class DeviceClient(ClientBase):
         return session_present
 
     def _connected(self):
-        from .clientx import unload
+        from .clientx import connected
 
-        unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "routes",
-            "sas",
-            "pct",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-        )  # the blocking client's list: connection-time code, reloaded for a reconnect
+        connected()  # the connection-time code goes, as in the blocking client
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())

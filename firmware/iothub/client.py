@@ -73,18 +73,8 @@ class DeviceClient(ClientBase):
         # Connected: the connection-time code goes until the next connection. After a
         # failure it stays loaded for the retries (reloading it for every attempt of a
         # long outage would churn the heap).
-        clientx.unload(
-            "clientx",
-            "credentials",
-            "mqttconn",
-            "routes",
-            "sas",
-            "pct",
-            "tlsprofile",
-            "connstr",
-            "transitions",
-            "linkopen",
-        )
+        clientx.connected()
+        clientx = None  # the last reference to it: its code is freed at the next collection
         self._notify(CONNECTED, None)
         h = self._handlers
         if h.get("desired") or h.get("writable"):

@@ -147,6 +147,24 @@ def unload(*names):
                 pass
 
 
+def connected():
+    # After a successful connect the connection-time code goes until the next connection
+    # (both clients). After a failure it stays loaded for the retries: reloading it for
+    # every attempt of a long outage would churn the heap.
+    unload(
+        "clientx",
+        "credentials",
+        "mqttconn",
+        "routes",
+        "sas",
+        "pct",
+        "tlsprofile",
+        "connstr",
+        "transitions",
+        "linkopen",
+    )
+
+
 def connection_string(cls, cs, kw):
     from .connstr import parse_connection_string
 
