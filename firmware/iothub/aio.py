@@ -203,7 +203,7 @@ class DeviceClient(ClientBase):
         gen = self._gen
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         ctx = clientx.context(self)
-        clientx.unload("tlsprofile", "roots", "pem")
+        clientx.unload("tlsconf", "roots", "pem")
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         try:
             # this task reads the link itself until the reader task runs

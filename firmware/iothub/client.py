@@ -10,7 +10,7 @@
 #
 # RAM: between connections a telemetry-only client keeps this module, session, transport,
 # mqtt, outbox, topics, clock and errors. What runs once per connection (clientx: token,
-# TLS context, CONNECT, subscriptions, with sas and tlsprofile) is loaded by connect()
+# TLS context, CONNECT, subscriptions, with sas and tlsconf) is loaded by connect()
 # and unloaded after it; twin, C2D/method routing, JSON and backoff load when first
 # used. The send path allocates nothing for a bytes payload whose properties equal the
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into

@@ -57,7 +57,7 @@ class ClientBase:
     components = ()
 
     def __init__(self, hostname, device_id, **options):
-        # Options and their defaults: see clientx.OPTIONS (checked there, once).
+        # Options and their defaults: see clientx.init (checked there, once).
         from . import clientx
 
         self._qpid = self._qn = 0  # what _enqueue() made, without a tuple
@@ -108,7 +108,13 @@ class ClientBase:
 
     def tls_info(self):
         """Negotiated suite and version, and what the context was configured with."""
-        return {"cipher": self._s.link.cipher(), "configured": self._tlsinfo}
+        conf = self._tlsinfo
+        if conf is not None and "verify" not in conf:
+            # The client keeps a minimal record of its own context: the rest is rebuilt.
+            from .tlsconf import describe
+
+            conf = describe(self._ctx, conf, self._roots, self._cert, self._pkey)
+        return {"cipher": self._s.link.cipher(), "configured": conf}
 
     def _timeout(self, timeout_ms):
         return self.timeout_ms if timeout_ms is None else _positive(timeout_ms, "timeout_ms")

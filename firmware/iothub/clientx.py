@@ -1,7 +1,7 @@
 # DeviceClient's cold paths: construction from a connection string, credentials and the
 # TLS context, opening a connection (SAS token, CONNECT, subscriptions, redelivery), and
 # the rare sends. Loaded when one of them runs and unloaded again after connect(), with
-# the modules only they need (sas, tlsprofile, connstr): between connections a
+# the modules only they need (sas, tlsconf, connstr): between connections a
 # telemetry-only device keeps just the send/receive path in RAM. A reconnect loads them
 # again from flash (a few ms; frozen firmware keeps them in flash anyway).
 
@@ -16,58 +16,59 @@ except ImportError:
 import gc
 import sys
 
-from . import transitions as T
+from . import transitions
 from .clock import ticks_add, ticks_ms
 from .errors import AuthenticationError, ConfigError, ConnectionLost, IoTHubError, TLSError
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
 
 
-MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
-
-# DeviceClient's keyword options and their defaults.
-OPTIONS = {
-    "module_id": None,
-    "shared_access_key": None,
-    "shared_access_key_name": None,
-    "cert": None,
-    "key": None,
-    "tls": "rsa",
-    "roots": None,
-    "max_fragment_length": None,
-    "host": None,
-    "port": None,  # 8883, or 443 with transport="websockets"
-    "transport": "mqtt",
-    "proxy": None,
-    "model_id": None,
-    "keepalive": 240,
-    "sas_ttl": 3600,
-    "clean_session": False,
-    "timeout_ms": 30000,
-    "max_packet": 66560,  # IoT Hub's largest C2D message (64 KB) plus topic and header
-    "txbuf": 1024,
-    "auto_reconnect": True,
-    "backoff": None,
-    "queue_size": 16,
-    "queue_bytes": 4096,
-    "queue_policy": "drop-oldest",
-    "ssl_context": None,
-    "log": None,
-}
+_MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
 
 
 def init(c, hostname, device_id, options):
+    # DeviceClient's keyword options and their defaults (a local table: every global name
+    # of a loaded module is interned for good, and this one is read once).
+    defaults = {
+        "module_id": None,
+        "shared_access_key": None,
+        "shared_access_key_name": None,
+        "cert": None,
+        "key": None,
+        "tls": "rsa",
+        "roots": None,
+        "max_fragment_length": None,
+        "host": None,
+        "port": None,  # 8883, or 443 with transport="websockets"
+        "transport": "mqtt",
+        "proxy": None,
+        "model_id": None,
+        "keepalive": 240,
+        "sas_ttl": 3600,
+        "clean_session": False,
+        "timeout_ms": 30000,
+        "max_packet": 66560,  # IoT Hub's largest C2D message (64 KB) plus topic and header
+        "txbuf": 1024,
+        "auto_reconnect": True,
+        "backoff": None,
+        "queue_size": 16,
+        "queue_bytes": 4096,
+        "queue_policy": "drop-oldest",
+        "ssl_context": None,
+        "log": None,
+    }
+    o = defaults
     for k in options:
-        if k not in OPTIONS:
+        if k not in o:
             raise TypeError("DeviceClient got an unexpected keyword argument %r" % (k,))
-    o = {}
-    for k, v in OPTIONS.items():
-        o[k] = options.get(k, v)
+        o[k] = options[k]
     if not hostname or not device_id:
         raise ConfigError("hostname and device_id are required")
     ka = o["keepalive"]
-    if not isinstance(ka, int) or not 0 < ka <= MAX_KEEPALIVE:
-        raise ConfigError("keepalive must be 1..%d s (IoT Hub limit), got %r" % (MAX_KEEPALIVE, ka))
+    if not isinstance(ka, int) or not 0 < ka <= _MAX_KEEPALIVE:
+        raise ConfigError(
+            "keepalive must be 1..%d s (IoT Hub limit), got %r" % (_MAX_KEEPALIVE, ka)
+        )
     if not isinstance(o["sas_ttl"], int) or o["sas_ttl"] < 10:
         raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (o["sas_ttl"],))
     from . import topics
@@ -96,9 +97,20 @@ def init(c, hostname, device_id, options):
     c._log = o["log"]
     c._ctx = None
     c._tlsinfo = None
-    c._owned = True
-    if o["ssl_context"] is not None:
-        use_context(c, o["ssl_context"])
+    ctx = o["ssl_context"]
+    if ctx is not None:
+        # An application's own context is accepted only if it verifies the server.
+        try:
+            import tls
+        except ImportError:
+            tls = None
+        if getattr(ctx, "verify_mode", None) != getattr(tls, "CERT_REQUIRED", 2):
+            raise ConfigError(
+                "ssl_context must verify the hub's certificate (verify_mode CERT_REQUIRED); "
+                "iothub never connects without verification"
+            )
+        c._ctx = ctx
+        c._tlsinfo = getattr(ctx, "iothub_info", None)
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
     s = Session(o["txbuf"], o["max_packet"])
     lc = c._lc = s.lc  # the lifecycle core: every decision about the connection
@@ -122,7 +134,7 @@ def init(c, hostname, device_id, options):
         context(c)
     except TLSError:
         pass  # no tls module (a host-side hand-over of DPS results): made at connect()
-    unload("tlsprofile", "roots", "pem", "linkopen")
+    unload("tlsconf", "roots", "pem", "linkopen")
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from
@@ -158,6 +170,7 @@ def connected():
         "routes",
         "sas",
         "pct",
+        "tlsconf",
         "tlsprofile",
         "connstr",
         "transitions",
@@ -165,65 +178,52 @@ def connected():
     )
 
 
-def connection_string(cls, cs, kw):
+def connection_string(cls, cs, options):
     from .connstr import parse_connection_string
 
     cs = parse_connection_string(cs)
+    parse_connection_string = None
+    unload("connstr")  # before the client's buffers and TLS context are made
     if cs.get("x509"):
         raise ConfigError(
             "this connection string says x509=true: use DeviceClient.from_x509(...) "
             "with the device certificate and key"
         )
-    if cs.get("GatewayHostName") and "host" not in kw:
-        kw["host"] = cs["GatewayHostName"]
+    if cs.get("GatewayHostName") and "host" not in options:
+        options["host"] = cs["GatewayHostName"]
     return cls(
         cs["HostName"],
         cs["DeviceId"],
         module_id=cs.get("ModuleId"),
         shared_access_key=cs["SharedAccessKey"],
         shared_access_key_name=cs.get("SharedAccessKeyName"),
-        **kw,
+        **options,
     )
 
 
-def use_context(c, ctx):
-    # An application's own context is accepted only if it verifies the server.
-    try:
-        import tls
-    except ImportError:
-        tls = None
-    if getattr(ctx, "verify_mode", None) != getattr(tls, "CERT_REQUIRED", 2):
-        raise ConfigError(
-            "ssl_context must verify the hub's certificate (verify_mode CERT_REQUIRED); "
-            "iothub never connects without verification"
-        )
-    c._ctx = ctx
-    c._tlsinfo = getattr(ctx, "iothub_info", None)
-    c._owned = False
-
-
-def set_credentials(c, sak, sak_name, cert, key):
-    if sak is not None and cert is not None:
+def set_credentials(c, shared_access_key, name, cert, key):
+    if shared_access_key is not None and cert is not None:
         raise ConfigError("give either a shared access key or an X.509 certificate, not both")
-    if sak is None and cert is None and c._ctx is None:
+    if shared_access_key is None and cert is None and c._ctx is None:
         raise ConfigError(
             "no credentials: give a shared access key or an X.509 certificate and key"
         )
-    if isinstance(sak, str):
+    if isinstance(shared_access_key, str):
         from .sas import decode_key
 
-        sak = decode_key(sak)
+        shared_access_key = decode_key(shared_access_key)
+        decode_key = None
+        unload("sas")  # until a connect signs a token with it
     # The TLS context holds the client certificate, never the SAS key: it is built again
     # (at the next connect) only when a certificate comes or goes. Rebuilding it for a new
     # key would cost a Pico W its largest free block just before the next handshake.
     rebuild = cert is not None or getattr(c, "_cert", None) is not None
-    c._key = sak
-    c._key_name = sak_name
+    c._key = shared_access_key
+    c._key_name = name
     c._cert = cert
     c._pkey = key
     if rebuild:
         c._ctx = None
-        c._owned = True
 
 
 def update_credentials(c, connection_string, shared_access_key, cert, key):
@@ -236,7 +236,7 @@ def update_credentials(c, connection_string, shared_access_key, cert, key):
         shared_access_key = cs.get("SharedAccessKey")
     set_credentials(c, shared_access_key, c._key_name, cert, key)
     c._log_line(1, "credentials replaced; reconnecting")
-    T.credentials_changed(c._lc, ticks_ms())
+    transitions.credentials_changed(c._lc, ticks_ms())
     if c._s.is_open:
         c._drop("credentials changed", clean=True)
     unload("connstr", "sas")
@@ -244,18 +244,17 @@ def update_credentials(c, connection_string, shared_access_key, cert, key):
 
 def context(c):
     if c._ctx is None:
-        from .tlsprofile import configure
+        from .tlsconf import configure
 
         c._ctx, c._tlsinfo = configure(
             c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
         )
-        c._owned = True
     return c._ctx
 
 
 def password(c):
     if c._cert is not None:
-        T.token(c._lc, ticks_ms(), None)
+        transitions.token(c._lc, ticks_ms(), None)
         return None
     from .credentials import sas_password
     from .sas import device_resource_uri
@@ -267,16 +266,16 @@ def password(c):
     # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
     # a big int on 32-bit boards, allocates).
     c._renew_unix = now + ttl * _RENEW_PERCENT // 100
-    T.token(c._lc, ticks_ms(), ttl)
+    transitions.token(c._lc, ticks_ms(), ttl)
     return token
 
 
-def filters(c, only=None):
+def filters(c, name=None):
     """Topic filters for the handlers set (or for the one named), [] when none."""
     h = c._handlers
     tw = c._tw
     want_twin = (
-        only == "twin" or h.get("desired") or h.get("writable") or (tw is not None and tw.want)
+        name == "twin" or h.get("desired") or h.get("writable") or (tw is not None and tw.want)
     )
     methods = h.get("method") or h.get("command")
     if not (h.get("message") or methods or want_twin):
@@ -284,14 +283,14 @@ def filters(c, only=None):
     from . import routes
 
     f = []
-    if only in (None, "message") and h.get("message"):
+    if name in (None, "message") and h.get("message"):
         if c.module_id:
             f.append(routes.module_inputs_subscribe_topic(c.device_id, c.module_id))
         else:
             f.append(routes.c2d_subscribe_topic(c.device_id))
-    if only in (None, "method", "command") and methods:
+    if name in (None, "method", "command") and methods:
         f.append(routes.METHODS_SUB)
-    if only in (None, "desired", "writable", "twin") and want_twin:
+    if name in (None, "desired", "writable", "twin") and want_twin:
         f.append(routes.TWIN_RES_SUB)
         f.append(routes.TWIN_DESIRED_SUB)
     return f
@@ -346,10 +345,10 @@ def connect(c, deadline):
     """Open the link (token, context, CONNECT/CONNACK), subscribe, redeliver. Returns
     session_present; raises on failure with the link closed."""
     lc = c._lc
-    T.connecting(lc)
+    transitions.connecting(lc)
     pw = password(c)
     ctx = context(c)  # made at construction; again only after new credentials
-    unload("tlsprofile", "roots", "pem")
+    unload("tlsconf", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
     s = c._s
     session_present = s.open(
@@ -367,7 +366,7 @@ def connect(c, deadline):
     )
     pw = None
     try:
-        T.opened(lc, ticks_ms())
+        transitions.opened(lc, ticks_ms())
         c.stats["connects"] += 1
         f = filters(c)
         if f:
@@ -427,17 +426,48 @@ def props_size(properties, *values):
 def act(c, a, timeout_ms):
     """Do what lifecycle.next() decided (anything but WAIT)."""
     lc = c._lc
-    if a == 1:  # CONNECT
-        reconnect_now(c)
-    elif a == 3:  # DEAD
+    if a == 3:  # DEAD
         c._lost(ConnectionLost(lc.why))
         if not c.auto_reconnect:
             raise ConnectionLost(lc.why)
-    elif a == 4:  # RENEW
-        renew(c)
     elif a == 5:  # RESYNC
         c._twin().resync(max(min(timeout_ms, c.timeout_ms), 1))
-    # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
+    elif a == 4:  # RENEW: reconnect with a fresh SAS token, 80 % into the current one's life
+        from .clock import unix_time
+
+        left = c._renew_unix - unix_time()
+        if left > 0:  # a token longer than the ticks span: wait on
+            transitions.renew_later(lc, ticks_ms(), left * 1000)
+            return
+        # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
+        # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
+        c.stats["renewals"] += 1
+        drop(c, "SAS token renewal", clean=True)
+        transitions.renewing(lc)
+    if a != 1 and a != 4:
+        return  # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
+    # CONNECT, or RENEW's reconnect.
+    # Collect first: what this attempt loads for good (mqttconn, credentials, sas, after an
+    # unload) then goes into the lowest free blocks rather than between the garbage of an
+    # outage, and the handshake finds the largest contiguous block the heap can offer.
+    gc.collect()
+    try:
+        c.connect()
+    except AuthenticationError as e:
+        transitions.failed(lc, ticks_ms(), True)
+        c._log_line(0, str(e) + "; not retrying until the credentials change")
+        c._notify("auth_failed", e.code)
+    except (IoTHubError, OSError, MemoryError) as e:
+        # MemoryError: the heap is too fragmented for a handshake right now; the link's
+        # buffers are released, so back off and try again rather than end the loop.
+        why = "out of memory" if isinstance(e, MemoryError) else e
+        c._log_line(1, "connect failed: %s" % (why,))
+        retry(c, transitions.failed(lc, ticks_ms()))
+    else:
+        c.stats["reconnects"] += 1
+        return
+    if a == 4 and not c.auto_reconnect:
+        raise ConnectionLost("SAS token renewal: reconnect failed")
 
 
 def drop(c, reason, clean=False):
@@ -453,51 +483,10 @@ def drop(c, reason, clean=False):
 
 def lost(c, err):
     drop(c, str(err))
-    retry(c, T.lost(c._lc, ticks_ms()))
+    retry(c, transitions.lost(c._lc, ticks_ms()))
 
 
-def retry(c, delay):
-    if delay >= 0:
-        c._log_line(1, "retrying in %d ms" % delay)
-        c._notify("retrying", delay)
-
-
-def reconnect_now(c):
-    lc = c._lc
-    # Collect first: what this attempt loads for good (mqttconn, credentials, sas, after an
-    # unload) then goes into the lowest free blocks rather than between the garbage of an
-    # outage, and the handshake finds the largest contiguous block the heap can offer.
-    gc.collect()
-    try:
-        c.connect()
-    except AuthenticationError as e:
-        T.failed(lc, ticks_ms(), True)
-        c._log_line(0, str(e) + "; not retrying until the credentials change")
-        c._notify("auth_failed", e.code)
-        return False
-    except (IoTHubError, OSError, MemoryError) as e:
-        # MemoryError: the heap is too fragmented for a handshake right now; the link's
-        # buffers are released, so back off and try again rather than end the loop.
-        why = "out of memory" if isinstance(e, MemoryError) else e
-        c._log_line(1, "connect failed: %s" % (why,))
-        retry(c, T.failed(lc, ticks_ms()))
-        return False
-    c.stats["reconnects"] += 1
-    return True
-
-
-def renew(c):
-    """Reconnect with a fresh SAS token when 80 % of the current one's lifetime passed."""
-    from .clock import unix_time
-
-    left = c._renew_unix - unix_time()
-    if left > 0:  # a token longer than the ticks span: wait on
-        T.renew_later(c._lc, ticks_ms(), left * 1000)
-        return
-    # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
-    # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
-    c.stats["renewals"] += 1
-    drop(c, "SAS token renewal", clean=True)
-    T.renewing(c._lc)
-    if not reconnect_now(c) and not c.auto_reconnect:
-        raise ConnectionLost("SAS token renewal: reconnect failed")
+def retry(c, ms):
+    if ms >= 0:
+        c._log_line(1, "retrying in %d ms" % ms)
+        c._notify("retrying", ms)

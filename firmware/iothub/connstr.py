@@ -6,18 +6,28 @@
 # Field names are case-sensitive, as Azure writes them. Errors name the field but never
 # echo a key value.
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError
 from .sas import decode_key
 
-_FIELDS = (
-    "HostName",
-    "DeviceId",
-    "ModuleId",
-    "SharedAccessKey",
-    "SharedAccessKeyName",
-    "GatewayHostName",
-    "x509",
-)
+_FIELDS = const(
+    (
+        "HostName",
+        "DeviceId",
+        "ModuleId",
+        "SharedAccessKey",
+        "SharedAccessKeyName",
+        "GatewayHostName",
+        "x509",
+    )
+)  # inlined: no global name
 
 
 def _err(msg):

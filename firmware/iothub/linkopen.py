@@ -134,6 +134,6 @@ def tls_error(e, server_hostname, info):
     code = e.args[0] if e.args else None
     if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
         return ConnectionLost("TLS handshake with %s: socket error %s" % (server_hostname, e))
-    from .tlsprofile import handshake_error
+    from .tlserrors import handshake_error
 
     return handshake_error(e, server_hostname, info)

@@ -10,11 +10,21 @@
 import binascii
 import hashlib
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError
 from .pct import unquote  # noqa: F401 - part of this API
 from .topics import _as_bytes, quote  # noqa: F401 - quote is part of this API
 
-_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64 = const(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+)  # inlined: no global name
 
 
 def hmac_sha256(key, msg):
