@@ -127,9 +127,9 @@ class DeviceClient(ClientBase):
     ):
         """Replace the credentials; the client reconnects with them (an auth_failed client
         tries again at once)."""
-        from . import clientx
+        from .clientinit import update_credentials
 
-        clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
+        update_credentials(self, connection_string, shared_access_key, cert, key)
         self._kick.set()
 
     # ---- connection ----------------------------------------------------------------
@@ -243,7 +243,7 @@ class DeviceClient(ClientBase):
     def _connected(self):
         from .clientx import connected
 
-        connected()  # the connection-time code goes, as in the blocking client
+        connected(self)  # the connection-time code goes, as in the blocking client
         self._notify(CONNECTED, None)
         self._wake()
         self._reader = asyncio.create_task(self._read_loop())

@@ -50,9 +50,9 @@ class DeviceClient(ClientBase):
         self, *, connection_string=None, shared_access_key=None, cert=None, key=None
     ):
         """Replace the credentials of a live client; it reconnects with them."""
-        from . import clientx
+        from .clientinit import update_credentials
 
-        clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
+        update_credentials(self, connection_string, shared_access_key, cert, key)
 
     # ---- connection ----------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class DeviceClient(ClientBase):
         # Connected: the connection-time code goes until the next connection. After a
         # failure it stays loaded for the retries (reloading it for every attempt of a
         # long outage would churn the heap).
-        clientx.connected()
+        clientx.connected(self)
         clientx = None  # the last reference to it: its code is freed at the next collection
         self._notify(CONNECTED, None)
         h = self._handlers

@@ -15,7 +15,7 @@ except ImportError:
 
 
 from .errors import ConfigError
-from .sas import decode_key
+from .saskey import decode_key
 
 _FIELDS = const(
     (
@@ -43,7 +43,7 @@ def parse_connection_string(cs):
         raise _err("expected a str")
     cs = cs.strip()
     if not cs:
-        raise _err("empty")
+        raise _err("it is empty")
     out = {}
     n = 0
     last = None
@@ -95,7 +95,7 @@ def parse_connection_string(cs):
 
     for name in ("HostName", "DeviceId"):
         if name not in out:
-            raise _err("missing %s" % name)
+            raise _err("missing %s (a required field)" % name)
     has_key = "SharedAccessKey" in out
     if out["x509"] and has_key:
         raise _err("SharedAccessKey and x509=true are mutually exclusive")

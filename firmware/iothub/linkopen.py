@@ -54,7 +54,7 @@ def open(link, host, port, ctx, server_hostname, timeout_ms, info):
         raw.connect(addr)
     except OSError as e:
         link.close()
-        where = "proxy %s:%d" % proxy[:2] if proxy else "%s:%d" % (host, port)
+        where = "proxy %s:%d" % proxy[:2] if proxy else "host %s:%d" % (host, port)
         raise ConnectionLost("TCP connect to %s failed: %s" % (where, e))
     if proxy is not None:
         from .proxy import tunnel

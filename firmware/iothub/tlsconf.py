@@ -153,14 +153,12 @@ def configure(
     return ctx, info
 
 
-def _full(profile, offered, root_list, client, mfl):
+def _full(profile, suites, roots, client, mfl):
     info = {
         "profile": profile,
         "verify": "CERT_REQUIRED",
-        "suites": offered,
-        "roots": [
-            {"name": n, "sha256": _hex(hashlib.sha256(der).digest())} for n, der in root_list
-        ],
+        "suites": suites,
+        "roots": [{"name": n, "sha256": _hex(hashlib.sha256(der).digest())} for n, der in roots],
         "client_cert": None,
         "mfl": mfl,
         "negotiated": None,
@@ -215,15 +213,15 @@ def _request_mfl(ctx, size):
     setter = getattr(tlsx, "set_max_fragment_length", None)
     getter = getattr(tlsx, "get_max_fragment_length", None)
 
-    def current():
-        # what the context requests now (our firmware may request a board default)
-        try:
-            return getter(ctx) if getter is not None else 0
-        except Exception:
-            return 0
-
+    # What the context requests before we ask (our firmware may request a board default);
+    # a refused request leaves it so.
+    n = 0
+    try:
+        if getter is not None:
+            n = getter(ctx)
+    except Exception:
+        pass
     if size is None:
-        n = current()
         if n:
             return {"requested": True, "size": n, "reason": "board default (tlsx)"}
         return {"requested": False, "size": None, "reason": "not asked for"}
@@ -237,7 +235,6 @@ def _request_mfl(ctx, size):
         setter(ctx, size)
     except (OSError, ValueError, RuntimeError, TypeError, NotImplementedError) as e:
         why = "tlsx could not set it: %s" % (e,)
-        n = current()
         if n:
             return {
                 "requested": True,
