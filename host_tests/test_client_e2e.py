@@ -73,8 +73,10 @@ def x509_cfg(emu, tmp_path, kind="ec256", ca="self"):
 
 
 ROUND_TRIP = r"""
-import json, devkit
+import json, sys, devkit
 c = devkit.client(CFG)
+COLD = ("clientinit", "clientx", "connstr", "sas", "saskey", "tlsconf", "tlsprofile", "roots", "pem", "linkopen")
+print("AFTER_NEW", json.dumps(sorted(n for n in COLD if "iothub." + n in sys.modules)))
 got = {}
 def on_desired(patch, version):
     print("DESIRED", json.dumps([patch, version]))
@@ -101,6 +103,8 @@ c.send("plain text", content_type="text/plain", content_encoding="utf-8")
 c.send(b"\x00\x01binary", qos=0)
 twin = c.get_twin()
 print("TWIN", json.dumps(twin))
+m = sys.modules
+print("ROUTES", json.dumps([m["iothub.routes"] is m["iothub.twin"].routes, m["iothub.routes"] is m["iothub.inbound"].routes]))
 v = c.update_reported({"fw": "1.0", "gone": None})
 print("REPORTED", v)
 print("READY")
@@ -162,6 +166,10 @@ def test_round_trip_sas(emu, client_kind):
     assert "sensor=a%20b" in first["topic"] and "k%26%3D=v%2F%25" in first["topic"]
     reported = emu.twin(cfg["device_id"])["reported"]
     assert reported["fw"] == "1.0" and "gone" not in reported
+    # Construction leaves none of its code loaded; with handlers the routes module survives
+    # connect() once (the twin holds it, inbound uses the same one, no second copy).
+    assert json.loads(dev.output.split("AFTER_NEW ", 1)[1].splitlines()[0]) == []
+    assert json.loads(dev.output.split("ROUTES ", 1)[1].splitlines()[0]) == [True, True]
     # The client keeps a minimal record of its TLS configuration (what handshake errors
     # name); tls_info() rebuilds the full one and drops the modules it loaded for that.
     kept, conf, loaded = json.loads(dev.output.split("TLSINFO ", 1)[1].splitlines()[0])
