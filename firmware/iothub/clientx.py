@@ -265,7 +265,7 @@ def act(c, a, timeout_ms):
         # buffers are released, so back off and try again rather than end the loop.
         why = "out of memory" if isinstance(e, MemoryError) else e
         c._log_line(1, "connect failed: %s" % (why,))
-        retry(c, transitions.failed(lc, ticks_ms()))
+        lost(c, None, transitions.failed(lc, ticks_ms()))
     else:
         c.stats["reconnects"] += 1
         return
@@ -284,12 +284,12 @@ def drop(c, reason, clean=False):
         c._notify("disconnected", reason)
 
 
-def lost(c, err):
-    drop(c, str(err))
-    retry(c, transitions.lost(c._lc, ticks_ms()))
-
-
-def retry(c, ms):
+def lost(c, err, ms=0):
+    """The link failed (err), or an attempt failed (err None, ms: what lifecycle decided):
+    say when the next attempt comes, if one does."""
+    if err is not None:
+        drop(c, str(err))
+        ms = transitions.lost(c._lc, ticks_ms())
     if ms >= 0:
         c._log_line(1, "retrying in %d ms" % ms)
         c._notify("retrying", ms)

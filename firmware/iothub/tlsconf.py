@@ -13,6 +13,14 @@
 import binascii
 import hashlib
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
 from .errors import ConfigError, TLSError
 
 # mbedTLS spelling, AES-128-GCM first (cheapest on a microcontroller; the hub follows the
@@ -32,7 +40,7 @@ SUITES = {
         "TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA384",
     ),
 }
-MFL_SIZES = (512, 1024, 2048, 4096)
+_MFL_SIZES = const((512, 1024, 2048, 4096))  # tlsprofile.MFL_SIZES
 
 
 _mfl_warned = False  # one warning per boot
@@ -58,7 +66,7 @@ def configure(
         raise ConfigError(
             "unknown TLS profile %r: expected 'rsa' (RSA hub) or 'ecc' (ECC hub)" % (profile,)
         )
-    if max_fragment_length is not None and max_fragment_length not in MFL_SIZES:
+    if max_fragment_length is not None and max_fragment_length not in _MFL_SIZES:
         raise ConfigError(
             "max_fragment_length must be 512, 1024, 2048 or 4096 (RFC 6066), got %r"
             % (max_fragment_length,)

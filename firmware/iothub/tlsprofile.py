@@ -19,7 +19,9 @@
 # recorded as not made, with one warning per boot, or TLSError when require_mfl=True.
 
 from .errors import ConfigError
-from .tlsconf import MFL_SIZES, SUITES, configure  # noqa: F401 - part of this API
+from .tlsconf import SUITES, configure  # noqa: F401 - part of this API
+
+MFL_SIZES = (512, 1024, 2048, 4096)  # what max_fragment_length= takes (RFC 6066)
 
 _ctx_class = None  # (tls.SSLContext, our subclass), made on first use
 
