@@ -7,7 +7,9 @@ poll() raises the link's fatal error to the caller (a malformed packet, a missin
 auto_reconnect off); the aio client has no poll(): its background task handles the same faults,
 which test_lifecycle.py runs against it."""
 
+import hashlib
 import json
+import pathlib
 import time
 import uuid
 
@@ -71,8 +73,10 @@ def x509_cfg(emu, tmp_path, kind="ec256", ca="self"):
 
 
 ROUND_TRIP = r"""
-import json, devkit
+import json, sys, devkit
 c = devkit.client(CFG)
+COLD = ("clientinit", "clientx", "connstr", "sas", "saskey", "tlsconf", "tlsprofile", "roots", "pem", "linkopen")
+print("AFTER_NEW", json.dumps(sorted(n for n in COLD if "iothub." + n in sys.modules)))
 got = {}
 def on_desired(patch, version):
     print("DESIRED", json.dumps([patch, version]))
@@ -90,12 +94,25 @@ c.on_desired = on_desired
 c.on_method = on_method
 c.on_message = on_message
 c.connect()
+kept = getattr(c, "_tlsinfo", None)
 print("CIPHER", json.dumps(c.tls_info()["cipher"]))
+import sys
+print("TLSINFO", json.dumps([kept, c.tls_info()["configured"], sorted(m for m in sys.modules if m in ("iothub.tlsconf", "iothub.pem", "iothub.roots"))]))
 c.send({"t": 21.5}, properties={"sensor": "a b", "k&=": "v/%"}, message_id="m-1", correlation_id="c-1")
 c.send("plain text", content_type="text/plain", content_encoding="utf-8")
 c.send(b"\x00\x01binary", qos=0)
 twin = c.get_twin()
 print("TWIN", json.dumps(twin))
+m = sys.modules
+# A loaded module holding a package module that sys.modules no longer has (or has another
+# copy of): an unload that freed nothing, or a second copy loaded after it.
+held = []
+for k in list(m):
+    if k.startswith("iothub."):
+        for n, v in m[k].__dict__.items():
+            if type(v) is type(sys) and v.__name__.startswith("iothub.") and m.get(v.__name__) is not v:
+                held.append(k + "." + n)
+print("HELD", json.dumps(sorted(held)))
 v = c.update_reported({"fw": "1.0", "gone": None})
 print("REPORTED", v)
 print("READY")
@@ -157,6 +174,24 @@ def test_round_trip_sas(emu, client_kind):
     assert "sensor=a%20b" in first["topic"] and "k%26%3D=v%2F%25" in first["topic"]
     reported = emu.twin(cfg["device_id"])["reported"]
     assert reported["fw"] == "1.0" and "gone" not in reported
+    # Construction leaves none of its code loaded; after connect() and the twin calls no
+    # loaded module holds an unloaded module or a second copy of one (what the old routes
+    # module did: the twin held it after connect() dropped it, inbound loaded another).
+    assert json.loads(dev.output.split("AFTER_NEW ", 1)[1].splitlines()[0]) == []
+    assert json.loads(dev.output.split("HELD ", 1)[1].splitlines()[0]) == []
+    # The client keeps a minimal record of its TLS configuration (what handshake errors
+    # name); tls_info() rebuilds the full one and drops the modules it loaded for that.
+    kept, conf, loaded = json.loads(dev.output.split("TLSINFO ", 1)[1].splitlines()[0])
+    if cfg.get("client_kind") != "aio":
+        assert sorted(kept) == ["mfl", "profile", "roots"], kept
+        assert kept["roots"] == [{"name": "custom"}]
+    assert conf["profile"] == emu.profile and conf["verify"] == "CERT_REQUIRED"
+    assert conf["suites"] and all(expected in s for s in conf["suites"])
+    root_sha = hashlib.sha256(pathlib.Path(cfg["root"]).read_bytes()).hexdigest().upper()
+    assert conf["roots"] == [{"name": "custom", "sha256": root_sha}]
+    assert conf["client_cert"] is None
+    assert conf["mfl"] == {"requested": False, "size": None, "reason": "not asked for"}
+    assert loaded == []
     info = emu.connect_info(cfg["device_id"])
     assert info["api_version"] == "2021-04-12"
     assert info["clean_session"] is False and info["keepalive"] == 240
@@ -167,7 +202,9 @@ def test_round_trip_sas(emu, client_kind):
 def test_round_trip_x509(ecc_emu, tmp_path, kind, client_kind):
     cfg, sha256 = x509_cfg(ecc_emu, tmp_path, kind)
     cfg["client_kind"] = client_kind
-    run_round_trip(ecc_emu, cfg)
+    dev = run_round_trip(ecc_emu, cfg)
+    _, conf, _ = json.loads(dev.output.split("TLSINFO ", 1)[1].splitlines()[0])
+    assert conf["client_cert"]["sha256"] == sha256.upper()  # rebuilt by tls_info()
     info = ecc_emu.connect_info(cfg["device_id"])
     assert info["auth"].startswith("x509")
     conn = [c for c in ecc_emu.endpoint.connections if c.client_cert_sha256 == sha256]

@@ -126,9 +126,9 @@ class DeviceClient(ClientBase):
     ):
         """Replace the credentials; the client reconnects with them (an auth_failed client
         tries again at once)."""
-        from . import clientx
+        from .clientinit import update_credentials
 
-        clientx.update_credentials(self, connection_string, shared_access_key, cert, key)
+        update_credentials(self, connection_string, shared_access_key, cert, key)
         self._kick.set()
 
     # ---- connection ----------------------------------------------------------------
@@ -202,7 +202,7 @@ class DeviceClient(ClientBase):
         gen = self._gen
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         ctx = clientx.context(self)
-        clientx.unload("tlsprofile", "roots", "pem")
+        clientx.unload("tlsconf", "roots", "pem")
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         try:
             # this task reads the link itself until the reader task runs

@@ -82,7 +82,7 @@ async def _register(pc, timeout_ms):
                 return pc._result
     finally:
         s.close(clean=ok)
-        from .credentials import is_own
+        from .provisioning import is_own
 
         if is_own(pc._ctx):
             pc._ctx = None  # a one-off link: do not keep the TLS context around

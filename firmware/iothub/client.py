@@ -10,8 +10,9 @@
 #
 # RAM: between connections a telemetry-only client keeps this module, clientbase, session,
 # transport, lifecycle, mqtt, outbox, clock and errors. What runs once per connection
-# (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsprofile, walltime and
-# topics) is loaded by connect() and unloaded after it (clientx.connected); topics
+# (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsconf, walltime and
+# topics) is loaded by connect() and unloaded after it (clientx.connected); construction
+# (clientinit, connstr) is unloaded once the client is made; topics
 # comes back with the first send with properties; the rarely called API (twin calls,
 # update_credentials, disconnect, tls_info) is in clientrare, loaded on
 # first use (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
@@ -60,9 +61,19 @@ class DeviceClient(ClientBase):
 
     def connect(self, timeout_ms=None):
         """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
+        deadline = ticks_add(ticks_ms(), self._timeout(timeout_ms))
         from .clientx import connect_blocking  # (not resident: unloaded after connect)
 
-        return connect_blocking(self, timeout_ms)
+        session_present = connect_blocking(self, deadline)
+        # The last reference to clientx: its code is freed before the twin re-sync, whose
+        # first PUBLISH loads inbound (without this, the peak of a connect).
+        connect_blocking = None
+        h = self._handlers
+        if h.get("desired") or h.get("writable"):
+            from .twin import resync
+
+            resync(self._twin(), max(ticks_diff(deadline, ticks_ms()), 1))
+        return session_present
 
     def _drop(self, reason, clean=False):
         from .clientx import drop

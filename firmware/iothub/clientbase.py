@@ -61,21 +61,19 @@ class ClientBase:
     components = ()
 
     def __init__(self, hostname, device_id, **options):
-        # Options and their defaults: see clientx.OPTIONS (checked there, once).
-        from . import clientx
+        # Options and their defaults: see clientinit.init (checked there, once).
+        from .clientinit import init
 
         self._qn = 0  # the size of what _enqueue() made, without a tuple
-        clientx.init(self, hostname, device_id, options)
+        init(self, hostname, device_id, options)
 
     # ---- construction -------------------------------------------------------------
 
     @classmethod
     def from_connection_string(cls, connection_string, **kw):
-        from . import clientx
+        from . import clientinit
 
-        c = clientx.connection_string(cls, connection_string, kw)
-        clientx.unload("connstr", "clientx", "sas")
-        return c
+        return clientinit.connection_string(cls, connection_string, kw)
 
     @classmethod
     def from_x509(cls, hostname, device_id, cert, key, *, module_id=None, **kw):

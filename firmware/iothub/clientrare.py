@@ -26,16 +26,22 @@ def get(c, name):
 
 def update_credentials(c, *, connection_string=None, shared_access_key=None, cert=None, key=None):
     """Replace the credentials of a live client; it reconnects with them."""
-    from . import clientx
+    from .clientinit import update_credentials
 
-    clientx.update_credentials(c, connection_string, shared_access_key, cert, key)
+    update_credentials(c, connection_string, shared_access_key, cert, key)
 
 
 def tls_info(c):
     """Negotiated suite and version, and what the context was configured with."""
     from .linkopen import cipher  # (unloaded again by the next connect)
 
-    return {"cipher": cipher(c._s.link), "configured": c._tlsinfo}
+    conf = c._tlsinfo
+    if conf is not None and "verify" not in conf:
+        # The client keeps a minimal record of its own context: the rest is rebuilt.
+        from .tlsconf import describe
+
+        conf = describe(c._ctx, conf, c._roots, c._cert, c._pkey)
+    return {"cipher": cipher(c._s.link), "configured": conf}
 
 
 # ---- blocking client only ---------------------------------------------------------------

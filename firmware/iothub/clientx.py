@@ -1,9 +1,9 @@
-# DeviceClient's cold paths: construction from a connection string, credentials and the
-# TLS context, opening a connection (SAS token, CONNECT, subscriptions, redelivery), and
-# the rare sends. Loaded when one of them runs and unloaded again after connect(), with
-# the modules only they need (sas, tlsprofile, connstr): between connections a
-# telemetry-only device keeps just the send/receive path in RAM. A reconnect loads them
-# again from flash (a few ms; frozen firmware keeps them in flash anyway).
+# DeviceClient's cold paths: opening a connection (SAS token, TLS context, CONNECT,
+# subscriptions, redelivery), failures and reconnects, and the rare sends. Loaded when one
+# of them runs and unloaded again after connect(), with the modules only they need (sas,
+# tlsconf, mqttconn, linkopen): between connections a telemetry-only device keeps just the
+# send/receive path in RAM. A reconnect loads them again from flash (a few ms; frozen
+# firmware keeps them in flash anyway). Construction is iothub.clientinit's.
 
 try:
     from micropython import const
@@ -14,231 +14,68 @@ except ImportError:
 
 
 import gc
-import sys
 
-from . import errors
-from . import transitions as T
+from . import errors, transitions
 from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, IoTHubError, TLSError
+from .credentials import unload  # noqa: F401 - clientx.unload, as the clients call it
+from .errors import ConfigError, ConnectionLost, IoTHubError
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
 
 
-MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
-
-# DeviceClient's keyword options and their defaults.
-OPTIONS = {
-    "module_id": None,
-    "shared_access_key": None,
-    "shared_access_key_name": None,
-    "cert": None,
-    "key": None,
-    "tls": "rsa",
-    "roots": None,
-    "max_fragment_length": None,
-    "host": None,
-    "port": None,  # 8883, or 443 with transport="websockets"
-    "transport": "mqtt",
-    "proxy": None,
-    "model_id": None,
-    "keepalive": 240,
-    "sas_ttl": 3600,
-    "clean_session": False,
-    "timeout_ms": 30000,
-    "max_packet": 66560,  # IoT Hub's largest C2D message (64 KB) plus topic and header
-    "txbuf": 1024,
-    "auto_reconnect": True,
-    "backoff": None,
-    "queue_size": 16,
-    "queue_bytes": 4096,
-    "queue_policy": "drop-oldest",
-    "ssl_context": None,
-    "log": None,
-}
-
-
-def init(c, hostname, device_id, options):
-    for k in options:
-        if k not in OPTIONS:
-            raise TypeError("DeviceClient got an unexpected keyword argument %r" % (k,))
-    o = {}
-    for k, v in OPTIONS.items():
-        o[k] = options.get(k, v)
-    if not hostname or not device_id:
-        raise ConfigError("hostname and device_id are required")
-    ka = o["keepalive"]
-    if not isinstance(ka, int) or not 0 < ka <= MAX_KEEPALIVE:
-        raise ConfigError("keepalive must be 1..%d s (IoT Hub limit), got %r" % (MAX_KEEPALIVE, ka))
-    if not isinstance(o["sas_ttl"], int) or o["sas_ttl"] < 10:
-        raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (o["sas_ttl"],))
-    from . import topics
-    from .outbox import Outbox
-    from .session import Session
-
-    module_id = o["module_id"]
-    c.hostname = hostname
-    c.device_id = device_id
-    c.module_id = module_id
-    # Checked now (a "/" in an id would break every topic) and kept: built once.
-    c._cid = topics.client_id(device_id, module_id)
-    c._user = topics.username(hostname, device_id, module_id, o["model_id"])
-    c.host = o["host"] or hostname
-    c.port = o["port"] or (443 if o["transport"] == "websockets" else 8883)
-    c.model_id = o["model_id"]
-    c.keepalive = ka
-    c.sas_ttl = o["sas_ttl"]
-    c.clean_session = o["clean_session"]
-    c.timeout_ms = 30000  # what timeout_ms=None stands for
-    c.timeout_ms = c._timeout(o["timeout_ms"])
-    c.auto_reconnect = o["auto_reconnect"]
-    c._tls_profile = o["tls"]
-    c._roots = o["roots"]
-    c._mfl = o["max_fragment_length"]
-    c._log = o["log"]
-    c._ctx = None
-    c._tlsinfo = None
-    c._owned = True
-    if o["ssl_context"] is not None:
-        use_context(c, o["ssl_context"])
-    set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
-    s = Session(o["txbuf"], o["max_packet"])
-    lc = c._lc = s.lc  # the lifecycle core: every decision about the connection
-    lc.timeout_ms = c.timeout_ms
-    lc.auto = c.auto_reconnect
-    lc.backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
-    from .linkopen import use
-
-    use(s.link, o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
-    s.on_publish = c._on_publish
-    s.on_puback = c._on_puback
-    s.pid_in_use = c._pid_in_use
-    c._s = s
-    c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
-    # The TLS context is made now, right after the client's large buffers (those first, so
-    # they get contiguous blocks), while the heap is still nearly empty: it is long-lived
-    # (better low in the heap than between later objects), and building it then never adds
-    # to what a connect needs at once. On a Pico W-like heap this decides whether the first
-    # handshake finds its 6 KB block at 64 KiB. Bad roots, certificates or keys fail here.
-    gc.collect()  # the garbage of parsing the options and building the buffers
-    try:
-        context(c)
-    except TLSError:
-        pass  # no tls module (a host-side hand-over of DPS results): made at connect()
-    unload("tlsprofile", "roots", "pem", "linkopen")
-    c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
-    c._t0 = topics.telemetry_topic(device_id, module_id).encode()
-    c._tkey = None  # what the cached telemetry topic was built from, and the topic
-    c._renew_unix = 0  # Unix time the SAS token is due for renewal
-    c._handlers = {}
-    c._tw = None  # twin state (iothub.inbound.Twin), made on first use
-    c.on_connection_state = None
-    c.on_error = None
-    c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
-
-
-def unload(*names):
-    # Drop package modules needed only to build something (what was built keeps no
-    # reference to them): their bytecode is freed at the next collection.
-    pkg = sys.modules.get("iothub")
-    for n in names:
-        if sys.modules.pop("iothub." + n, None) is not None and pkg is not None:
-            try:
-                delattr(pkg, n)
-            except AttributeError:
-                pass
-
-
-def connection_string(cls, cs, kw):
-    from .connstr import parse_connection_string
-
-    cs = parse_connection_string(cs)
-    if cs.get("x509"):
-        raise ConfigError(
-            "this connection string says x509=true: use DeviceClient.from_x509(...) "
-            "with the device certificate and key"
-        )
-    if cs.get("GatewayHostName") and "host" not in kw:
-        kw["host"] = cs["GatewayHostName"]
-    return cls(
-        cs["HostName"],
-        cs["DeviceId"],
-        module_id=cs.get("ModuleId"),
-        shared_access_key=cs["SharedAccessKey"],
-        shared_access_key_name=cs.get("SharedAccessKeyName"),
-        **kw,
+def connected(c):
+    """After a successful connect (both clients): the connection-time code goes until the
+    next connection. After a failure it stays loaded for the retries (reloading it for
+    every attempt of a long outage would churn the heap)."""
+    unload(
+        "clientx",
+        "clientinit",
+        "credentials",
+        "mqttconn",
+        "sas",
+        "saskey",
+        "tlsconf",
+        "tlsprofile",
+        "connstr",
+        "transitions",
+        "linkopen",
+        "walltime",
     )
+    if c._tw is None and not any(c._handlers.values()):
+        # pct and topics were loaded for this connection only (token, subscriptions).
+        # Once a handler or the twin is set, inbound holds pct: dropping it would free
+        # nothing, and the next import would load a second copy (measured with the old
+        # routes module: +4.7 KB with three handlers).
+        unload("pct")
+        if c._tkey is None:
+            # No send has needed a topic with properties yet; once one has, topics stays
+            # (reloading it after every reconnect would churn the heap).
+            unload("topics")
 
 
-def use_context(c, ctx):
-    # An application's own context is accepted only if it verifies the server.
-    try:
-        import tls
-    except ImportError:
-        tls = None
-    if getattr(ctx, "verify_mode", None) != getattr(tls, "CERT_REQUIRED", 2):
-        raise ConfigError(
-            "ssl_context must verify the hub's certificate (verify_mode CERT_REQUIRED); "
-            "iothub never connects without verification"
-        )
-    c._ctx = ctx
-    c._tlsinfo = getattr(ctx, "iothub_info", None)
-    c._owned = False
-
-
-def set_credentials(c, sak, sak_name, cert, key):
-    if sak is not None and cert is not None:
-        raise ConfigError("give either a shared access key or an X.509 certificate, not both")
-    if sak is None and cert is None and c._ctx is None:
-        raise ConfigError(
-            "no credentials: give a shared access key or an X.509 certificate and key"
-        )
-    if isinstance(sak, str):
-        from .sas import decode_key
-
-        sak = decode_key(sak)
-    # The TLS context holds the client certificate, never the SAS key: it is built again
-    # (at the next connect) only when a certificate comes or goes. Rebuilding it for a new
-    # key would cost a Pico W its largest free block just before the next handshake.
-    rebuild = cert is not None or getattr(c, "_cert", None) is not None
-    c._key = sak
-    c._key_name = sak_name
-    c._cert = cert
-    c._pkey = key
-    if rebuild:
-        c._ctx = None
-        c._owned = True
-
-
-def update_credentials(c, connection_string, shared_access_key, cert, key):
-    if connection_string is not None:
-        from .connstr import parse_connection_string
-
-        cs = parse_connection_string(connection_string)
-        if cs["HostName"] != c.hostname or cs["DeviceId"] != c.device_id:
-            raise ConfigError("the new connection string is for another hub or device")
-        shared_access_key = cs.get("SharedAccessKey")
-    set_credentials(c, shared_access_key, c._key_name, cert, key)
-    c._log_line(1, "credentials replaced; reconnecting")
-    T.credentials_changed(c._lc, ticks_ms())
-    if c._s.link.is_open:
-        c._drop("credentials changed", clean=True)
-    unload("connstr", "sas")
+def connect_blocking(c, deadline):
+    """DeviceClient.connect() up to the twin re-sync: connect, drop the connection-time
+    code, tell the application. The caller then drops its last reference to this module
+    before the re-sync (the first PUBLISH loads inbound: the peak of a connect)."""
+    session_present = connect(c, deadline)
+    connected(c)
+    c._notify("connected", None)
+    return session_present
 
 
 def context(c):
     if c._ctx is None:
-        from .tlsprofile import configure
+        from .tlsconf import configure
 
         c._ctx, c._tlsinfo = configure(
             c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
         )
-        c._owned = True
     return c._ctx
 
 
 def password(c):
     if c._cert is not None:
-        T.token(c._lc, ticks_ms(), None)
+        transitions.token(c._lc, ticks_ms(), None)
         return None
     from .credentials import sas_password
     from .sas import device_resource_uri
@@ -250,7 +87,7 @@ def password(c):
     # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
     # a big int on 32-bit boards, allocates).
     c._renew_unix = now + ttl * _RENEW_PERCENT // 100
-    T.token(c._lc, ticks_ms(), ttl)
+    transitions.token(c._lc, ticks_ms(), ttl)
     return token
 
 
@@ -269,25 +106,25 @@ def module_inputs_subscribe_topic(device_id, module_id):
     return "devices/%s/modules/%s/inputs/#" % (device_id, module_id)
 
 
-def filters(c, only=None):
+def filters(c, name=None):
     """Topic filters for the handlers set (or for the one named), [] when none."""
     h = c._handlers
     tw = c._tw
     want_twin = (
-        only == "twin" or h.get("desired") or h.get("writable") or (tw is not None and tw.want)
+        name == "twin" or h.get("desired") or h.get("writable") or (tw is not None and tw.want)
     )
     methods = h.get("method") or h.get("command")
     if not (h.get("message") or methods or want_twin):
         return []
     f = []
-    if only in (None, "message") and h.get("message"):
+    if name in (None, "message") and h.get("message"):
         if c.module_id:
             f.append(module_inputs_subscribe_topic(c.device_id, c.module_id))
         else:
             f.append(c2d_subscribe_topic(c.device_id))
-    if only in (None, "method", "command") and methods:
+    if name in (None, "method", "command") and methods:
         f.append(METHODS_SUB)
-    if only in (None, "desired", "writable", "twin") and want_twin:
+    if name in (None, "desired", "writable", "twin") and want_twin:
         f.append(TWIN_RES_SUB)
         f.append(TWIN_DESIRED_SUB)
     return f
@@ -342,10 +179,10 @@ def connect(c, deadline):
     """Open the link (token, context, CONNECT/CONNACK), subscribe, redeliver. Returns
     session_present; raises on failure with the link closed."""
     lc = c._lc
-    T.connecting(lc)
+    transitions.connecting(lc)
     pw = password(c)
     ctx = context(c)  # made at construction; again only after new credentials
-    unload("tlsprofile", "roots", "pem")
+    unload("tlsconf", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
     s = c._s
     from . import mqttconn  # the CONNECT and SUBSCRIBE packets
@@ -366,7 +203,7 @@ def connect(c, deadline):
     )
     pw = None
     try:
-        T.opened(lc, ticks_ms())
+        transitions.opened(lc, ticks_ms())
         c.stats["connects"] += 1
         f = filters(c)
         if f:
@@ -428,19 +265,50 @@ def props_size(properties, *values):
 def act(c, a, timeout_ms):
     """Do what lifecycle.next() decided (anything but WAIT)."""
     lc = c._lc
-    if a == 1:  # CONNECT
-        reconnect_now(c)
-    elif a == 3:  # DEAD
+    if a == 3:  # DEAD
         c._lost(ConnectionLost(lc.why))
         if not c.auto_reconnect:
             raise ConnectionLost(lc.why)
-    elif a == 4:  # RENEW
-        renew(c)
     elif a == 5:  # RESYNC
         from .twin import resync
 
         resync(c._twin(), max(min(timeout_ms, c.timeout_ms), 1))
-    # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
+    elif a == 4:  # RENEW: reconnect with a fresh SAS token, 80 % into the current one's life
+        from .clock import unix_time
+
+        left = c._renew_unix - unix_time()
+        if left > 0:  # a token longer than the ticks span: wait on
+            transitions.renew_later(lc, ticks_ms(), left * 1000)
+            return
+        # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
+        # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
+        c.stats["renewals"] += 1
+        drop(c, "SAS token renewal", clean=True)
+        transitions.renewing(lc)
+    if a != 1 and a != 4:
+        return  # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
+    # CONNECT, or RENEW's reconnect.
+    # Collect first: what this attempt loads for good (mqttconn, credentials, sas, after an
+    # unload) then goes into the lowest free blocks rather than between the garbage of an
+    # outage, and the handshake finds the largest contiguous block the heap can offer.
+    gc.collect()
+    try:
+        c.connect()
+    except errors.AuthenticationError as e:  # iothub.errstatus, loaded on a failure
+        transitions.failed(lc, ticks_ms(), True)
+        c._log_line(0, str(e) + "; not retrying until the credentials change")
+        c._notify("auth_failed", e.code)
+    except (IoTHubError, OSError, MemoryError) as e:
+        # MemoryError: the heap is too fragmented for a handshake right now; the link's
+        # buffers are released, so back off and try again rather than end the loop.
+        why = "out of memory" if isinstance(e, MemoryError) else e
+        c._log_line(1, "connect failed: %s" % (why,))
+        lost(c, None, transitions.failed(lc, ticks_ms()))
+    else:
+        c.stats["reconnects"] += 1
+        return
+    if a == 4 and not c.auto_reconnect:
+        raise ConnectionLost("SAS token renewal: reconnect failed")
 
 
 def drop(c, reason, clean=False):
@@ -454,97 +322,12 @@ def drop(c, reason, clean=False):
         c._notify("disconnected", reason)
 
 
-def lost(c, err):
-    drop(c, str(err))
-    retry(c, T.lost(c._lc, ticks_ms()))
-
-
-def retry(c, delay):
-    if delay >= 0:
-        c._log_line(1, "retrying in %d ms" % delay)
-        c._notify("retrying", delay)
-
-
-def reconnect_now(c):
-    lc = c._lc
-    # Collect first: what this attempt loads for good (mqttconn, credentials, sas, after an
-    # unload) then goes into the lowest free blocks rather than between the garbage of an
-    # outage, and the handshake finds the largest contiguous block the heap can offer.
-    gc.collect()
-    try:
-        c.connect()
-    except errors.AuthenticationError as e:  # iothub.errstatus, loaded on a failure
-        T.failed(lc, ticks_ms(), True)
-        c._log_line(0, str(e) + "; not retrying until the credentials change")
-        c._notify("auth_failed", e.code)
-        return False
-    except (IoTHubError, OSError, MemoryError) as e:
-        # MemoryError: the heap is too fragmented for a handshake right now; the link's
-        # buffers are released, so back off and try again rather than end the loop.
-        why = "out of memory" if isinstance(e, MemoryError) else e
-        c._log_line(1, "connect failed: %s" % (why,))
-        retry(c, T.failed(lc, ticks_ms()))
-        return False
-    c.stats["reconnects"] += 1
-    return True
-
-
-def renew(c):
-    """Reconnect with a fresh SAS token when 80 % of the current one's lifetime passed."""
-    from .clock import unix_time
-
-    left = c._renew_unix - unix_time()
-    if left > 0:  # a token longer than the ticks span: wait on
-        T.renew_later(c._lc, ticks_ms(), left * 1000)
-        return
-    # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
-    # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
-    c.stats["renewals"] += 1
-    drop(c, "SAS token renewal", clean=True)
-    T.renewing(c._lc)
-    if not reconnect_now(c) and not c.auto_reconnect:
-        raise ConnectionLost("SAS token renewal: reconnect failed")
-
-
-def connected(c):
-    """After a successful connect (both clients): the connection-time code goes until the
-    next connection. After a failure it stays loaded for the retries (reloading it for
-    every attempt of a long outage would churn the heap)."""
-    unload(
-        "clientx",
-        "credentials",
-        "mqttconn",
-        "sas",
-        "tlsprofile",
-        "connstr",
-        "transitions",
-        "linkopen",
-        "walltime",
-    )
-    if not c._handlers and c._tw is None:
-        # pct and topics were loaded for this connection only (token, subscriptions).
-        # Once a handler or the twin is set, inbound holds pct: dropping it would free
-        # nothing, and the next import would load a second copy (measured with the old
-        # routes module: +4.7 KB with three handlers).
-        unload("pct")
-        if c._tkey is None:
-            # No send has needed a topic with properties yet; once one has, topics stays
-            # (reloading it after every reconnect would churn the heap).
-            unload("topics")
-
-
-def connect_blocking(c, timeout_ms):
-    """DeviceClient.connect(): connect, drop the connection-time code, tell the
-    application, fetch the twin when a desired or writable handler wants it."""
-    from .clock import ticks_diff
-
-    deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
-    session_present = connect(c, deadline)
-    connected(c)
-    c._notify("connected", None)
-    h = c._handlers
-    if h.get("desired") or h.get("writable"):
-        from .twin import resync
-
-        resync(c._twin(), max(ticks_diff(deadline, ticks_ms()), 1))
-    return session_present
+def lost(c, err, ms=0):
+    """The link failed (err), or an attempt failed (err None, ms: what lifecycle decided):
+    say when the next attempt comes, if one does."""
+    if err is not None:
+        drop(c, str(err))
+        ms = transitions.lost(c._lc, ticks_ms())
+    if ms >= 0:
+        c._log_line(1, "retrying in %d ms" % ms)
+        c._notify("retrying", ms)

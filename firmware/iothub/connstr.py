@@ -6,18 +6,28 @@
 # Field names are case-sensitive, as Azure writes them. Errors name the field but never
 # echo a key value.
 
-from .errors import ConfigError
-from .sas import decode_key
+try:
+    from micropython import const
+except ImportError:
 
-_FIELDS = (
-    "HostName",
-    "DeviceId",
-    "ModuleId",
-    "SharedAccessKey",
-    "SharedAccessKeyName",
-    "GatewayHostName",
-    "x509",
-)
+    def const(x):
+        return x
+
+
+from .errors import ConfigError
+from .saskey import decode_key
+
+_FIELDS = const(
+    (
+        "HostName",
+        "DeviceId",
+        "ModuleId",
+        "SharedAccessKey",
+        "SharedAccessKeyName",
+        "GatewayHostName",
+        "x509",
+    )
+)  # inlined: no global name
 
 
 def _err(msg):
@@ -33,7 +43,7 @@ def parse_connection_string(cs):
         raise _err("expected a str")
     cs = cs.strip()
     if not cs:
-        raise _err("empty")
+        raise _err("it is empty")
     out = {}
     n = 0
     last = None
@@ -85,7 +95,7 @@ def parse_connection_string(cs):
 
     for name in ("HostName", "DeviceId"):
         if name not in out:
-            raise _err("missing %s" % name)
+            raise _err("missing %s (a required field)" % name)
     has_key = "SharedAccessKey" in out
     if out["x509"] and has_key:
         raise _err("SharedAccessKey and x509=true are mutually exclusive")

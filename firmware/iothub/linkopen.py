@@ -54,7 +54,7 @@ def open(link, host, port, ctx, server_hostname, timeout_ms, info):
         raw.connect(addr)
     except OSError as e:
         link.close()
-        where = "proxy %s:%d" % proxy[:2] if proxy else "%s:%d" % (host, port)
+        where = "proxy %s:%d" % proxy[:2] if proxy else "host %s:%d" % (host, port)
         raise ConnectionLost("TCP connect to %s failed: %s" % (where, e))
     if proxy is not None:
         from .proxy import tunnel
@@ -134,7 +134,7 @@ def tls_error(e, server_hostname, info):
     code = e.args[0] if e.args else None
     if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
         return ConnectionLost("TLS handshake with %s: socket error %s" % (server_hostname, e))
-    from .tlsprofile import handshake_error
+    from .tlserrors import handshake_error
 
     return handshake_error(e, server_hostname, info)
 

@@ -334,8 +334,6 @@ class ProvisioningClient:
 
     def _context(self):
         if self._ctx is None:
-            from .credentials import own_context
-
             self._ctx = own_context(
                 self.tls, self.roots, self.max_fragment_length, self._cert, self._pkey, self._log
             )
@@ -427,8 +425,6 @@ class ProvisioningClient:
                     return self._result
         finally:
             s.close(clean=ok)
-            from .credentials import is_own
-
             if is_own(self._ctx):
                 self._ctx = None  # a one-off link: do not keep the TLS context around
 
@@ -605,3 +601,22 @@ def _refused_identity(err):
     if isinstance(err, AuthenticationError):
         return True
     return isinstance(err, StatusError) and err.status in (401, 403, 404)
+
+
+def own_context(profile, roots=None, mfl=None, cert=None, key=None, log=None):
+    """A TLS context for a client's settings, marked as the SDK's own: a client may drop and
+    rebuild it (new credentials, end of a one-off link). A context the application passed as
+    ssl_context= is not marked, and the clients keep it."""
+    from .tlsprofile import tls_context
+
+    ctx = tls_context(profile, roots=roots, max_fragment_length=mfl, cert=cert, key=key, log=log)
+    try:
+        ctx._iothub_owned = True
+    except AttributeError:  # a firmware whose context type takes no attributes
+        pass
+    return ctx
+
+
+def is_own(ctx):
+    """True for a context made by own_context()."""
+    return getattr(ctx, "_iothub_owned", False) is True

@@ -6,6 +6,10 @@
 # The URL-encoded resource URI is what gets signed (azure-iot-sdk-python sastoken.py,
 # azure-sdk-for-c az_iot_hub_client_sas.c). HMAC after RFC 2104, written on hashlib.sha256
 # because MicroPython has no hmac module.
+#
+# What a connect needs to sign its token is here; decoding a key strictly, the DPS helpers,
+# string_to_sign() and signature() are in iothub.saskey, reached through this module as
+# well (sas.decode_key(...) loads it): a device signing its token never loads them.
 
 import binascii
 import hashlib
@@ -13,8 +17,6 @@ import hashlib
 from .errors import ConfigError
 from .pct import unquote  # noqa: F401 - part of this API
 from .topics import _as_bytes, quote  # noqa: F401 - quote is part of this API
-
-_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def hmac_sha256(key, msg):
@@ -41,43 +43,10 @@ def b64encode(data):
     return binascii.b2a_base64(data).decode().strip()
 
 
-def decode_key(key_b64, what="shared access key"):
-    """Strictly decode a base64 key. Errors never contain the key or any part of it."""
-    if not isinstance(key_b64, str):
-        raise ConfigError("%s must be a base64 string" % what)
-    n = len(key_b64)
-    if n == 0:
-        raise ConfigError("%s is empty" % what)
-    if n % 4:
-        raise ConfigError(
-            "%s is not valid base64: length %d is not a multiple of 4 (truncated when copied?)"
-            % (what, n)
-        )
-    b = key_b64.encode()
-    if len(b) != n:
-        raise ConfigError("%s is not valid base64: it contains non-ASCII characters" % what)
-    pad = 0
-    for i in range(n):
-        c = b[i]
-        if c == 61:  # "="
-            pad += 1
-        elif pad or c not in _B64:
-            raise ConfigError(
-                "%s is not valid base64: unexpected character at position %d" % (what, i)
-            )
-    if pad > 2:
-        raise ConfigError("%s is not valid base64: too much '=' padding" % what)
-    try:
-        raw = binascii.a2b_base64(b)
-    except Exception:
-        raise ConfigError("%s is not valid base64" % what)
-    if not raw:
-        raise ConfigError("%s is empty" % what)
-    return raw
-
-
 def _key_bytes(key):
     if isinstance(key, str):
+        from .saskey import decode_key
+
         return decode_key(key)
     if isinstance(key, (bytes, bytearray)):
         if not key:
@@ -100,16 +69,6 @@ def _check_expiry(expiry):
     return expiry
 
 
-def string_to_sign(resource_uri, expiry):
-    """quote(resource_uri) + "\\n" + expiry: the message the key signs."""
-    return quote(resource_uri) + "\n" + str(_check_expiry(expiry))
-
-
-def signature(key, message):
-    """base64(HMAC-SHA256(key, message)); key is base64 str or raw bytes. Not URL-encoded."""
-    return b64encode(hmac_sha256(_key_bytes(key), message))
-
-
 def token_from_signature(encoded_uri, sig_b64, expiry, key_name=None):
     """Assemble a token from an already URL-encoded URI and a base64 signature made elsewhere
     (e.g. by a secure element)."""
@@ -119,7 +78,7 @@ def token_from_signature(encoded_uri, sig_b64, expiry, key_name=None):
         _check_expiry(expiry),
     )
     if key_name:
-        tok += "&skn=" + quote(key_name)
+        tok = "%s&skn=%s" % (tok, quote(key_name))
     return tok
 
 
@@ -147,22 +106,15 @@ def device_resource_uri(hostname, device_id, module_id=None):
     """{hostname}/devices/{device_id}[/modules/{module_id}]"""
     _need(hostname, "hostname")
     _need(device_id, "device id")
-    uri = hostname + "/devices/" + device_id
+    uri = "%s/devices/%s" % (hostname, device_id)
     if module_id is not None:
         _need(module_id, "module id")
         uri += "/modules/" + module_id
     return uri
 
 
-def dps_resource_uri(id_scope, registration_id):
-    """{id_scope}/registrations/{registration_id}"""
-    _need(id_scope, "ID scope")
-    _need(registration_id, "registration id")
-    return id_scope + "/registrations/" + registration_id
+def __getattr__(name):
+    # decode_key, string_to_sign, signature, dps_resource_uri, derive_device_key
+    from . import saskey
 
-
-def derive_device_key(group_key_b64, registration_id):
-    """DPS group enrollment: base64(HMAC-SHA256(b64decode(group key), registration id))."""
-    _need(registration_id, "registration id")
-    key = decode_key(group_key_b64, "group enrollment key")
-    return b64encode(hmac_sha256(key, registration_id.encode()))
+    return getattr(saskey, name)

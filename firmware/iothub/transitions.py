@@ -107,8 +107,8 @@ def credentials_changed(lc, now):
     lc.retry_at = now
 
 
-def resync_due(lc, now, in_ms=0):
-    lc.resync_at = ticks_add(now, in_ms)
+def resync_due(lc, now, ms=0):
+    lc.resync_at = ticks_add(now, ms)
 
 
 def resync_done(lc, now, ok):

@@ -721,10 +721,15 @@ def markdown(res, args):
             + [_kb(im[k]["package"]) for k in ("py", "mpy")],
             ["`import iothub.client` and its dependencies"]
             + [_kb(im[k]["client"]) for k in ("py", "mpy")],
-            ["with connstr and tlsprofile loaded too (a connect loads them, then drops them)"]
+            [
+                "with connstr and tlsprofile loaded too (construction loads connstr and "
+                "tlsconf, a connect tlsconf again, each then drops them)"
+            ]
             + [_kb(im[k]["connect"]) for k in ("py", "mpy")],
             [
-                "one `DeviceClient` before its first connect (4 KB outbox ring, 1 KB TX buffer, 512 B RX buffer; clientx and sas stay loaded until a connect succeeds)"
+                "one `DeviceClient` before its first connect (4 KB outbox ring, 1 KB TX buffer, "
+                "512 B RX buffer, TLS context, and what construction leaves loaded: nothing, "
+                "its code is dropped once the client is made)"
             ]
             + [_kb(im[k]["object"]) for k in ("py", "mpy")],
             ["growth across %d QoS 1 sends on one connection" % args.sends]
