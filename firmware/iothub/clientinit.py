@@ -75,8 +75,12 @@ def init(c, hostname, device_id, args):
     c.device_id = device_id
     c.module_id = module_id
     # Checked now (a "/" in an id would break every topic) and kept: built once.
-    c._cid = topics.client_id(device_id, module_id)
-    c._user = topics.username(hostname, device_id, module_id, o["model_id"])
+    from .topicsx import client_id, username
+
+    c._cid = client_id(device_id, module_id)
+    c._user = username(hostname, device_id, module_id, o["model_id"])
+    client_id = username = None
+    unload("topicsx")
     c.host = o["host"] or hostname
     c.port = o["port"] or (443 if o["transport"] == "websockets" else 8883)
     c.model_id = o["model_id"]

@@ -1,7 +1,10 @@
-# IoT Hub MQTT names a telemetry-only device needs: client id, user name, telemetry topic
-# and property-bag encoding (docs/protocol.md section 2). What the hub sends (C2D,
-# methods, twin) is parsed by iothub.inbound, loaded only when a handler or twin call
-# needs it. Builders return str. No `re`: plain str methods.
+# IoT Hub MQTT names a telemetry-only device needs: the telemetry topic and its property
+# bag, percent-encoded (docs/protocol.md section 2). The client id, the user name and the
+# property-bag encoder on its own run once per client or only in tools: they are in
+# iothub.topicsx, found through this module's __getattr__ (same names as ever), so that a
+# device sending telemetry with properties keeps only this module. What the hub sends
+# (C2D, methods, twin) is parsed by iothub.inbound, loaded only when a handler or twin
+# call needs it. Builders return str. No `re`: plain str methods.
 
 try:
     from micropython import const
@@ -48,9 +51,6 @@ def quote(s):
     return out.decode()
 
 
-API_VERSION = "2021-04-12"
-
-
 # System properties a device may set on telemetry, with the literal "$.x" keys the python
 # SDK sends (quote() would turn "$" into "%24"; the hub decodes both).
 _SYSTEM_PROPS = (
@@ -71,25 +71,6 @@ def _id(value, what):
         if c in value:
             raise ConfigError("%s must not contain %r" % (what, c))
     return value
-
-
-def client_id(device_id, module_id=None):
-    """MQTT client id: {device_id} or {device_id}/{module_id}."""
-    if module_id is None:
-        return _id(device_id, "device id")
-    return _id(device_id, "device id") + "/" + _id(module_id, "module id")
-
-
-def username(hostname, device_id, module_id=None, model_id=None):
-    """{host}/{device}[/{module}]/?api-version=2021-04-12[&model-id={quote(model)}]"""
-    if not isinstance(hostname, str) or not hostname:
-        raise ConfigError("hostname must be a non-empty str")
-    u = hostname + "/" + client_id(device_id, module_id) + "/?api-version=" + API_VERSION
-    if model_id is not None:
-        if not isinstance(model_id, str) or not model_id:
-            raise ConfigError("model id must be a non-empty str")
-        u += "&model-id=" + quote(model_id)
-    return u
 
 
 # ---- property bags ----------------------------------------------------------------------
@@ -127,17 +108,6 @@ def _append(parts, name, value):
     parts.append(name + "=" + quote(value))
 
 
-def encode_property_bag(props):
-    """ "k=v&k2=v2" with names and values percent-encoded; a None value gives "k", "" gives "k=".
-
-    A dict is encoded sorted by name (MicroPython dicts have no fixed order); a list of pairs
-    keeps its order."""
-    parts = []
-    for name, value in _items(props, isinstance(props, dict)):
-        _append(parts, name, value)
-    return "&".join(parts)
-
-
 # ---- telemetry ---------------------------------------------------------------------------
 
 
@@ -167,3 +137,13 @@ def telemetry_topic(
     if module_id is not None:
         t += "/modules/" + _id(module_id, "module id")
     return t + "/messages/events/" + "&".join(parts)
+
+
+def __getattr__(name):
+    # client_id, username, encode_property_bag, API_VERSION (iothub.topicsx, cold)
+    from . import topicsx
+
+    try:
+        return getattr(topicsx, name)
+    except AttributeError:
+        raise AttributeError(name)
