@@ -141,6 +141,8 @@ def test_default_roots_refuse_a_chain_to_another_root(pki, endpoint, profile):
     name = "DigiCert Global Root %s" % ("G3" if profile == "ecc" else "G2")
     assert out["configured"]["roots"][0]["name"] == name
     assert name in out["message"]
+    # the same mbedTLS failure is what a heap too small for the verification gives
+    assert "heap may be too small" in out["message"], out["message"]
     assert ep.wait_connection(0).handshake_error  # the client aborted with an alert
 
 

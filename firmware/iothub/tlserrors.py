@@ -122,6 +122,12 @@ def handshake_error(e, hostname, info=None):
                 "RSA hubs chain to DigiCert Global Root G2 (profile 'rsa'), ECC hubs to G3 "
                 "(profile 'ecc'); gateways and private CAs need roots=" % names
             )
+            # mbedTLS reports running out of memory while checking a signature as this same
+            # verification failure (seen on a Pico W-like build just below its smallest heap).
+            why.append(
+                "if the roots are right, the heap may be too small for verifying the chain "
+                "(mbedTLS reports that the same way)"
+            )
         if not why:
             why.append(explain(-0x2700))
     elif code == _ALERT:
