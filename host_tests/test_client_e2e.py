@@ -93,11 +93,12 @@ def on_message(msg):
 c.on_desired = on_desired
 c.on_method = on_method
 c.on_message = on_message
+print("HANDLERS_SET", json.dumps(sorted(n for n in ("inbound", "jsonc", "twin") if "iothub." + n in sys.modules)))
 c.connect()
 kept = getattr(c, "_tlsinfo", None)
 print("CIPHER", json.dumps(c.tls_info()["cipher"]))
 import sys
-print("TLSINFO", json.dumps([kept, c.tls_info()["configured"], sorted(m for m in sys.modules if m in ("iothub.tlsconf", "iothub.pem", "iothub.roots"))]))
+print("TLSINFO", json.dumps([kept, c.tls_info()["configured"], sorted(m for m in sys.modules if m in ("iothub.tlsconf", "iothub.pem", "iothub.roots", "iothub.linkopen"))]))
 c.send({"t": 21.5}, properties={"sensor": "a b", "k&=": "v/%"}, message_id="m-1", correlation_id="c-1")
 c.send("plain text", content_type="text/plain", content_encoding="utf-8")
 c.send(b"\x00\x01binary", qos=0)
@@ -178,9 +179,13 @@ def test_round_trip_sas(emu, client_kind):
     # loaded module holds an unloaded module or a second copy of one (what the old routes
     # module did: the twin held it after connect() dropped it, inbound loaded another).
     assert json.loads(dev.output.split("AFTER_NEW ", 1)[1].splitlines()[0]) == []
+    # Setting the handlers loads none of the inbound path: it comes with the first message
+    # (here the twin re-sync), after connect() dropped its own code (the peak of a connect).
+    assert json.loads(dev.output.split("HANDLERS_SET ", 1)[1].splitlines()[0]) == []
     assert json.loads(dev.output.split("HELD ", 1)[1].splitlines()[0]) == []
     # The client keeps a minimal record of its TLS configuration (what handshake errors
-    # name); tls_info() rebuilds the full one and drops the modules it loaded for that.
+    # name); tls_info() rebuilds the full one and drops the modules it loaded for that
+    # (linkopen too, connection-time code asked for the cipher).
     kept, conf, loaded = json.loads(dev.output.split("TLSINFO ", 1)[1].splitlines()[0])
     if cfg.get("client_kind") != "aio":
         assert sorted(kept) == ["mfl", "profile", "roots"], kept

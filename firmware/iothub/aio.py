@@ -200,7 +200,10 @@ class DeviceClient(ClientBase):
         link = s.link
         lc = self._lc
         gen = self._gen
+        first = not self._renew_unix  # no token yet: as clientx.connect, on a first connect
         pw = clientx.password(self)  # tells the lifecycle when to renew it
+        if first:
+            clientx.unload("sas", "walltime")
         ctx = clientx.context(self)
         clientx.unload("tlsconf", "roots", "pem")
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))

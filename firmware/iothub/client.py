@@ -70,6 +70,9 @@ class DeviceClient(ClientBase):
         connect_blocking = None
         h = self._handlers
         if h.get("desired") or h.get("writable"):
+            # Collect first: the connection-time code just dropped is freed, and the twin's
+            # code (and inbound, with the first response) loads into its place.
+            gc.collect()
             from .twin import resync
 
             resync(self._twin(), max(ticks_diff(deadline, ticks_ms()), 1))

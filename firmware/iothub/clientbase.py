@@ -96,8 +96,9 @@ class ClientBase:
     def _set_handler(self, name, fn):
         had = self._handlers.get(name) is not None
         self._handlers[name] = fn
-        if (name == "desired" or name == "writable") and fn is not None:
-            self._twin()
+        # The twin's state (iothub.inbound.Twin) is made when the first twin response or
+        # desired patch comes, not here: inbound then loads after connect() dropped its
+        # connection-time code, not on top of it (the peak of a first connect).
         if self.is_connected and (fn is not None or had):
             self._handler_changed(name, fn is not None)
 

@@ -33,15 +33,33 @@ def update_credentials(c, *, connection_string=None, shared_access_key=None, cer
 
 def tls_info(c):
     """Negotiated suite and version, and what the context was configured with."""
-    from .linkopen import cipher  # (unloaded again by the next connect)
+    import gc
+    import sys
 
+    # linkopen is connection-time code: loaded here while connected, it goes again before
+    # tlsconf comes (during an outage the retries hold it, and it stays). Each loads after
+    # a collection, into the lowest holes rather than after the garbage of the calls before.
+    gc.collect()
+    kept = "iothub.linkopen" in sys.modules
+    from .linkopen import cipher
+
+    r = {"cipher": cipher(c._s.link)}
+    cipher = None
+    if not kept:
+        sys.modules.pop("iothub.linkopen", None)
+        try:
+            delattr(sys.modules["iothub"], "linkopen")
+        except (AttributeError, KeyError):
+            pass
     conf = c._tlsinfo
     if conf is not None and "verify" not in conf:
         # The client keeps a minimal record of its own context: the rest is rebuilt.
+        gc.collect()
         from .tlsconf import describe
 
         conf = describe(c._ctx, conf, c._roots, c._cert, c._pkey)
-    return {"cipher": cipher(c._s.link), "configured": conf}
+    r["configured"] = conf
+    return r
 
 
 # ---- blocking client only ---------------------------------------------------------------
@@ -50,6 +68,9 @@ def tls_info(c):
 def disconnect(c):
     """Send DISCONNECT and close. Queued messages stay queued."""
     c._s.close(clean=True)
+    import gc
+
+    gc.collect()  # the closed link's objects are freed before transitions loads
     from .transitions import close
 
     close(c._lc)

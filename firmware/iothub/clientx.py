@@ -180,7 +180,14 @@ def connect(c, deadline):
     session_present; raises on failure with the link closed."""
     lc = c._lc
     transitions.connecting(lc)
+    # No token made yet: the first connect of this client. sas and the wall clock go once
+    # the token is made, before the link's modules load: they are not on top of them at
+    # the handshake. After a failure, the retries keep them (reloading them for every
+    # attempt would churn the heap).
+    first = not c._renew_unix
     pw = password(c)
+    if first:
+        unload("sas", "walltime")
     ctx = context(c)  # made at construction; again only after new credentials
     unload("tlsconf", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))

@@ -4,12 +4,13 @@
 # contexts are made by iothub.provisioning.own_context.
 import sys
 
-from .clock import require_valid_clock, unix_time
-
 
 def sas_password(resource_uri, key, ttl_s, key_name=None):
     """(token, issued, expiry): a SAS token for resource_uri valid ttl_s seconds from now
     (unix seconds). Raises ConfigError while the clock is clearly unset."""
+    # Imported here, not at the top: construction loads this module for unload() alone,
+    # and the wall clock (iothub.walltime) is then not loaded until a token is made.
+    from .clock import require_valid_clock, unix_time
     from .sas import sas_token
 
     now = require_valid_clock(unix_time())
