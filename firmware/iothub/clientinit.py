@@ -66,10 +66,6 @@ def init(c, hostname, device_id, args):
         )
     if not isinstance(o["sas_ttl"], int) or o["sas_ttl"] < 10:
         raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (o["sas_ttl"],))
-    # The garbage of parsing (a connection string) goes before the resident modules and the
-    # buffers load: they then fill the low holes, and the top of the heap stays free for
-    # the TLS context's one large block (without this, the peak of a construction).
-    gc.collect()
     from . import topics
     from .outbox import Outbox
     from .session import Session
@@ -124,7 +120,6 @@ def init(c, hostname, device_id, args):
 
     use(s.link, o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
     use = None
-    unload("linkopen")  # before the TLS context is made (the peak of a construction)
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
     s.pid_in_use = c._pid_in_use
@@ -146,7 +141,7 @@ def init(c, hostname, device_id, args):
         except TLSError:
             pass  # no tls module (a host-side hand-over of DPS results): made at connect()
         configure = None
-    unload("tlsconf", "roots", "pem", "clientinit")
+    unload("tlsconf", "roots", "pem", "linkopen", "clientinit")
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from, and the topic
