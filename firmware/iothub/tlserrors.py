@@ -58,10 +58,27 @@ CODES = {
 }
 _ALERT = -0x7780
 _BUFFER = -0x7100
+# mbedTLS's ..._ALLOC_FAILED codes (ssl.h, x509.h, pk.h, ecp.h; bignum.h and asn1.h for the
+# low-level part of a combined code). On a board whose mbedTLS allocates from the GC heap
+# (the Pico W) a handshake that runs out of memory fails with one of these.
+_ALLOC_HIGH = (0x7F00, 0x2880, 0x3F80, 0x4D80)
+_ALLOC_LOW = (0x10, 0x6A)
+_MEMORY = "mbedTLS ran out of memory: the heap is too small or too fragmented for this handshake"
+
+
+def out_of_memory(code):
+    """True for an mbedTLS code that says an allocation failed."""
+    return (
+        isinstance(code, int)
+        and code < 0
+        and ((-code) & 0xFF80 in _ALLOC_HIGH or (-code) & 0x7F in _ALLOC_LOW)
+    )
 
 
 def explain(code):
     """The explanation of a code in CODES (the input buffer size filled in), or None."""
+    if out_of_memory(code):
+        return _MEMORY
     entry = CODES.get(code)
     if entry is None or entry[2] is None:
         return None
@@ -97,7 +114,8 @@ def handshake_error(e, hostname, info=None):
 
     The result has `.code` (the mbedTLS error code or None) and `.reason`: "untrusted",
     "expired", "not-yet-valid", "hostname", "refused" (fatal alert), "buffer" (a record or
-    handshake message larger than the input buffer) or "other"."""
+    handshake message larger than the input buffer), "memory" (mbedTLS could not allocate)
+    or "other"."""
     profile = (info or {}).get("profile")
     code = e.args[0] if e.args and isinstance(e.args[0], int) else None
     text = str(e.args[-1] if e.args else e).strip()
@@ -145,6 +163,8 @@ def handshake_error(e, hostname, info=None):
     elif code is not None:
         if code == _BUFFER:
             reason = "buffer"
+        elif out_of_memory(code):
+            reason = "memory"
         hint = explain(code)
         if hint is not None:
             why.append(hint)

@@ -48,3 +48,16 @@ def test_handshake_and_read_say_the_same():
     has(str(alert), "use profile 'rsa'")
     # a socket error code is not a TLS verdict: no mbedTLS explanation is attached
     eq(t.handshake_error(OSError(110), "h").reason, "other")
+
+
+def test_allocation_failures_say_out_of_memory():
+    # seen on the Pico W-like build (mbedTLS in the GC heap) at its smallest heaps:
+    # X509_ALLOC_FAILED during the handshake; also SSL, PK, ECP and the low-level parts
+    # (MPI, ASN.1) of a combined code
+    for code in (-0x2880, -0x7F00, -0x3F80, -0x4D80, -0x0010, -0x2880 - 0x006A, -0x3B00 - 0x0010):
+        err = t.handshake_error(OSError(code, "alloc"), "h")
+        eq(err.reason, "memory", "-0x%04X" % -code)
+        has(str(err), "ran out of memory")
+        has(raises(ConnectionLost, t.read_outcome, OSError(code)), "ran out of memory")
+    for code in (-0x2700, -0x7100, -0x0062, -0x3B00):
+        eq(t.out_of_memory(code), False, "-0x%04X" % -code)
