@@ -15,8 +15,7 @@ except ImportError:
 import gc
 
 from .clock import ticks_ms
-from .credentials import unload
-from .errors import ConfigError, TLSError
+from .errors import ConfigError, TLSError, unload
 
 _MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
 

@@ -36,6 +36,8 @@ def tls_info(c):
     import gc
     import sys
 
+    from .errors import unload
+
     # linkopen is connection-time code: loaded here while connected, it goes again before
     # tlsconf comes (during an outage the retries hold it, and it stays). Each loads after
     # a collection, into the lowest holes rather than after the garbage of the calls before.
@@ -46,11 +48,7 @@ def tls_info(c):
     r = {"cipher": cipher(c._s.link)}
     cipher = None
     if not kept:
-        sys.modules.pop("iothub.linkopen", None)
-        try:
-            delattr(sys.modules["iothub"], "linkopen")
-        except (AttributeError, KeyError):
-            pass
+        unload("linkopen")
     conf = c._tlsinfo
     if conf is not None and "verify" not in conf:
         # The client keeps a minimal record of its own context: the rest is rebuilt.

@@ -17,8 +17,12 @@ import gc
 
 from . import errors, transitions
 from .clock import ticks_add, ticks_ms
-from .credentials import unload  # noqa: F401 - clientx.unload, as the clients call it
-from .errors import ConfigError, ConnectionLost, IoTHubError
+from .errors import (
+    ConfigError,
+    ConnectionLost,
+    IoTHubError,
+    unload,  # noqa: F401 - clientx.unload, as the clients call it
+)
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
 

@@ -47,11 +47,22 @@ def explained(m, fn, *args):
     try:
         return getattr(__import__(name, None, None, (fn,)), fn)(*args)
     finally:
-        sys.modules.pop(name, None)
-        try:
-            delattr(sys.modules["iothub"], m)
-        except (AttributeError, KeyError):
-            pass
+        unload(m)
+
+
+def unload(*names):
+    """Drop package modules needed only to build or explain something (what was built keeps
+    no reference to them): their bytecode is freed at the next collection. The one place
+    that unloads; resident, so unloading never loads a module first."""
+    import sys
+
+    pkg = sys.modules.get("iothub")
+    for n in names:
+        if sys.modules.pop("iothub." + n, None) is not None and pkg is not None:
+            try:
+                delattr(pkg, n)
+            except AttributeError:
+                pass
 
 
 def __getattr__(name):

@@ -198,12 +198,9 @@ def describe(ctx, info, roots=None, cert=None, key=None):
         client,
         info["mfl"],
     )
-    import sys
+    from .errors import unload
 
-    pkg = sys.modules.get("iothub")
-    for n in ("tlsconf", "pem", "roots"):
-        if sys.modules.pop("iothub." + n, None) is not None and n in pkg.__dict__:
-            delattr(pkg, n)
+    unload("tlsconf", "pem", "roots")
     return full
 
 

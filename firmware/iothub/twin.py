@@ -12,7 +12,7 @@
 # object, or a desired $version that is not an integer in 0..2^53, is refused with
 # ProtocolError (get_twin) or skipped and reported (re-sync), never passed on.
 from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError
+from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, unload
 from .inbound import check
 from .jsonc import dumps, loads
 
@@ -140,16 +140,6 @@ def resync(twin, timeout_ms=None, doc=None):
         elif version > twin.version:
             twin.patch(desired, version)
     finally:
-        _drop()
-
-
-def _drop():
-    # Connection-time code: the module goes (freed at the next collection once the caller
-    # returns); the Twin's state stays in iothub.inbound.
-    import sys
-
-    sys.modules.pop("iothub.twin", None)
-    try:
-        delattr(sys.modules["iothub"], "twin")
-    except (AttributeError, KeyError):
-        pass
+        # Connection-time code: the module goes (freed at the next collection once the
+        # caller returns); the Twin's state stays in iothub.inbound.
+        unload("twin")
