@@ -1,6 +1,8 @@
 """The client's rarely called API lives in iothub.clientrare, reached through ClientBase's
-__getattr__: it loads only when used, answers as the methods did, and a name nobody defines
-is still an AttributeError. Handlers are descriptors (properties on a firmware without them)."""
+__getattr__: it loads for each call and goes again, answers as the methods did, and a name
+nobody defines is still an AttributeError. The texts of bad arguments and the reports of
+dropped messages are in iothub.reports, loaded for one message. Handlers are descriptors
+(properties on a firmware without them)."""
 
 import mpyrun
 
@@ -9,11 +11,11 @@ _CLIENT = (
     "c = iothub.DeviceClient.from_connection_string("
     "'HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=YWJjZGVmZ2hpamtsbW5vcA==',"
     " host='127.0.0.1', port=1, queue_policy='reject')\n"
-    "def loaded():\n    return 'iothub.clientrare' in sys.modules\n"
+    "def loaded(m='clientrare'):\n    return 'iothub.' + m in sys.modules\n"
 )
 
 
-def test_clientrare_loads_on_first_use_only():
+def test_clientrare_loads_for_each_call_only():
     out = mpyrun.run_json(
         _CLIENT + "r = [loaded()]\n"
         "f = lambda m: None\n"
@@ -27,6 +29,10 @@ def test_clientrare_loads_on_first_use_only():
         "try:\n    c.no_such_method\nexcept AttributeError as e:\n    r.append(str(e))\n"
         "r.append(loaded())\n"
         "r.append(c.tls_info()['cipher'])\n"
+        "r.append(loaded())\n"  # gone again once the call returned
+        "f = c.tls_info\n"  # a bound method kept by the application still works
+        "r.append(f()['cipher'])\n"
+        "r.append(f()['configured']['profile'])\n"
         "c.on_message = None\n"
         "r.append(c.on_message)\n"
         "print(json.dumps(r))\n"
@@ -40,8 +46,11 @@ def test_clientrare_loads_on_first_use_only():
         [0, 0, "reject"],
         False,
         "no_such_method",
-        True,
+        False,
         None,
+        False,
+        None,
+        "rsa",
         None,
     ]
 
@@ -65,7 +74,7 @@ def test_handler_properties_for_a_firmware_without_descriptors():
     # What clientbase installs when MICROPY_PY_DESCRIPTORS is off, run on the unix port.
     out = mpyrun.run_json(
         "import json\n"
-        "from iothub.clientrare import handler_prop\n"
+        "from iothub.reports import handler_prop\n"
         "class C:\n"
         "    def __init__(self):\n        self._handlers = {}\n        self.calls = []\n"
         "    def _set_handler(self, name, fn):\n"
@@ -82,35 +91,38 @@ def test_handler_properties_for_a_firmware_without_descriptors():
 
 
 def test_dropped_message_reports_name_kind_and_size_never_content():
-    # The texts of iothub.clientrare, loaded for one report (errors.explained) and dropped.
+    # The texts of iothub.reports, loaded for one report (errors.explained) and dropped.
     out = mpyrun.run_json(
         _CLIENT + "got = []\n"
         "c.on_error = lambda kind, detail: got.append([kind, detail])\n"
         "class P:\n    type = 0\n    payload_len = 70000\n    rc = 1\n"  # mqtt.DROPPED
         "c._on_publish(P())\n"
-        "r = [loaded()]\n"
+        "r = [loaded('reports')]\n"
         "P.rc = 3\n"
         "c._on_publish(P())\n"
-        "from iothub.clientrare import _on_publish\n"
-        "_on_publish(c, P(), MemoryError())\n"
+        "c._report('twin', 'desired patch skipped: x')\n"
+        "r.append(loaded('reports'))\n"
+        "from iothub.reports import on_publish\n"
+        "on_publish(c, P(), MemoryError())\n"
         "print(json.dumps([got, r, c.stats['poison']]))\n"
     )
     got, r, poison = out
-    assert r == [False]  # loaded for the report only
+    assert r == [False, False]  # loaded for the report only
     assert got[0][0] == "oversized" and "70000 bytes" in got[0][1] and "max_packet" in got[0][1]
     assert got[1][0] == "undecodable" and "topic cannot be decoded" in got[1][1]
-    assert got[2] == ["memory", "a message from the hub was dropped (70000 bytes): out of memory"]
+    assert got[2] == ["twin", "desired patch skipped: x"]  # not counted as a dropped message
+    assert got[3] == ["memory", "a message from the hub was dropped (70000 bytes): out of memory"]
     assert poison == 3
 
 
 def test_bad_input_is_named_with_texts_that_are_not_resident():
-    # The checks stay in the resident modules; the texts come from iothub.clientrare,
+    # The checks stay in the resident modules; the texts come from iothub.reports,
     # loaded for one message and dropped again.
     out = mpyrun.run_json(
         _CLIENT + "r = []\n"
         "def err(fn, *a, **kw):\n"
         "    try:\n        fn(*a, **kw)\n    except Exception as e:\n"
-        "        r.append([type(e).__name__, str(e), loaded()])\n"
+        "        r.append([type(e).__name__, str(e), loaded('reports')])\n"
         "err(c.poll, 1.5)\n"
         "err(c.send, b'x', timeout_ms=-1)\n"
         "err(c.send, 12)\n"

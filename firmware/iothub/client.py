@@ -14,8 +14,8 @@
 # topics) is loaded by connect() and unloaded after it (clientx.connected); construction
 # (clientinit, connstr) is unloaded once the client is made; topics
 # comes back with the first send with properties; the rarely called API (twin calls,
-# update_credentials, disconnect, tls_info) is in clientrare, loaded on
-# first use (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
+# update_credentials, disconnect, tls_info) is in clientrare, loaded for each
+# such call (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
 # first used. The send path allocates nothing for a bytes payload whose properties equal the
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into
 # the outbox ring, from which it is written.
@@ -47,7 +47,7 @@ AUTH_FAILED = "auth_failed"
 class DeviceClient(ClientBase):
     # update_credentials, disconnect/close, get_twin, update_reported, report_properties,
     # ack_writable and tls_info are in iothub.clientrare (ClientBase's __getattr__),
-    # loaded when first called.
+    # loaded for each call.
 
     # ---- connection ----------------------------------------------------------------
 
@@ -200,7 +200,7 @@ class DeviceClient(ClientBase):
         if timeout_ms is None:
             timeout_ms = 0
         elif not isinstance(timeout_ms, int):
-            raise explained("clientrare", "error", 1, ())  # (the text is not resident)
+            raise explained("reports", "error", 1, ())  # (the text is not resident)
         deadline = ticks_add(ticks_ms(), max(timeout_ms, 0))
         while True:
             left = max(ticks_diff(deadline, ticks_ms()), 0)

@@ -21,7 +21,7 @@ _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocat
 
 def _positive(v, what):
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise explained("clientrare", "error", 2, (what, v))  # (texts are not resident)
+        raise explained("reports", "error", 2, (what, v))  # (texts are not resident)
     return v
 
 
@@ -38,7 +38,7 @@ def body(payload, ct, ce):
             "application/json" if ct is None else ct,
             "utf-8" if ce is None else ce,
         )
-    raise explained("clientrare", "error", 3, ())
+    raise explained("reports", "error", 3, ())
 
 
 class _On:
@@ -78,7 +78,7 @@ class ClientBase:
     @classmethod
     def from_x509(cls, hostname, device_id, cert, key, *, module_id=None, **kw):
         if cert is None or key is None:
-            raise explained("clientrare", "error", 4, ())
+            raise explained("reports", "error", 4, ())
         return cls(hostname, device_id, module_id=module_id, cert=cert, key=key, **kw)
 
     # ---- handlers (setting one subscribes to its topic, None unsubscribes) ----------
@@ -104,8 +104,8 @@ class ClientBase:
 
     def __getattr__(self, name):
         # Only for names the class does not hold: the queue counters (asked often: answered
-        # here), else the rarely called API (iothub.clientrare), kept out of RAM until a
-        # device uses it. A private name asked before it is set (getattr(c, "_x", None))
+        # here), else the rarely called API (iothub.clientrare), kept out of RAM but for
+        # the time of a call. A private name asked before it is set (getattr(c, "_x", None))
         # does not load it.
         if name == "queued":  # QoS 1 messages not yet acknowledged by the hub
             return len(self._outbox)
@@ -113,7 +113,9 @@ class ClientBase:
             return self._outbox.dropped
         if name == "queue_policy":
             return self._outbox.policy
-        if name.startswith("_") and name != "_report":
+        if name == "_report":  # (kind, detail): iothub.reports, loaded for one report
+            return lambda kind, detail: explained("reports", "report", self, kind, detail)
+        if name.startswith("_"):
             raise AttributeError(name)
         from .clientrare import get
 
@@ -197,7 +199,7 @@ class ClientBase:
         """Check a telemetry message (payload: bytes-like, see body()) and return its
         encoded topic. Allocates nothing when the topic is cached."""
         if qos != 1 and qos != 0:
-            raise explained("clientrare", "error", 5, ())
+            raise explained("reports", "error", 5, ())
         topic = self._telemetry_topic(properties, mid, cid, ct, ce, component)
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
@@ -207,7 +209,7 @@ class ClientBase:
 
             size = plen + props_size(properties, mid, cid, ct, ce, component)
             if size > D2C_MAX:
-                raise explained("clientrare", "error", 6, (size, D2C_MAX))
+                raise explained("reports", "error", 6, (size, D2C_MAX))
         return topic
 
     def _enqueue(self, topic, payload):
@@ -240,7 +242,7 @@ class ClientBase:
 
     def _on_publish(self, pkt):
         if not pkt.type:  # mqtt.DROPPED: read through by the decoder, reported
-            explained("clientrare", "_on_drop", self, pkt)
+            explained("reports", "on_drop", self, pkt)
             return
         from .inbound import route
 
@@ -249,7 +251,7 @@ class ClientBase:
         except (IoTHubError, ValueError, MemoryError) as e:
             # Dropped (and still acknowledged), never a reason to reconnect. The texts are
             # loaded for this one report (explained()).
-            explained("clientrare", "_on_publish", self, pkt, e)
+            explained("reports", "on_publish", self, pkt, e)
 
     def _on_puback(self, pid):
         if pid == self._direct:
@@ -265,7 +267,7 @@ class _T:  # a probe: does this firmware call __get__ (MICROPY_PY_DESCRIPTORS)?
 _t = _T()
 _t._handlers = {"message": _T}
 if _t.on_message is not _T:  # no: properties instead
-    from .clientrare import handler_prop
+    from .reports import handler_prop
 
     handler_prop(ClientBase)
 del _T, _t

@@ -12,10 +12,8 @@ except ImportError:
         return x
 
 
-import gc
-
 from .clock import ticks_ms
-from .errors import ConfigError, TLSError, unload
+from .errors import ConfigError, unload
 
 _MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
 
@@ -110,6 +108,15 @@ def init(c, hostname, device_id, args):
         c._ctx = ctx
         c._tlsinfo = getattr(ctx, "iothub_info", None)
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
+    if c._ctx is None:
+        # The TLS context first of the long-lived objects: it holds the largest single
+        # block a client keeps (the context object, 3 KB on a 64-bit port; on a Pico W-like
+        # build mbedTLS's own allocations too), which is found now, before the buffers
+        # and the code loaded and dropped below leave the heap in pieces.
+        from .tlsconf import client_context
+
+        client_context(c, True)
+        client_context = None
     s = Session(o["txbuf"], o["max_packet"])
     lc = c._lc = s.lc  # the lifecycle core: every decision about the connection
     lc.timeout_ms = c.timeout_ms
@@ -124,23 +131,6 @@ def init(c, hostname, device_id, args):
     s.pid_in_use = c._pid_in_use
     c._s = s
     c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
-    # The TLS context is made now, right after the client's large buffers (those first, so
-    # they get contiguous blocks), while the heap is still nearly empty: it is long-lived
-    # (better low in the heap than between later objects), and building it then never adds
-    # to what a connect needs at once. On a Pico W-like heap this decides whether the first
-    # handshake finds its 6 KB block at 64 KiB. Bad roots, certificates or keys fail here.
-    gc.collect()  # the garbage of parsing the options and building the buffers
-    if c._ctx is None:  # as clientx.context() makes it
-        from .tlsconf import configure
-
-        try:
-            c._ctx, c._tlsinfo = configure(
-                c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
-            )
-        except TLSError:
-            pass  # no tls module (a host-side hand-over of DPS results): made at connect()
-        configure = None
-    unload("tlsconf", "roots", "pem", "linkopen", "clientinit")
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()
     c._tkey = None  # what the cached telemetry topic was built from, and the topic
@@ -150,6 +140,7 @@ def init(c, hostname, device_id, args):
     c.on_connection_state = None
     c.on_error = None
     c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
+    unload("linkopen", "clientinit")
 
 
 def connection_string(cls, cs, args):

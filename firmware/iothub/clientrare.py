@@ -1,25 +1,33 @@
 # What a client is rarely asked for: new credentials, the TLS details, the twin and Plug
 # and Play calls of the blocking client, disconnect(), and the reports of messages from
-# the hub that were dropped. Loaded on the first such call (ClientBase's
-# __getattr__ finds these names here) and then kept; a telemetry-only device that only
+# the hub that were dropped. Loaded for each such call (ClientBase's __getattr__ finds
+# these names here) and dropped when it returns; a telemetry-only device that only
 # connects, sends and polls never loads it. Each resident method costs a function object,
 # its bytecode and an interned name in RAM for good (~200 B each on a 64-bit port), which
 # the one __getattr__ replaces.
 #
 # The functions take the client as their first argument; get() hands them out bound to it.
 # The asyncio client has its own coroutines (disconnect, twin calls) and update_credentials,
-# found before __getattr__ is asked, so only tls_info and _report reach this module from it.
+# found before __getattr__ is asked, so only tls_info reaches this module from it. The
+# texts of bad arguments and the reports of dropped messages are in iothub.reports.
+
+from .errors import unload
 
 
 def get(c, name):
     """c.<name> for a name the client class does not hold (the queue counters are
-    answered by ClientBase.__getattr__ itself): a function of this module bound to c."""
+    answered by ClientBase.__getattr__ itself): a function of this module bound to c.
+    The module goes again when the call returns (rare calls: each loads it anew)."""
     if name not in _API:
+        unload("clientrare")
         raise AttributeError(name)
     fn = globals()[name]
 
     def bound(*args, **kw):
-        return fn(c, *args, **kw)
+        try:
+            return fn(c, *args, **kw)
+        finally:
+            unload("clientrare")
 
     return bound
 
@@ -35,8 +43,6 @@ def tls_info(c):
     """Negotiated suite and version, and what the context was configured with."""
     import gc
     import sys
-
-    from .errors import unload
 
     # linkopen is connection-time code: loaded here while connected, it goes again before
     # tlsconf comes (during an outage the retries hold it, and it stays). Each loads after
@@ -80,16 +86,22 @@ close = disconnect
 
 def get_twin(c, timeout_ms=None):
     """The twin document {"desired": {...}, "reported": {...}}."""
-    from .twin import get
+    try:
+        from .twin import get
 
-    return get(c._twin(), timeout_ms)
+        return get(c._twin(), timeout_ms)
+    finally:
+        unload("twin")  # connection-time code (iothub.twin): loaded for each request
 
 
 def update_reported(c, patch, timeout_ms=None):
     """PATCH reported properties (None deletes a member). Returns the new version."""
-    from .twin import update_reported
+    try:
+        from .twin import update_reported
 
-    return update_reported(c._twin(), patch, timeout_ms)
+        return update_reported(c._twin(), patch, timeout_ms)
+    finally:
+        unload("twin")
 
 
 # Plug and Play: thin entries into iothub/pnp.py (loaded on first use).
@@ -114,95 +126,6 @@ def ack_writable(
     return report_properties(c._twin(), patch, None, timeout_ms)
 
 
-# ---- the texts of bad input to the resident modules -------------------------------------
-# The resident code checks, and asks error(code, args) for the ConfigError only when a
-# check fails (errors.explained: this module is loaded for that one message). Codes:
-# 0 Outbox options (size, policy, nbytes), then the _TEXTS below from 1 on.
-_TEXTS = (
-    "poll timeout_ms must be an int (milliseconds)",
-    "%s must be a positive int (milliseconds), got %r",
-    "payload must be bytes, str, dict or list",
-    "from_x509 needs both the device certificate and its private key",
-    "qos must be 0 or 1 (IoT Hub closes the connection on QoS 2)",
-    "message too large: %d bytes, IoT Hub accepts at most %d",
-)
-
-
-def error(code, args):
-    from .errors import ConfigError
-
-    if code:
-        return ConfigError(_TEXTS[code - 1] % args)
-    size, policy, nbytes = args
-    if not isinstance(size, int) or size < 1:
-        return ConfigError("queue_size must be an int >= 1, got %r" % (size,))
-    if not isinstance(nbytes, int) or nbytes < 64:
-        return ConfigError("queue_bytes must be an int >= 64, got %r" % (nbytes,))
-    return ConfigError("queue_policy must be one of drop-oldest, reject, got %r" % (policy,))
-
-
-# ---- what the hub sent that the client could not take ----------------------------------
-
-
-def _report(c, kind, detail):
-    """Something from the hub the client could not take: counted, logged (without the
-    content) and passed to on_error(kind, detail). kind: "oversized", "memory",
-    "undecodable" (a message, dropped and acknowledged) or "twin" (a twin body
-    skipped)."""
-    if kind != "twin":
-        c.stats["poison"] += 1
-    c._log_line(0, detail)
-    fn = c.on_error
-    if fn is not None:
-        c._callback(fn, "on_error", kind, detail)
-
-
-def _on_publish(c, pkt, e):  # (names the client interned already: no new qstr)
-    # A message whose topic or properties cannot be decoded, or that cannot be held in
-    # memory: dropped (and still acknowledged), never a reason to reconnect.
-    mem = isinstance(e, MemoryError)
-    _report(
-        c,
-        "memory" if mem else "undecodable",
-        "a message from the hub was dropped (%d bytes): %s"
-        % (pkt.payload_len, "out of memory" if mem else e),
-    )
-
-
-def _on_drop(c, pkt):
-    # A PUBLISH the decoder read through without taking it (mqtt.DROPPED; .rc says why).
-    why = ("oversized", "memory", "undecodable")[pkt.rc - 1]
-    _report(
-        c,
-        why,
-        "a message from the hub was dropped (%d bytes): %s"
-        % (
-            pkt.payload_len,
-            (
-                "larger than max_packet=%d" % c._s.max_packet,
-                "no memory for a buffer of its size",
-                "its topic cannot be decoded",
-            )[pkt.rc - 1],
-        ),
-    )
-
-
-def handler_prop(cls):
-    # on_message & co. as properties, for a firmware without descriptors (clientbase).
-    for name in ("message", "method", "desired", "writable", "command"):
-        setattr(cls, "on_" + name, _prop(name))
-
-
-def _prop(name):
-    def get(c):
-        return c._handlers.get(name)
-
-    def set_(c, fn):
-        c._set_handler(name, fn)
-
-    return property(get, set_)
-
-
 # The names get() hands out (the rest of this module is not the client's API).
 _API = (
     "update_credentials",
@@ -213,5 +136,4 @@ _API = (
     "update_reported",
     "report_properties",
     "ack_writable",
-    "_report",
 )

@@ -69,11 +69,9 @@ def connect_blocking(c, deadline):
 
 def context(c):
     if c._ctx is None:
-        from .tlsconf import configure
+        from .tlsconf import client_context
 
-        c._ctx, c._tlsinfo = configure(
-            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
-        )
+        client_context(c)
     return c._ctx
 
 

@@ -41,7 +41,7 @@ class Outbox:
             or (policy != "drop-oldest" and policy != "reject")
         ):
             # Which one, in words: loaded for this one message (the texts are not resident).
-            raise explained("clientrare", "error", 0, (size, policy, nbytes))
+            raise explained("reports", "error", 0, (size, policy, nbytes))
         self.size = size
         self.policy = policy
         self.dropped = 0

@@ -161,6 +161,29 @@ def configure(
     return ctx, info
 
 
+def client_context(c, quiet=False):
+    """A DeviceClient's own context (c._ctx, c._tlsinfo) from its settings, then this
+    module goes. At construction (quiet=True: ClientBase.__init__, right after the client's
+    large buffers, while the heap is still nearly empty: the context is long-lived and
+    better low in the heap; on a Pico W-like heap this decides whether the first handshake
+    finds its 6 KB block at 64 KiB) a firmware without `tls` (a host-side hand-over of DPS
+    results) leaves it to connect(). Bad roots, certificates or keys fail here."""
+    import gc
+
+    gc.collect()  # the garbage of parsing the options and building the buffers
+    try:
+        c._ctx, c._tlsinfo = configure(
+            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
+        )
+    except TLSError:
+        if not quiet:
+            raise
+    finally:
+        from .errors import unload
+
+        unload("tlsconf", "roots", "pem")
+
+
 def _full(profile, suites, roots, client, mfl):
     info = {
         "profile": profile,
