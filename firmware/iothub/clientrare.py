@@ -75,9 +75,14 @@ def disconnect(c):
     import gc
 
     gc.collect()  # the closed link's objects are freed before transitions loads
+    import sys
+
     from .transitions import close
 
     close(c._lc)
+    close = None
+    if "iothub.clientx" not in sys.modules:  # (an outage's retries hold it: it stays)
+        unload("transitions")
     c._notify("disconnected", "closed by the application")
 
 
