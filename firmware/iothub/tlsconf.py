@@ -20,7 +20,6 @@ except ImportError:
         return x
 
 
-from . import tlsdesc
 from .errors import TLSError, explained, unload
 
 _MFL_SIZES = const((512, 1024, 2048, 4096))  # tlsprofile.MFL_SIZES
@@ -72,6 +71,26 @@ def configure(
     its context is made; the link explains handshake failures itself), and a minimal info
     dict (profile, root names, mfl) that tlsdesc.describe() completes."""
     global _mfl_warned
+    # The context first, before the rest of the configuration code and the roots load: it
+    # is the largest block a client keeps (3 KB on a 64-bit port; on a Pico W-like build
+    # mbedTLS's own allocations too), and lands lower in the heap than it would on top
+    # of them, which leave a hole when they go. The firmware's errors still come after
+    # those of bad settings (below).
+    try:
+        import tls
+    except Exception:  # ImportError; on CPython a script named tls.py may shadow it
+        tls = None
+    ctx = None
+    if hasattr(tls, "SSLContext"):
+        if plain:
+            ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        else:
+            from .tlsprofile import _context_type
+
+            ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+    from . import tlsdesc
+
     suites = tlsdesc.SUITES.get(profile) if isinstance(profile, str) else None
     if suites is None:
         raise error(_E_PROFILE, (profile,))
@@ -82,7 +101,8 @@ def configure(
     if (cert is None) != (key is None):
         raise error(_E_PAIR, ("cert" if key is None else "key",))
 
-    # Parse everything before touching the firmware, so bad input fails the same everywhere.
+    # Parse everything before configuring the context (and before the firmware's own
+    # errors), so bad input fails the same everywhere.
     roots = tlsdesc.roots(profile, roots)
     client = None
     if cert is not None:
@@ -90,20 +110,10 @@ def configure(
 
         client = client_credentials(cert, key)
 
-    try:
-        import tls
-    except Exception:  # ImportError; on CPython a script named tls.py may shadow it
+    if tls is None:
         raise error(_E_NO_TLS)
-    if not hasattr(tls, "SSLContext"):
+    if ctx is None:
         raise error(_E_NO_CONTEXT)
-
-    if plain:
-        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    else:
-        from .tlsprofile import _context_type
-
-        ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = tls.CERT_REQUIRED
     if not hasattr(ctx, "set_ciphers") or not hasattr(ctx, "get_ciphers"):
         raise error(_E_NO_CIPHERS)
     have = ctx.get_ciphers()
