@@ -58,7 +58,7 @@ def tls_info(c):
         from .errors import explained
 
         gc.collect()
-        conf = explained("tlsdesc", "describe", c._ctx, conf, c._roots, c._cert, c._pkey)
+        conf = explained("tlsdesc", "describe", conf, c._roots, c._cert, c._pkey)
     return {"cipher": cipher, "configured": conf}
 
 

@@ -69,7 +69,8 @@ def configure(
     """(context, info) as tls_context() makes them. plain=True: the firmware's own
     tls.SSLContext, which keeps no reference to this module (DeviceClient unloads it once
     its context is made; the link explains handshake failures itself), and a minimal info
-    dict (profile, root names, mfl) that tlsdesc.describe() completes."""
+    dict (profile, root names, mfl, the offered suites as a bit mask of the profile's) that
+    tlsdesc.describe() completes."""
     global _mfl_warned
     # The context first, before the rest of the configuration code and the roots load: it
     # is the largest block a client keeps (3 KB on a 64-bit port; on a Pico W-like build
@@ -116,8 +117,14 @@ def configure(
         raise error(_E_NO_CONTEXT)
     if not hasattr(ctx, "set_ciphers") or not hasattr(ctx, "get_ciphers"):
         raise error(_E_NO_CIPHERS)
-    have = ctx.get_ciphers()
-    offered = [s for s in suites if s in have]
+    have = ctx.get_ciphers()  # every suite the firmware has: 2 KB on the unix port
+    offered = []
+    mask = 0  # which of the profile's suites are offered (the minimal record keeps it)
+    for i, s in enumerate(suites):
+        if s in have:
+            offered.append(s)
+            mask |= 1 << i
+    have = None
     if not offered:
         raise error(_E_NO_SUITE, (profile, ", ".join(suites)))
     try:
@@ -138,7 +145,12 @@ def configure(
     if plain:
         # What a client keeps (handshake errors name the profile and the roots): the full
         # record is rebuilt by tlsdesc.describe() when the application asks for it.
-        info = {"profile": profile, "roots": [{"name": r[0]} for r in roots], "mfl": mfl}
+        info = {
+            "profile": profile,
+            "roots": [{"name": r[0]} for r in roots],
+            "mfl": mfl,
+            "suites": mask,
+        }
     else:
         info = tlsdesc.full(profile, offered, roots, client, mfl)
     if max_fragment_length is not None and (

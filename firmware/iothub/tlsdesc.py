@@ -89,13 +89,14 @@ def full(profile, suites, roots, client, mfl):
     return info
 
 
-def describe(ctx, info, value=None, cert=None, key=None):
+def describe(info, value=None, cert=None, key=None):
     """The full record of a context tlsconf.configure(..., plain=True) made, from the
-    minimal one it keeps and the settings it was made from (value: roots=; the roots are
-    hashed, the certificate parsed again). Runs once, on request (clientrare.tls_info, which loads
-    this module for the call: errors.explained); pem and roots go again afterwards."""
+    minimal one it keeps (the offered suites a bit mask of the profile's) and the settings
+    it was made from (value: roots=; the roots are hashed, the certificate parsed again).
+    Runs once, on request (clientrare.tls_info, which loads this module for the call:
+    errors.explained); pem and roots go again afterwards."""
     profile = info["profile"]
-    have = ctx.get_ciphers()
+    mask = info["suites"]
     client = None
     try:
         if cert is not None:
@@ -104,7 +105,7 @@ def describe(ctx, info, value=None, cert=None, key=None):
             client = client_credentials(cert, key)
         return full(
             profile,
-            [s for s in SUITES[profile] if s in have],
+            [s for i, s in enumerate(SUITES[profile]) if mask >> i & 1],
             roots(profile, value),
             client,
             info["mfl"],
