@@ -42,6 +42,7 @@ _T_WARNING = const(15)
 _T_NO_TLSX = const(16)
 _T_TLSX = const(17)
 _T_TLSX_DEFAULT = const(18)
+_T_PRINTED = const(19)
 
 
 def error(code, args=()):
@@ -69,8 +70,8 @@ def configure(
     """(context, info) as tls_context() makes them. plain=True: the firmware's own
     tls.SSLContext, which keeps no reference to this module (DeviceClient unloads it once
     its context is made; the link explains handshake failures itself), and a minimal info
-    dict (profile, root names, mfl, the offered suites as a bit mask of the profile's) that
-    tlsdesc.describe() completes."""
+    dict (profile, root names, mfl; the offered suites as a bit mask of the profile's when
+    not all are) that tlsdesc.describe() completes."""
     global _mfl_warned
     # The context first, before the rest of the configuration code and the roots load: it
     # is the largest block a client keeps (3 KB on a 64-bit port; on a Pico W-like build
@@ -145,12 +146,9 @@ def configure(
     if plain:
         # What a client keeps (handshake errors name the profile and the roots): the full
         # record is rebuilt by tlsdesc.describe() when the application asks for it.
-        info = {
-            "profile": profile,
-            "roots": [{"name": r[0]} for r in roots],
-            "mfl": mfl,
-            "suites": mask,
-        }
+        info = {"profile": profile, "roots": [{"name": r[0]} for r in roots], "mfl": mfl}
+        if mask != (1 << len(suites)) - 1:
+            info["suites"] = mask  # not all of them (an unusual firmware)
     else:
         info = tlsdesc.full(profile, offered, roots, client, mfl)
     if max_fragment_length is not None and (
@@ -164,7 +162,7 @@ def configure(
             if log is not None:
                 log(1, warning)
             else:
-                print("iothub: " + warning)
+                print(text(_T_PRINTED, (warning,)))
     return ctx, info
 
 
@@ -196,12 +194,15 @@ def _request_mfl(ctx, size):
     """Request `size` through tlsx when the firmware has it. Returns the `mfl` info dict:
     requested (an MFL goes out in the ClientHello), size (that one, or the one asked for
     when none goes out) and reason."""
+    setter = getter = None
     try:
         import tlsx
+
+        # (asked only when there is a tlsx: getattr interns the names for good)
+        setter = getattr(tlsx, "set_max_fragment_length", None)
+        getter = getattr(tlsx, "get_max_fragment_length", None)
     except ImportError:
-        tlsx = None
-    setter = getattr(tlsx, "set_max_fragment_length", None)
-    getter = getattr(tlsx, "get_max_fragment_length", None)
+        pass
 
     # What the context requests before we ask (our firmware may request a board default);
     # a refused request leaves it so.

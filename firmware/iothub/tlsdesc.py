@@ -96,7 +96,7 @@ def describe(info, value=None, cert=None, key=None):
     Runs once, on request (clientrare.tls_info, which loads this module for the call:
     errors.explained); pem and roots go again afterwards."""
     profile = info["profile"]
-    mask = info["suites"]
+    mask = info.get("suites", -1)  # absent: all of them (tlsconf.configure)
     client = None
     try:
         if cert is not None:

@@ -6,8 +6,8 @@
 
 from .errors import ConfigError, TLSError
 
-# Codes 1-8: ConfigError (7, 8: iothub.tlsdesc's); 9-14: TLSError; 15-18: texts (the
-# warning, the reasons a max fragment length is not requested).
+# Codes 1-8: ConfigError (7, 8: iothub.tlsdesc's); 9-14: TLSError; 15-19: texts (the
+# warning, the reasons a max fragment length is not requested, the printed warning).
 _TEXTS = (
     "unknown TLS profile %r: expected 'rsa' (RSA hub) or 'ecc' (ECC hub)",
     "max_fragment_length must be 512, 1024, 2048 or 4096 (RFC 6066), got %r",
@@ -28,6 +28,7 @@ _TEXTS = (
     "this firmware cannot request it (no tlsx module; stock MicroPython)",
     "tlsx could not set it: %s",
     "tlsx could not set it: %s; the board default is requested",
+    "iothub: %s",  # the warning, printed when there is no log function
 )
 
 
