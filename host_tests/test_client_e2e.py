@@ -75,7 +75,7 @@ def x509_cfg(emu, tmp_path, kind="ec256", ca="self"):
 ROUND_TRIP = r"""
 import json, sys, devkit
 c = devkit.client(CFG)
-COLD = ("clientinit", "clientx", "connstr", "sas", "saskey", "tlsconf", "tlsprofile", "roots", "pem", "linkopen")
+COLD = ("clientinit", "clientx", "connstr", "sas", "saskey", "tlsconf", "tlsdesc", "tlstexts", "tlsprofile", "roots", "pem", "linkopen")
 print("AFTER_NEW", json.dumps(sorted(n for n in COLD if "iothub." + n in sys.modules)))
 got = {}
 def on_desired(patch, version):
@@ -98,7 +98,7 @@ c.connect()
 kept = getattr(c, "_tlsinfo", None)
 print("CIPHER", json.dumps(c.tls_info()["cipher"]))
 import sys
-print("TLSINFO", json.dumps([kept, c.tls_info()["configured"], sorted(m for m in sys.modules if m in ("iothub.tlsconf", "iothub.pem", "iothub.roots", "iothub.linkopen"))]))
+print("TLSINFO", json.dumps([kept, c.tls_info()["configured"], sorted(m for m in sys.modules if m in ("iothub.tlsconf", "iothub.tlsdesc", "iothub.tlstexts", "iothub.pem", "iothub.roots", "iothub.linkopen"))]))
 c.send({"t": 21.5}, properties={"sensor": "a b", "k&=": "v/%"}, message_id="m-1", correlation_id="c-1")
 c.send("plain text", content_type="text/plain", content_encoding="utf-8")
 c.send(b"\x00\x01binary", qos=0)
@@ -184,10 +184,12 @@ def test_round_trip_sas(emu, client_kind):
     assert json.loads(dev.output.split("HANDLERS_SET ", 1)[1].splitlines()[0]) == []
     assert json.loads(dev.output.split("HELD ", 1)[1].splitlines()[0]) == []
     # The client keeps a minimal record of its TLS configuration (what handshake errors
-    # name); tls_info() rebuilds the full one and drops the modules it loaded for that
-    # (linkopen too, connection-time code asked for the cipher).
+    # name); tls_info() rebuilds the full one (with tlsdesc, not the configuration code)
+    # and drops the modules it loaded for that; it asks the TLS socket for the cipher
+    # (linkopen, connection-time code, is not loaded for it).
     kept, conf, loaded = json.loads(dev.output.split("TLSINFO ", 1)[1].splitlines()[0])
     if cfg.get("client_kind") != "aio":
+        # (the offered suites too, as a bit mask, only when the firmware lacks some)
         assert sorted(kept) == ["mfl", "profile", "roots"], kept
         assert kept["roots"] == [{"name": "custom"}]
     assert conf["profile"] == emu.profile and conf["verify"] == "CERT_REQUIRED"

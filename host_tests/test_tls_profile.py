@@ -318,6 +318,24 @@ def test_firmware_with_some_of_the_suites_offers_those():
     assert out[0] == "ok" and out[1]["suites"] == SUITES["ecc"][:2]
 
 
+@pytest.mark.parametrize("have", [(0, 4), (1, 3)])
+def test_client_record_names_the_suites_offered(have):
+    # A client keeps a minimal record of its context: the suites it offered are a bit mask
+    # of the profile's, kept only when the firmware lacks some; tls_info() names them.
+    lo, hi = have
+    out = _device(
+        "import tls_fakes\n"
+        "tls_fakes.fake_tls(suites=tls_fakes.ALL_SUITES[%d:%d])\n"
+        "c = iothub.DeviceClient.from_connection_string("
+        "'HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=YWJjZGVmZ2hpamtsbW5vcA==',"
+        " tls='ecc', host='127.0.0.1', port=1)\n"
+        "print(json.dumps([c._tlsinfo.get('suites'), c.tls_info()['configured']['suites']]))"
+        % (lo, hi)
+    )
+    assert out[1] == list(SUITES["ecc"][lo:hi])
+    assert out[0] == (None if hi - lo == 4 else 0b0110)
+
+
 def test_tlsx_requests_mfl():
     out = _device(
         "import tls_fakes\n"

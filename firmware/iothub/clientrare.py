@@ -41,29 +41,25 @@ def update_credentials(c, *, connection_string=None, shared_access_key=None, cer
 
 def tls_info(c):
     """Negotiated suite and version, and what the context was configured with."""
-    import gc
-    import sys
-
-    # linkopen is connection-time code: loaded here while connected, it goes again before
-    # tlsconf comes (during an outage the retries hold it, and it stays). Each loads after
-    # a collection, into the lowest holes rather than after the garbage of the calls before.
-    gc.collect()
-    kept = "iothub.linkopen" in sys.modules
-    from .linkopen import cipher
-
-    r = {"cipher": cipher(c._s.link)}
+    link = c._s.link
     cipher = None
-    if not kept:
-        unload("linkopen")
+    if link._hs is None:  # the handshake is done (or no link): its TLS socket can tell
+        try:
+            cipher = link.sock.cipher()
+        except (AttributeError, OSError):  # not connected, or a port that cannot tell
+            pass
     conf = c._tlsinfo
     if conf is not None and "verify" not in conf:
-        # The client keeps a minimal record of its own context: the rest is rebuilt.
-        gc.collect()
-        from .tlsconf import describe
+        # The client keeps a minimal record of its own context: the rest is rebuilt by
+        # tlsdesc, loaded for this call (not tlsconf, the configuration code) after a
+        # collection, into the lowest holes rather than after the garbage of the calls before.
+        import gc
 
-        conf = describe(c._ctx, conf, c._roots, c._cert, c._pkey)
-    r["configured"] = conf
-    return r
+        from .errors import explained
+
+        gc.collect()
+        conf = explained("tlsdesc", "describe", conf, c._roots, c._cert, c._pkey)
+    return {"cipher": cipher, "configured": conf}
 
 
 # ---- blocking client only ---------------------------------------------------------------

@@ -1,7 +1,9 @@
 # The TLS configuration core: one configured tls.SSLContext and a record of what it was
 # configured with. What DeviceClient and the provisioning client load to build their
 # context (and drop afterwards); iothub.tlsprofile adds the public tls_context(), TLSInfo
-# and the context type that explains handshake failures.
+# and the context type that explains handshake failures. The suites, the root list and the
+# record are iothub.tlsdesc's (a client's tls_info() loads that one alone); the texts of
+# what can go wrong are iothub.tlstexts', loaded only for a message.
 #
 # Facts behind the choices: docs/protocol.md section 1 (suites 1.2, roots 1.3,
 # max fragment length 1.5); MicroPython's tls module: extmod/modtls_mbedtls.c.
@@ -9,9 +11,6 @@
 # Max fragment length (RFC 6066): stock MicroPython cannot request it. Firmware built with
 # our C module `tlsx` can (tlsx.set_max_fragment_length). Without it the request is
 # recorded as not made, with one warning per boot, or TLSError when require_mfl=True.
-
-import binascii
-import hashlib
 
 try:
     from micropython import const
@@ -21,26 +20,38 @@ except ImportError:
         return x
 
 
-from .errors import ConfigError, TLSError
+from .errors import TLSError, explained, unload
 
-# mbedTLS spelling, AES-128-GCM first (cheapest on a microcontroller; the hub follows the
-# client's order). RSA: the hub's four recommended suites (1.2a); ECC: the four ECDSA
-# suites of the ECC server certificate (1.2c), nothing with RSA.
-SUITES = {
-    "rsa": (
-        "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
-        "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
-        "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256",
-        "TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA384",
-    ),
-    "ecc": (
-        "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
-        "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
-        "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256",
-        "TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA384",
-    ),
-}
 _MFL_SIZES = const((512, 1024, 2048, 4096))  # tlsprofile.MFL_SIZES
+
+# Texts of iothub.tlstexts, loaded only when one is needed (errors.explained).
+_E_PROFILE = const(1)
+_E_MFL_SIZE = const(2)
+_E_MFL_NEEDED = const(3)
+_E_PAIR = const(4)
+_E_ROOT = const(5)
+_E_CERT = const(6)
+# 7, 8: tlsdesc's (roots=)
+_E_NO_TLS = const(9)
+_E_NO_CONTEXT = const(10)
+_E_NO_CIPHERS = const(11)
+_E_NO_SUITE = const(12)
+_E_SUITES = const(13)
+_E_MFL = const(14)
+_T_WARNING = const(15)
+_T_NO_TLSX = const(16)
+_T_TLSX = const(17)
+_T_TLSX_DEFAULT = const(18)
+_T_PRINTED = const(19)
+
+
+def error(code, args=()):
+    """The ConfigError or TLSError of a code, its text loaded for the message."""
+    return explained("tlstexts", "error", code, args)
+
+
+def text(code, args):
+    return explained("tlstexts", "text", code, args)
 
 
 _mfl_warned = False  # one warning per boot
@@ -59,105 +70,99 @@ def configure(
     """(context, info) as tls_context() makes them. plain=True: the firmware's own
     tls.SSLContext, which keeps no reference to this module (DeviceClient unloads it once
     its context is made; the link explains handshake failures itself), and a minimal info
-    dict (profile, root names, mfl) that describe() completes."""
+    dict (profile, root names, mfl; the offered suites as a bit mask of the profile's when
+    not all are) that tlsdesc.describe() completes."""
     global _mfl_warned
-    suites = SUITES.get(profile) if isinstance(profile, str) else None
-    if suites is None:
-        raise ConfigError(
-            "unknown TLS profile %r: expected 'rsa' (RSA hub) or 'ecc' (ECC hub)" % (profile,)
-        )
-    if max_fragment_length is not None and max_fragment_length not in _MFL_SIZES:
-        raise ConfigError(
-            "max_fragment_length must be 512, 1024, 2048 or 4096 (RFC 6066), got %r"
-            % (max_fragment_length,)
-        )
-    if require_mfl and max_fragment_length is None:
-        raise ConfigError("require_mfl=True needs max_fragment_length= (512, 1024, 2048 or 4096)")
-    if (cert is None) != (key is None):
-        raise ConfigError(
-            "mutual TLS needs both cert= and key= (got only %s)"
-            % ("cert" if key is None else "key")
-        )
+    # The context first, before the rest of the configuration code and the roots load: it
+    # is the largest block a client keeps (3 KB on a 64-bit port; on a Pico W-like build
+    # mbedTLS's own allocations too), and lands lower in the heap than it would on top
+    # of them, which leave a hole when they go. The firmware's errors still come after
+    # those of bad settings (below).
+    try:
+        import tls
+    except Exception:  # ImportError; on CPython a script named tls.py may shadow it
+        tls = None
+    ctx = None
+    if hasattr(tls, "SSLContext"):
+        if plain:
+            ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        else:
+            from .tlsprofile import _context_type
 
-    # Parse everything before touching the firmware, so bad input fails the same everywhere.
-    root_list = _roots(profile, roots)
+            ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+    from . import tlsdesc
+
+    suites = tlsdesc.SUITES.get(profile) if isinstance(profile, str) else None
+    if suites is None:
+        raise error(_E_PROFILE, (profile,))
+    if max_fragment_length is not None and max_fragment_length not in _MFL_SIZES:
+        raise error(_E_MFL_SIZE, (max_fragment_length,))
+    if require_mfl and max_fragment_length is None:
+        raise error(_E_MFL_NEEDED)
+    if (cert is None) != (key is None):
+        raise error(_E_PAIR, ("cert" if key is None else "key",))
+
+    # Parse everything before configuring the context (and before the firmware's own
+    # errors), so bad input fails the same everywhere.
+    roots = tlsdesc.roots(profile, roots)
     client = None
     if cert is not None:
         from .pem import client_credentials
 
         client = client_credentials(cert, key)
 
-    try:
-        import tls
-    except Exception:  # ImportError; on CPython a script named tls.py may shadow it
-        raise TLSError(
-            "this firmware has no `tls` module: MicroPython 1.23 or newer with mbedTLS is needed"
-        )
-    if not hasattr(tls, "SSLContext"):
-        raise TLSError(
-            "this firmware's `tls` module has no SSLContext: MicroPython 1.23 or newer is needed"
-        )
-
-    if plain:
-        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    else:
-        from .tlsprofile import _context_type
-
-        ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = tls.CERT_REQUIRED
+    if tls is None:
+        raise error(_E_NO_TLS)
+    if ctx is None:
+        raise error(_E_NO_CONTEXT)
     if not hasattr(ctx, "set_ciphers") or not hasattr(ctx, "get_ciphers"):
-        raise TLSError(
-            "this MicroPython's tls.SSLContext has no set_ciphers(): version 1.23 or newer is needed"
-        )
-    have = ctx.get_ciphers()
-    offered = [s for s in suites if s in have]
+        raise error(_E_NO_CIPHERS)
+    have = ctx.get_ciphers()  # every suite the firmware has: 2 KB on the unix port
+    offered = []
+    mask = 0  # which of the profile's suites are offered (the minimal record keeps it)
+    for i, s in enumerate(suites):
+        if s in have:
+            offered.append(s)
+            mask |= 1 << i
+    have = None
     if not offered:
-        raise TLSError(
-            "this firmware's mbedTLS has none of the %r profile's cipher suites (%s)"
-            % (profile, ", ".join(suites))
-        )
+        raise error(_E_NO_SUITE, (profile, ", ".join(suites)))
     try:
         ctx.set_ciphers(offered)
     except (OSError, ValueError) as e:
-        raise TLSError("the firmware refused the %r profile's cipher suites: %s" % (profile, e))
-    for i, r in enumerate(root_list):
+        raise error(_E_SUITES, (profile, e))
+    for i, r in enumerate(roots):
         try:
             ctx.load_verify_locations(r[1])
         except (ValueError, OSError) as e:
-            raise ConfigError("roots[%d]: the firmware rejected the certificate (%s)" % (i, e))
+            raise error(_E_ROOT, (i, e))
     if client is not None:
         try:
             ctx.load_cert_chain(client[0], client[1])
         except (ValueError, OSError) as e:
-            # firmware messages like "invalid key" never hold key material; kept short anyway
-            raise ConfigError(
-                "client certificate or key rejected by the firmware: %s" % str(e)[:60]
-            )
+            raise error(_E_CERT, (e,))  # the firmware's text, cut short
     mfl = _request_mfl(ctx, max_fragment_length)
     if plain:
         # What a client keeps (handshake errors name the profile and the roots): the full
-        # record is rebuilt by describe() when the application asks for it.
-        info = {"profile": profile, "roots": [{"name": r[0]} for r in root_list], "mfl": mfl}
+        # record is rebuilt by tlsdesc.describe() when the application asks for it.
+        info = {"profile": profile, "roots": [{"name": r[0]} for r in roots], "mfl": mfl}
+        if mask != (1 << len(suites)) - 1:
+            info["suites"] = mask  # not all of them (an unusual firmware)
     else:
-        info = _full(profile, offered, root_list, client, mfl)
+        info = tlsdesc.full(profile, offered, roots, client, mfl)
     if max_fragment_length is not None and (
         not mfl["requested"] or mfl["size"] != max_fragment_length
     ):
         if require_mfl:
-            raise TLSError(
-                "max_fragment_length=%d required but not possible: %s"
-                % (max_fragment_length, mfl["reason"])
-            )
+            raise error(_E_MFL, (max_fragment_length, mfl["reason"]))
         if not _mfl_warned:
             _mfl_warned = True
-            text = (
-                "warning: TLS max fragment length %d not requested (%s); the hub may send "
-                "larger records" % (max_fragment_length, mfl["reason"])
-            )
+            warning = text(_T_WARNING, (max_fragment_length, mfl["reason"]))
             if log is not None:
-                log(1, text)
+                log(1, warning)
             else:
-                print("iothub: " + text)
+                print(text(_T_PRINTED, (warning,)))
     return ctx, info
 
 
@@ -179,52 +184,7 @@ def client_context(c, quiet=False):
         if not quiet:
             raise
     finally:
-        from .errors import unload
-
-        unload("tlsconf", "roots", "pem")
-
-
-def _full(profile, suites, roots, client, mfl):
-    info = {
-        "profile": profile,
-        "verify": "CERT_REQUIRED",
-        "suites": suites,
-        "roots": [{"name": n, "sha256": _hex(hashlib.sha256(der).digest())} for n, der in roots],
-        "client_cert": None,
-        "mfl": mfl,
-        "negotiated": None,
-    }
-    if client is not None:
-        cert_der, _, kind = client
-        cc = {"key": kind, "sha256": _hex(hashlib.sha256(cert_der).digest())}
-        if hasattr(hashlib, "sha1"):
-            cc["sha1"] = _hex(hashlib.sha1(cert_der).digest())
-        info["client_cert"] = cc
-    return info
-
-
-def describe(ctx, info, roots=None, cert=None, key=None):
-    """The full info dict of a context configure(..., plain=True) made, from that minimal
-    one and the settings it was made from (roots are hashed, the certificate parsed again).
-    Drops this module and the ones it loaded afterwards: it runs once, on request."""
-    profile = info["profile"]
-    have = ctx.get_ciphers()
-    client = None
-    if cert is not None:
-        from .pem import client_credentials
-
-        client = client_credentials(cert, key)
-    full = _full(
-        profile,
-        [s for s in SUITES[profile] if s in have],
-        _roots(profile, roots),
-        client,
-        info["mfl"],
-    )
-    from .errors import unload
-
-    unload("tlsconf", "pem", "roots")
-    return full
+        unload("tlsconf", "tlsdesc", "roots", "pem")
 
 
 # ---- firmware ---------------------------------------------------------------------------
@@ -234,12 +194,15 @@ def _request_mfl(ctx, size):
     """Request `size` through tlsx when the firmware has it. Returns the `mfl` info dict:
     requested (an MFL goes out in the ClientHello), size (that one, or the one asked for
     when none goes out) and reason."""
+    setter = getter = None
     try:
         import tlsx
+
+        # (asked only when there is a tlsx: getattr interns the names for good)
+        setter = getattr(tlsx, "set_max_fragment_length", None)
+        getter = getattr(tlsx, "get_max_fragment_length", None)
     except ImportError:
-        tlsx = None
-    setter = getattr(tlsx, "set_max_fragment_length", None)
-    getter = getattr(tlsx, "get_max_fragment_length", None)
+        pass
 
     # What the context requests before we ask (our firmware may request a board default);
     # a refused request leaves it so.
@@ -254,65 +217,11 @@ def _request_mfl(ctx, size):
             return {"requested": True, "size": n, "reason": "board default (tlsx)"}
         return {"requested": False, "size": None, "reason": "not asked for"}
     if setter is None:
-        return {
-            "requested": False,
-            "size": size,
-            "reason": "this firmware cannot request it (no tlsx module; stock MicroPython)",
-        }
+        return {"requested": False, "size": size, "reason": text(_T_NO_TLSX, ())}
     try:
         setter(ctx, size)
     except (OSError, ValueError, RuntimeError, TypeError, NotImplementedError) as e:
-        why = "tlsx could not set it: %s" % (e,)
         if n:
-            return {
-                "requested": True,
-                "size": n,
-                "reason": why + "; the board default is requested",
-            }
-        return {"requested": False, "size": size, "reason": why}
+            return {"requested": True, "size": n, "reason": text(_T_TLSX_DEFAULT, (e,))}
+        return {"requested": False, "size": size, "reason": text(_T_TLSX, (e,))}
     return {"requested": True, "size": size, "reason": "requested through tlsx"}
-
-
-# ---- roots --------------------------------------------------------------------------------
-
-
-def _roots(profile, roots):
-    if roots is None:
-        from .roots import ROOT_G2, ROOT_G3
-
-        if profile == "rsa":
-            return [("DigiCert Global Root G2", ROOT_G2)]
-        return [("DigiCert Global Root G3", ROOT_G3)]
-    if isinstance(roots, (bytes, bytearray, str)):
-        roots = [roots]
-    out = []
-    try:
-        items = list(roots)
-    except TypeError:
-        raise ConfigError(
-            "roots= must be a list of DER or PEM certificates, got %s" % type(roots).__name__
-        )
-    for i, r in enumerate(items):
-        # SEQUENCE with a two-byte length spanning exactly the input: one DER certificate
-        if (
-            isinstance(r, (bytes, bytearray))
-            and len(r) > 4
-            and r[0] == 0x30
-            and r[1] == 0x82
-            and 4 + (r[2] << 8 | r[3]) == len(r)
-        ):
-            # One DER certificate: the firmware checks it when it loads it; the PEM/ASN.1
-            # helpers (7-14 KB of heap) are loaded only for PEM or unusual input.
-            out.append(("custom", bytes(r)))
-            continue
-        from .pem import certs
-
-        for der in certs(r, "roots[%d]" % i):
-            out.append(("custom", der))
-    if not out:
-        raise ConfigError("roots= is empty: at least one root certificate is needed")
-    return out
-
-
-def _hex(b):
-    return binascii.hexlify(b).decode().upper()

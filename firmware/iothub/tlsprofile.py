@@ -5,9 +5,9 @@
 #   print(ctx.iothub_info)                        # what was configured (and negotiated)
 #
 # The configuration itself (suites, roots, client certificate, max fragment length) is
-# iothub.tlsconf's, which the clients load without this module. Facts behind the choices:
-# docs/protocol.md section 1 (suites 1.2, roots 1.3, max fragment length 1.5);
-# MicroPython's tls module: extmod/modtls_mbedtls.c.
+# iothub.tlsconf's (with iothub.tlsdesc), which the clients load without this module.
+# Facts behind the choices: docs/protocol.md section 1 (suites 1.2, roots 1.3, max
+# fragment length 1.5); MicroPython's tls module: extmod/modtls_mbedtls.c.
 #
 # The context is the built-in tls.SSLContext (not micropython-lib's ssl wrapper, whose
 # constructor turns verification off), subclassed only to hold `iothub_info` and to make
@@ -19,7 +19,8 @@
 # recorded as not made, with one warning per boot, or TLSError when require_mfl=True.
 
 from .errors import ConfigError
-from .tlsconf import SUITES, configure  # noqa: F401 - part of this API
+from .tlsconf import configure
+from .tlsdesc import SUITES  # noqa: F401 - part of this API
 
 MFL_SIZES = (512, 1024, 2048, 4096)  # what max_fragment_length= takes (RFC 6066)
 

@@ -87,7 +87,7 @@ def mode_imports():
     c = iothub.DeviceClient.from_connection_string(CFG["cs"], tls=CFG["profile"])
     # What load_connect_modules() loaded goes again: the client's figure is what it keeps,
     # with whatever its construction leaves loaded, over iothub.client alone.
-    for n in ("connstr", "tlsprofile", "tlsconf", "roots", "pem"):
+    for n in ("connstr", "tlsprofile", "tlsconf", "tlsdesc", "roots", "pem"):
         if sys.modules.pop("iothub." + n, None) is not None and hasattr(iothub, n):
             delattr(iothub, n)
     h_object = heap()
