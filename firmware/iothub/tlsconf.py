@@ -66,12 +66,14 @@ def configure(
     key=None,
     plain=False,
     log=None,
+    ctx=None,
 ):
     """(context, info) as tls_context() makes them. plain=True: the firmware's own
     tls.SSLContext, which keeps no reference to this module (DeviceClient unloads it once
     its context is made; the link explains handshake failures itself), and a minimal info
     dict (profile, root names, mfl; the offered suites as a bit mask of the profile's when
-    not all are) that tlsdesc.describe() completes."""
+    not all are) that tlsdesc.describe() completes. ctx: a new tls.SSLContext the caller
+    made (DeviceClient makes it before this module loads), configured here."""
     global _mfl_warned
     # The context first, before the rest of the configuration code and the roots load: it
     # is the largest block a client keeps (3 KB on a 64-bit port; on a Pico W-like build
@@ -82,14 +84,14 @@ def configure(
         import tls
     except Exception:  # ImportError; on CPython a script named tls.py may shadow it
         tls = None
-    ctx = None
-    if hasattr(tls, "SSLContext"):
+    if ctx is None and hasattr(tls, "SSLContext"):
         if plain:
             ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
         else:
             from .tlsprofile import _context_type
 
             ctx = _context_type(tls)(tls.PROTOCOL_TLS_CLIENT)
+    if ctx is not None:
         ctx.verify_mode = tls.CERT_REQUIRED
     from . import tlsdesc
 
@@ -166,19 +168,18 @@ def configure(
     return ctx, info
 
 
-def client_context(c, quiet=False):
-    """A DeviceClient's own context (c._ctx, c._tlsinfo) from its settings, then this
-    module goes. At construction (quiet=True: ClientBase.__init__, right after the client's
-    large buffers, while the heap is still nearly empty: the context is long-lived and
-    better low in the heap; on a Pico W-like heap this decides whether the first handshake
-    finds its 6 KB block at 64 KiB) a firmware without `tls` (a host-side hand-over of DPS
-    results) leaves it to connect(). Bad roots, certificates or keys fail here."""
+def client_context(c, quiet=False, ctx=None):
+    """A DeviceClient's own context (c._ctx, c._tlsinfo) from its settings (ctx: the bare
+    tls.SSLContext construction made first of the client's long-lived objects), then this
+    module goes. At construction (quiet=True) a firmware without `tls` (a host-side
+    hand-over of DPS results) leaves it to connect(). Bad roots, certificates or keys fail
+    here."""
     import gc
 
     gc.collect()  # the garbage of parsing the options and building the buffers
     try:
         c._ctx, c._tlsinfo = configure(
-            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log
+            c._tls_profile, c._roots, c._mfl, False, c._cert, c._pkey, True, c._log, ctx
         )
     except TLSError:
         if not quiet:
