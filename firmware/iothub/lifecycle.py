@@ -56,7 +56,8 @@ class Lifecycle:
         self.last_tx = 0  # when the last packet was written
         self.ping_at = None  # when the unanswered PINGREQ was sent
         self.wait = 0
-        self.why = None
+        # self.why is made by the first DEAD or STOP (read only after one): a client that
+        # never fails keeps 12 fields, one map size step less (96 B on a 64-bit port).
 
     def keepalive(self, now):
         """The link's own rule (MQTT keepalive): PING when nothing was written for a
