@@ -113,13 +113,14 @@ class ClientBase:
             return self._outbox.dropped
         if name == "queue_policy":
             return self._outbox.policy
-        if name == "_report":  # (kind, detail): iothub.reports, loaded for one report
-            return lambda kind, detail: explained("reports", "report", self, kind, detail)
         if name.startswith("_"):
             raise AttributeError(name)
         from .clientrare import get
 
         return get(self, name)
+
+    def _report(self, kind, detail):  # iothub.reports, loaded for one report
+        explained("reports", "report", self, kind, detail)
 
     def _twin(self):
         if self._tw is None:
