@@ -145,3 +145,42 @@ def test_bad_input_is_named_with_texts_that_are_not_resident():
         ["ConfigError", "queue_bytes must be an int >= 64, got 8", False],
         ["ConfigError", "queue_policy must be one of drop-oldest, reject, got 'drop-all'", False],
     ]
+
+
+def test_send_and_link_errors_are_named_with_texts_that_are_not_resident():
+    # The resident client, session and link keep a number per message; the words come from
+    # iothub.clienterr, loaded for one message and dropped again.
+    out = mpyrun.run_json(
+        _CLIENT + "import time\nr = []\n"
+        "def err(fn, *a, **kw):\n"
+        "    try:\n        fn(*a, **kw)\n    except Exception as e:\n"
+        "        r.append([type(e).__name__, str(e), loaded('clienterr')])\n"
+        "err(c.send, b'x', qos=0)\n"
+        "c.auto_reconnect = False\n"
+        "err(c.send, b'x')\n"
+        "c.auto_reconnect = True\n"
+        "c.disconnect()\n"
+        "err(c.send, b'x')\n"
+        "for i in range(15):\n    c.send(b'x', block=False)\n"
+        "err(c.send, b'x', block=False)\n"
+        "err(c._s.link.write, b'x')\n"
+        "err(c._s.link.read_into, bytearray(4), 0, 4, 0)\n"
+        "err(c._s.wait, lambda: False, time.ticks_ms(), 'CONNACK')\n"
+        "print(json.dumps([r, c.queued]))\n"
+    )
+    assert out == [
+        [
+            ["ConnectionLost", "not connected (QoS 0 messages are not queued)", False],
+            ["ConnectionLost", "not connected (auto_reconnect is off: nothing was queued)", False],
+            [
+                "ConnectionLost",
+                "disconnect() was called: message 1 stays queued until connect()",
+                False,
+            ],
+            ["IoTHubError", "the offline queue is full (16 messages, policy reject)", False],
+            ["ConnectionLost", "not connected", False],
+            ["ConnectionLost", "not connected", False],
+            ["Timeout", "no CONNACK from the hub in time", False],
+        ],
+        16,
+    ]

@@ -113,13 +113,14 @@ class ClientBase:
             return self._outbox.dropped
         if name == "queue_policy":
             return self._outbox.policy
-        if name == "_report":  # (kind, detail): iothub.reports, loaded for one report
-            return lambda kind, detail: explained("reports", "report", self, kind, detail)
         if name.startswith("_"):
             raise AttributeError(name)
         from .clientrare import get
 
         return get(self, name)
+
+    def _report(self, kind, detail):  # iothub.reports, loaded for one report
+        explained("reports", "report", self, kind, detail)
 
     def _twin(self):
         if self._tw is None:
@@ -226,9 +227,7 @@ class ClientBase:
         if off < 0:
             if n > len(ob.buf):
                 return -1
-            raise IoTHubError(
-                "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
-            )
+            raise explained("clienterr", "error", 15, (len(ob), ob.policy))
         pid = self._s.next_pid()
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)

@@ -71,7 +71,7 @@ ENCODE = [
         "82 0c 0001 0003 612f23 01 0001 62 00",
     ),
     ("pingreq", m.encode_pingreq, (), {}, "c0 00"),
-    ("disconnect", m.encode_disconnect, (), {}, "e0 00"),
+    ("disconnect", x.encode_disconnect, (), {}, "e0 00"),
 ]
 
 
@@ -159,10 +159,10 @@ def summary(p):
     if t == m.SUBACK:
         return ["SUBACK", p.pid, p.granted]
     if t in (m.PUBACK, m.UNSUBACK):
-        return [m.packet_name(t), p.pid]
+        return [x.packet_name(t), p.pid]
     if t == m.DROPPED:
         return ["DROPPED", p.rc, p.pid, (p.flags >> 1) & 3, p.payload_len]
-    return [m.packet_name(t)]
+    return [x.packet_name(t)]
 
 
 DECODE = [

@@ -1,11 +1,20 @@
 # MQTT packets the device package no longer carries (IoT Hub never needs them), written
 # for the tests on top of iothub.mqtt so the codec cases and the mosquitto interop run
-# keep covering them: a whole PUBLISH (payload copied, retain), UNSUBSCRIBE, and CONNECT
-# with a will. Runs on CPython and on the unix port.
+# keep covering them: a whole PUBLISH (payload copied, retain), UNSUBSCRIBE, CONNECT with a
+# will, DISCONNECT (the session writes its two bytes itself) and packet names (iothub.mqtterr
+# has them for error texts). Runs on CPython and on the unix port.
 
 import iothub.mqtt as m
 import iothub.mqttconn as mc
 from iothub.errors import ConfigError
+
+
+def encode_disconnect(buf):
+    return m._short(buf, 0xE0, 0, "DISCONNECT")
+
+
+def packet_name(t):
+    return m._error(26, t)  # iothub.mqtterr's code for a packet type's name
 
 
 def encode_publish(buf, topic, payload, qos=0, pid=0, dup=False, retain=False):

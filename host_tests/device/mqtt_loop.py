@@ -109,7 +109,7 @@ def summary(p):
         return {"type": "CONNACK", "rc": p.rc, "sp": p.session_present}
     if p.type == m.SUBACK:
         return {"type": "SUBACK", "pid": p.pid, "granted": p.granted}
-    return {"type": m.packet_name(p.type), "pid": p.pid}
+    return {"type": x.packet_name(p.type), "pid": p.pid}
 
 
 def open_socket(host, port, ca_der):
@@ -179,7 +179,7 @@ def session(host, port, prefix, ca_der):
     lp.send(m.encode_pingreq(w))
     lp.expect([m.PINGRESP])
 
-    lp.send(m.encode_disconnect(w))
+    lp.send(x.encode_disconnect(w))
     sock.close()
     return lp
 
