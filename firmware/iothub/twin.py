@@ -12,7 +12,7 @@
 # object, or a desired $version that is not an integer in 0..2^53, is refused with
 # ProtocolError (get_twin) or skipped and reported (re-sync), never passed on.
 from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, unload
+from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, explained, unload
 from .inbound import check
 from .jsonc import dumps, loads
 
@@ -85,10 +85,10 @@ def end(twin, req, what):
 
 def parse(body):
     """The twin document of a GET response, checked."""
-    doc = check(loads(body) or {}, "the twin document")
-    desired = check(doc.get("desired") or {}, "the twin's desired properties")
+    doc = check(loads(body) or {}, 8)  # (codes of iothub.inerr's texts)
+    desired = check(doc.get("desired") or {}, 9)
     if "$version" in desired:
-        check(desired["$version"], "the twin's desired", True)
+        check(desired["$version"], 11)
     return doc
 
 
@@ -118,7 +118,7 @@ def resync(twin, timeout_ms=None, doc=None):
             try:
                 doc = parse(request(twin, GET, b"", "twin document GET", timeout_ms)[1])
             except ProtocolError as e:
-                c._report("twin", "twin re-sync skipped: %s" % (e,))
+                explained("inerr", "log", c, 19, e)
                 return
             except IoTHubError as e:
                 if c.is_connected:

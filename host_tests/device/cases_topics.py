@@ -1,6 +1,8 @@
 # Topic, user-name and property-bag cases: run on CPython and on the unix port (coretest.py).
 # Expected strings from docs/protocol.md section 2 (doc examples and SDK test topics).
 
+import sys
+
 from coretest import eq, has, raises
 
 import iothub.clientx as clientx
@@ -254,6 +256,8 @@ def test_twin_topics():
         eq(_kind("twin", topic), want, topic)
     for topic, sub in TWIN_RES_BAD:
         has(raises(ProtocolError, r.parse, topic, "d"), sub, topic)
+    # The texts come from iothub.inerr, loaded for each message and dropped again.
+    eq("iothub.inerr" in sys.modules, False)
 
 
 def test_desired_topics():

@@ -1,0 +1,91 @@
+# What the client says about what the hub sent it: the texts of the ProtocolErrors the
+# handler path raises (a topic, a twin body or a $version it cannot take) and of the lines
+# it logs there; and the ConfigErrors of iothub.topics (bad ids or properties). Loaded for one message and dropped again (errors.explained): the resident
+# handler code (inbound, jsonc, pct, twin) keeps a code, not the text. Codes: the _E_ and
+# _L_ constants of the module that raises or logs.
+
+_TEXTS = (
+    # 0..6: ProtocolError(text % value)
+    "twin response status is not an integer: %r",
+    "twin response $version is not an integer: %r",
+    "desired properties $version is not an integer: %r",
+    "twin response without a $rid",
+    "method request topic without a method name",
+    "method request without a $rid",
+    "module input topic without an input name",
+    # 7..9: what is not a JSON object (% its type)
+    "desired properties patch is not a JSON object (got %s)",
+    "the twin document is not a JSON object (got %s)",
+    "the twin's desired properties is not a JSON object (got %s)",
+    # 10, 11: a $version that is not an integer in 0..2^53 (% the value)
+    "desired properties patch $version is not an integer in 0..2^53: %r",
+    "the twin's desired $version is not an integer in 0..2^53: %r",
+    # 12, 13
+    "the hub sent a payload that is not valid JSON",
+    "percent-encoded text does not decode to valid UTF-8",
+    # 14..: lines logged (level 0), % args
+    "twin request %s failed with status %d",
+    "on_message raised %r",
+    "on_desired raised %r",
+    "method %s raised %r",
+    # 18, 19: reported through on_error("twin", text)
+    "desired patch skipped: %s",
+    "twin re-sync skipped: %s",
+    # 20: logged at level 1
+    "ignored a message on an unexpected topic",
+)
+
+
+def error(code, v):
+    """The ProtocolError of code (v: the value it is about)."""
+    from .errors import ProtocolError
+
+    t = _TEXTS[code]
+    if 7 <= code <= 9:
+        v = type(v).__name__
+    elif isinstance(v, str):
+        v = v[:20]  # what the hub sent, shortened
+    return ProtocolError(t % (v,) if "%" in t else t)
+
+
+_CONFIG = (
+    # iothub.topics' codes
+    "expected str or bytes, got %s",
+    "device id",
+    "module id",
+    "properties must be a dict or a list of (name, value) pairs",
+    "property names must be non-empty str",
+    "property values must be str, int, float or None",
+    "message_id must be a str",
+    "correlation_id must be a str",
+    "user_id must be a str",
+    "content_type must be a str",
+    "content_encoding must be a str",
+)
+
+
+def config(code, v):
+    """The ConfigError of iothub.topics' code (v: the value it is about)."""
+    from .errors import ConfigError
+
+    t = _CONFIG[code]
+    if not code:
+        v = type(v).__name__
+    elif code < 3:  # an id
+        if not isinstance(v, str) or not v:
+            return ConfigError(t + " must be a non-empty str")
+        for c in "/#+":
+            if c in v:
+                return ConfigError("%s must not contain %r" % (t, c))
+    return ConfigError(t % (v,) if "%" in t else t)
+
+
+def log(c, code, args):
+    """Log line code of client c (% args); 18 and 19 are reported (c._report)."""
+    t = _TEXTS[code] % args
+    if code >= 20:
+        c._log_line(1, t)
+    elif code >= 18:
+        c._report("twin", t)
+    else:
+        c._log_line(0, t)
