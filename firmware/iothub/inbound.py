@@ -43,7 +43,6 @@ _E_PATCH_VERSION = const(10)
 _L_TWIN_FAILED = const(14)
 _L_ON_MESSAGE = const(15)
 _L_ON_DESIRED = const(16)
-_L_METHOD = const(17)
 _L_SKIPPED = const(18)
 _L_UNEXPECTED = const(20)
 
@@ -255,13 +254,14 @@ def route(c, pkt):
 
 def respond(c, name, req, r, e=None):
     """Answer method request req (its $rid): r is what the handler returned, (status, payload) or a
-    payload answered with 200; e the exception it raised instead (answered with 500)."""
+    payload answered with 200; e the exception it raised instead (answered with 500, its
+    name and text in the body, and logged: iothub.inerr)."""
     if e is None:
         status = 200
         if isinstance(r, tuple) and len(r) == 2:
             status, r = r
         if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 65535:
-            e = ValueError("method handler returned status %r" % (status,))
+            e = explained("inerr", "bad_status", status)
         else:
             try:
                 body = b"" if r is None else dumps(r).encode()
@@ -269,6 +269,5 @@ def respond(c, name, req, r, e=None):
                 e = x
     if e is not None:
         status = 500
-        body = dumps({"error": type(e).__name__ + ": " + str(e)}).encode()
-        explained("inerr", "log", c, _L_METHOD, (name, e))
+        body = explained("inerr", "failed", c, name, e)
     c._publish("$iothub/methods/res/%d/?$rid=%s" % (status, req), body)

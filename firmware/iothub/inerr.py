@@ -31,8 +31,9 @@ _TEXTS = (
     # 18, 19: reported through on_error("twin", text)
     "desired patch skipped: %s",
     "twin re-sync skipped: %s",
-    # 20: logged at level 1
+    # 20..: logged at level 1
     "ignored a message on an unexpected topic",
+    "twin re-sync failed (%s); retrying in 5 s",
 )
 
 
@@ -61,6 +62,8 @@ _CONFIG = (
     "user_id must be a str",
     "content_type must be a str",
     "content_encoding must be a str",
+    # iothub.twin's
+    "reported properties must be a dict",
 )
 
 
@@ -89,3 +92,15 @@ def log(c, code, args):
         c._report("twin", t)
     else:
         c._log_line(0, t)
+
+
+def bad_status(status):
+    return ValueError("method handler returned status %r" % (status,))
+
+
+def failed(c, name, e):
+    """The body of a method's 500 answer (e: what its handler raised), logged."""
+    from .jsonc import dumps
+
+    log(c, 17, (name, e))
+    return dumps({"error": type(e).__name__ + ": " + str(e)}).encode()

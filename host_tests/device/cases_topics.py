@@ -252,6 +252,8 @@ def test_twin_topics():
     # request topics, completed by the request id (a decimal number)
     eq(tw.GET + "1", "$iothub/twin/GET/?$rid=1")
     eq(tw.PATCH + "42", "$iothub/twin/PATCH/properties/reported/?$rid=42")
+    eq(tw.body({"a": 1}), b'{"a":1}')
+    has(raises(ConfigError, tw.body, [1]), "reported properties must be a dict")
     for topic, want in TWIN_RES:
         eq(_kind("twin", topic), want, topic)
     for topic, sub in TWIN_RES_BAD:
@@ -322,3 +324,5 @@ def test_method_responses():
     c = _Publisher()
     r.respond(c, "m", "4", None, RuntimeError("boom"))
     eq(c.published, [("$iothub/methods/res/500/?$rid=4", b'{"error":"RuntimeError: boom"}')])
+    has(c.logged[0], "method m raised RuntimeError")
+    eq("iothub.inerr" in sys.modules, False)  # loaded for the answer, dropped again
