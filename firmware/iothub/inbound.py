@@ -47,15 +47,15 @@ _L_SKIPPED = const(18)
 _L_UNEXPECTED = const(20)
 
 
-def check(v, code):
-    """v if it is what code checks, else ProtocolError: codes 7..9 (iothub.inerr) a JSON
-    object; 10, 11 a $version, an integer in 0..2^53 (JSON's exact integers)."""
-    if code < _E_PATCH_VERSION:
+def check(v, what):
+    """v if it is what the code `what` checks, else ProtocolError: codes 7..9 (iothub.inerr)
+    a JSON object; 10, 11 a $version, an integer in 0..2^53 (JSON's exact integers)."""
+    if what < _E_PATCH_VERSION:
         if isinstance(v, dict):
             return v
     elif not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= 1 << 53:
         return v
-    raise explained("inerr", "error", code, v)
+    raise explained("inerr", "error", what, v)
 
 
 class Twin:
@@ -135,7 +135,7 @@ def decode(s, raw=False):
     return out
 
 
-def _split(rest, raw=False):
+def split(rest, raw=False):
     # "head/bag" -> (head, the bag decoded); without a "/": (rest, {})
     i = rest.find("/")
     if i < 0:
@@ -143,7 +143,7 @@ def _split(rest, raw=False):
     return rest[:i], decode(rest[i + 1 :], raw)
 
 
-def uint(s, code):
+def uint(s, what):
     # Digits only: int() would also accept "+1", " 1", "1_0" or non-ASCII digits.
     if s and len(s) < 20:
         for b in s.encode():
@@ -151,7 +151,7 @@ def uint(s, code):
                 break
         else:
             return int(s)
-    raise explained("inerr", "error", code, s)
+    raise explained("inerr", "error", what, s)
 
 
 def parse(topic, device_id, module_id=None):
@@ -164,7 +164,7 @@ def parse(topic, device_id, module_id=None):
     A method's rid is kept as it came (percent-encoded, if it was): its response echoes it,
     as azure-sdk-for-c does."""
     if topic.startswith(_TWIN_RES):
-        head, bag = _split(topic[len(_TWIN_RES) :])
+        head, bag = split(topic[len(_TWIN_RES) :])
         status = uint(head, _E_STATUS)
         rid = bag.get("$rid")
         if not rid:
@@ -175,7 +175,7 @@ def parse(topic, device_id, module_id=None):
         v = decode(topic[len(_TWIN_DESIRED) :]).get("$version", -1)
         return "desired", 0 if v == -1 else uint(v, _E_DESIRED_VERSION)
     if topic.startswith(_METHOD_POST):
-        head, bag = _split(topic[len(_METHOD_POST) :], True)
+        head, bag = split(topic[len(_METHOD_POST) :], True)
         rid = bag.get("$rid")
         if not head or not rid:
             raise explained("inerr", "error", _E_METHOD_RID if head else _E_NO_METHOD, None)
@@ -186,7 +186,7 @@ def parse(topic, device_id, module_id=None):
         prefix = "devices/%s/messages/devicebound" % device_id
     if not topic.startswith(prefix):
         return None
-    head, bag = _split(topic[len(prefix) :])
+    head, bag = split(topic[len(prefix) :])
     if not module_id:  # devicebound[/bag]: anything else is not ours
         return None if head else ("message", bag, None)
     if not head:

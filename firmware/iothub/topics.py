@@ -59,11 +59,11 @@ def quote(s):
     return out.decode()
 
 
-def _id(value, code):
+def _id(value, what):
     # Device and module ids are used raw in topics and user names (the hub never decodes
-    # them); the characters that would break a topic are refused. code: _C_DEVICE + 0 or 1.
+    # them); the characters that would break a topic are refused. what: _C_DEVICE + 0 or 1.
     if not isinstance(value, str) or not value or "/" in value or "#" in value or "+" in value:
-        raise explained("inerr", "config", code, value)
+        raise explained("inerr", "config", what, value)
     return value
 
 
