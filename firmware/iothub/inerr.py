@@ -1,8 +1,9 @@
 # What the client says about what the hub sent it: the texts of the ProtocolErrors the
 # handler path raises (a topic, a twin body or a $version it cannot take) and of the lines
-# it logs there; and the ConfigErrors of iothub.topics (bad ids or properties). Loaded for one message and dropped again (errors.explained): the resident
+# it logs there. Loaded for one message and dropped again (errors.explained): the resident
 # handler code (inbound, jsonc, pct, twin) keeps a code, not the text. Codes: the _E_ and
-# _L_ constants of the module that raises or logs.
+# _L_ constants of the module that raises or logs. (The ConfigErrors of iothub.topics and
+# iothub.twin are in iothub.topicserr.)
 
 _TEXTS = (
     # 0..6: ProtocolError(text % value)
@@ -47,40 +48,6 @@ def error(code, v):
     elif isinstance(v, str):
         v = v[:20]  # what the hub sent, shortened
     return ProtocolError(t % (v,) if "%" in t else t)
-
-
-_CONFIG = (
-    # iothub.topics' codes
-    "expected str or bytes, got %s",
-    "device id",
-    "module id",
-    "properties must be a dict or a list of (name, value) pairs",
-    "property names must be non-empty str",
-    "property values must be str, int, float or None",
-    "message_id must be a str",
-    "correlation_id must be a str",
-    "user_id must be a str",
-    "content_type must be a str",
-    "content_encoding must be a str",
-    # iothub.twin's
-    "reported properties must be a dict",
-)
-
-
-def config(code, v):
-    """The ConfigError of iothub.topics' code (v: the value it is about)."""
-    from .errors import ConfigError
-
-    t = _CONFIG[code]
-    if not code:
-        v = type(v).__name__
-    elif code < 3:  # an id
-        if not isinstance(v, str) or not v:
-            return ConfigError(t + " must be a non-empty str")
-        for c in "/#+":
-            if c in v:
-                return ConfigError("%s must not contain %r" % (t, c))
-    return ConfigError(t % (v,) if "%" in t else t)
 
 
 def log(c, code, args):

@@ -20,7 +20,7 @@ from .errors import explained
 _UNRESERVED = const(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _HEX = const(b"0123456789ABCDEF")
 
-# Codes of the ConfigError texts in iothub.inerr (loaded for one message: not resident).
+# Codes of the ConfigError texts in iothub.topicserr (loaded for one message: not resident).
 _C_TYPE = const(0)
 _C_DEVICE = const(1)  # 1, 2: device id, module id
 _C_PROPS = const(3)
@@ -34,7 +34,7 @@ def _as_bytes(s):
         return s.encode()
     if isinstance(s, (bytes, bytearray)):
         return s
-    raise explained("inerr", "config", _C_TYPE, s)
+    raise explained("topicserr", "config", _C_TYPE, s)
 
 
 def quote(s):
@@ -63,7 +63,7 @@ def _id(value, what):
     # Device and module ids are used raw in topics and user names (the hub never decodes
     # them); the characters that would break a topic are refused. what: _C_DEVICE + 0 or 1.
     if not isinstance(value, str) or not value or "/" in value or "#" in value or "+" in value:
-        raise explained("inerr", "config", what, value)
+        raise explained("topicserr", "config", what, value)
     return value
 
 
@@ -75,17 +75,17 @@ def _bag(parts, props, sort):
     if isinstance(props, dict):
         props = props.items()
     elif not isinstance(props, (list, tuple)):
-        raise explained("inerr", "config", _C_PROPS, None)
+        raise explained("topicserr", "config", _C_PROPS, None)
     items = []
     for it in props:
         if not isinstance(it, (list, tuple)) or len(it) != 2:
-            raise explained("inerr", "config", _C_PROPS, None)
+            raise explained("topicserr", "config", _C_PROPS, None)
         name, value = it
         if not isinstance(name, str) or not name:
-            raise explained("inerr", "config", _C_NAME, None)
+            raise explained("topicserr", "config", _C_NAME, None)
         if value is not None and not isinstance(value, str):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise explained("inerr", "config", _C_VALUE, None)
+                raise explained("topicserr", "config", _C_VALUE, None)
             value = str(value)
         items.append((name, value))
     if sort:
@@ -116,7 +116,7 @@ def telemetry_topic(
     for v in (message_id, correlation_id, user_id, content_type, content_encoding):
         if v is not None:
             if not isinstance(v, str):
-                raise explained("inerr", "config", _C_SYSTEM + i, None)
+                raise explained("topicserr", "config", _C_SYSTEM + i, None)
             parts.append(("$.mid=", "$.cid=", "$.uid=", "$.ct=", "$.ce=")[i] + quote(v))
         i += 1
     t = "devices/" + _id(device_id, _C_DEVICE)

@@ -11,7 +11,7 @@ API_VERSION = "2021-04-12"
 def client_id(device_id, module_id=None):
     """MQTT client id: {device_id} or {device_id}/{module_id}."""
     if module_id is None:
-        return _id(device_id, 1)  # (codes of iothub.inerr's texts)
+        return _id(device_id, 1)  # (codes of iothub.topicserr's texts)
     return _id(device_id, 1) + "/" + _id(module_id, 2)
 
 

@@ -24,7 +24,9 @@ PATCH = "$iothub/twin/PATCH/properties/reported/?$rid="
 def body(patch):
     """The body of a reported PATCH."""
     if not isinstance(patch, dict):
-        raise explained("inerr", "config", 11, None)  # (iothub.inerr: the text is not resident)
+        raise explained(
+            "topicserr", "config", 11, None
+        )  # (iothub.topicserr: the text is not resident)
     return dumps(patch).encode()
 
 

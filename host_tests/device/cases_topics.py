@@ -79,6 +79,9 @@ def test_encode_property_bag():
     raises(ConfigError, t.encode_property_bag, [("a", b"bytes")])
     raises(ConfigError, t.encode_property_bag, [("a", True)])
     raises(ConfigError, t.encode_property_bag, [("a",)])
+    # The texts come from iothub.topicserr, loaded for each message and dropped again.
+    has(raises(ConfigError, t.encode_property_bag, [("a", [])]), "property values must be")
+    eq("iothub.topicserr" in sys.modules, False)
 
 
 def test_decode_inverts_encode():
