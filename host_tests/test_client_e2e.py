@@ -114,6 +114,7 @@ for k in list(m):
             if type(v) is type(sys) and v.__name__.startswith("iothub.") and m.get(v.__name__) is not v:
                 held.append(k + "." + n)
 print("HELD", json.dumps(sorted(held)))
+print("TEXTS", json.dumps("iothub.inerr" in m))
 v = c.update_reported({"fw": "1.0", "gone": None})
 print("REPORTED", v)
 print("READY")
@@ -183,6 +184,8 @@ def test_round_trip_sas(emu, client_kind):
     # (here the twin re-sync), after connect() dropped its own code (the peak of a connect).
     assert json.loads(dev.output.split("HANDLERS_SET ", 1)[1].splitlines()[0]) == []
     assert json.loads(dev.output.split("HELD ", 1)[1].splitlines()[0]) == []
+    # The texts of what the handler path refuses (iothub.inerr) load only with a bad packet.
+    assert json.loads(dev.output.split("TEXTS ", 1)[1].splitlines()[0]) is False
     # The client keeps a minimal record of its TLS configuration (what handshake errors
     # name); tls_info() rebuilds the full one (with tlsdesc, not the configuration code)
     # and drops the modules it loaded for that; it asks the TLS socket for the cipher

@@ -22,25 +22,40 @@ except ImportError:
         return x
 
 
-from .errors import ProtocolError
+from .errors import ProtocolError, explained
 from .jsonc import dumps, loads
 from .pct import unquote
-from .topics import quote
 
 _TWIN_RES = const("$iothub/twin/res/")
 _TWIN_DESIRED = const("$iothub/twin/PATCH/properties/desired/")
 _METHOD_POST = const("$iothub/methods/POST/")
 
+# Codes of the texts in iothub.inerr (loaded for one message: the texts are not resident).
+_E_STATUS = const(0)
+_E_TWIN_VERSION = const(1)
+_E_DESIRED_VERSION = const(2)
+_E_NO_RID = const(3)
+_E_NO_METHOD = const(4)
+_E_METHOD_RID = const(5)
+_E_NO_INPUT = const(6)
+_E_PATCH = const(7)  # 7..9: not a JSON object; 10, 11: not a $version
+_E_PATCH_VERSION = const(10)
+_L_TWIN_FAILED = const(14)
+_L_ON_MESSAGE = const(15)
+_L_ON_DESIRED = const(16)
+_L_SKIPPED = const(18)
+_L_UNEXPECTED = const(20)
 
-def check(v, what, version=False):
-    # v if it is a JSON object (or with version: a $version, an integer in 0..2^53, JSON's
-    # exact integers), else ProtocolError naming what it is.
-    if version:
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1 << 53:
-            raise ProtocolError("%s $version is not an integer in 0..2^53: %r" % (what, v))
-    elif not isinstance(v, dict):
-        raise ProtocolError("%s is not a JSON object (got %s)" % (what, type(v).__name__))
-    return v
+
+def check(v, what):
+    """v if it is what the code `what` checks, else ProtocolError: codes 7..9 (iothub.inerr)
+    a JSON object; 10, 11 a $version, an integer in 0..2^53 (JSON's exact integers)."""
+    if what < _E_PATCH_VERSION:
+        if isinstance(v, dict):
+            return v
+    elif not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= 1 << 53:
+        return v
+    raise explained("inerr", "error", what, v)
 
 
 class Twin:
@@ -63,11 +78,11 @@ class Twin:
             patch = payload
         else:
             try:
-                patch = check(loads(payload) or {}, "desired properties patch")
+                patch = check(loads(payload) or {}, _E_PATCH)
                 if not version:
-                    version = check(patch.get("$version", 0), "desired properties patch", True)
+                    version = check(patch.get("$version", 0), _E_PATCH_VERSION)
             except ProtocolError as e:
-                self.c._report("twin", "desired patch skipped: %s" % (e,))
+                explained("inerr", "log", self.c, _L_SKIPPED, e)
                 return
         if self.version is not None and version <= self.version:
             return
@@ -78,7 +93,7 @@ class Twin:
             try:
                 fn(patch, version)
             except Exception as e:
-                self.c._log_line(0, "on_desired raised %r" % (e,))
+                explained("inerr", "log", self.c, _L_ON_DESIRED, e)
         if not full and h.get("writable"):
             from .pnp import writable
 
@@ -103,32 +118,40 @@ class Message:
         return "<Message %d bytes, properties=%r>" % (len(self.body), self.properties)
 
 
-def decode(s):
-    """A topic's property bag as a dict; tolerates a leading "?". "k" -> None, "k=" -> ""."""
+def decode(s, raw=False):
+    """A topic's property bag as a dict; tolerates a leading "?". "k" -> None, "k=" -> "".
+    raw: values as they are on the wire (not percent-decoded)."""
     out = {}
     if s[:1] == "?":
         s = s[1:]
-    if not s:
-        return out
     for part in s.split("&"):
-        if not part:
-            continue
-        eq = part.find("=")
-        if eq < 0:
-            out[unquote(part)] = None
-        else:
-            out[unquote(part[:eq])] = unquote(part[eq + 1 :])
+        if part:
+            eq = part.find("=")
+            if eq < 0:
+                out[unquote(part)] = None
+            else:
+                v = part[eq + 1 :]
+                out[unquote(part[:eq])] = v if raw else unquote(v)
     return out
+
+
+def split(rest, raw=False):
+    # "head/bag" -> (head, the bag decoded); without a "/": (rest, {})
+    i = rest.find("/")
+    if i < 0:
+        return rest, {}
+    return rest[:i], decode(rest[i + 1 :], raw)
 
 
 def uint(s, what):
     # Digits only: int() would also accept "+1", " 1", "1_0" or non-ASCII digits.
-    if not s or len(s) > 19:
-        raise ProtocolError("%s is not an integer: %r" % (what, s if s is None else s[:20]))
-    for b in s.encode():
-        if not 48 <= b <= 57:  # ASCII "0".."9"
-            raise ProtocolError("%s is not an integer: %r" % (what, s[:20]))
-    return int(s)
+    if s and len(s) < 20:
+        for b in s.encode():
+            if not 48 <= b <= 57:  # ASCII "0".."9"
+                break
+        else:
+            return int(s)
+    raise explained("inerr", "error", what, s)
 
 
 def parse(topic, device_id, module_id=None):
@@ -138,49 +161,37 @@ def parse(topic, device_id, module_id=None):
       ("method", name, rid)                 $iothub/methods/POST/{name}/?$rid={rid}
       ("twin", status, rid, version)        $iothub/twin/res/{status}/?$rid=..[&$version=..]
       ("desired", version)                  a desired PATCH (version 0 if the topic has none)
-    """
+    A method's rid is kept as it came (percent-encoded, if it was): its response echoes it,
+    as azure-sdk-for-c does."""
     if topic.startswith(_TWIN_RES):
-        rest = topic[len(_TWIN_RES) :]
-        slash = rest.find("/")
-        if slash < 0:
-            slash = len(rest)
-        status = uint(rest[:slash], "twin response status")
-        props = decode(rest[slash + 1 :])
-        rid = props.get("$rid")
+        head, bag = split(topic[len(_TWIN_RES) :])
+        status = uint(head, _E_STATUS)
+        rid = bag.get("$rid")
         if not rid:
-            raise ProtocolError("twin response without a $rid")
-        v = props.get("$version", -1)
-        return "twin", status, rid, None if v == -1 else uint(v, "twin response $version")
+            raise explained("inerr", "error", _E_NO_RID, None)
+        v = bag.get("$version", -1)
+        return "twin", status, rid, None if v == -1 else uint(v, _E_TWIN_VERSION)
     if topic.startswith(_TWIN_DESIRED):
         v = decode(topic[len(_TWIN_DESIRED) :]).get("$version", -1)
-        return "desired", 0 if v == -1 else uint(v, "desired properties $version")
+        return "desired", 0 if v == -1 else uint(v, _E_DESIRED_VERSION)
     if topic.startswith(_METHOD_POST):
-        rest = topic[len(_METHOD_POST) :]
-        slash = rest.find("/")
-        if slash <= 0:
-            raise ProtocolError("method request topic without a method name or $rid")
-        rid = decode(rest[slash + 1 :]).get("$rid")
-        if not rid:
-            raise ProtocolError("method request without a $rid")
-        return "method", unquote(rest[:slash]), rid
+        head, bag = split(topic[len(_METHOD_POST) :], True)
+        rid = bag.get("$rid")
+        if not head or not rid:
+            raise explained("inerr", "error", _E_METHOD_RID if head else _E_NO_METHOD, None)
+        return "method", unquote(head), rid
     if module_id:
         prefix = "devices/%s/modules/%s/inputs/" % (device_id, module_id)
-        if not topic.startswith(prefix):
-            return None
-        rest = topic[len(prefix) :]
-        slash = rest.find("/")
-        if slash < 0:
-            slash = len(rest)
-        if not slash:
-            raise ProtocolError("module input topic without an input name")
-        return "message", decode(rest[slash + 1 :]), unquote(rest[:slash])
-    prefix = "devices/%s/messages/devicebound" % device_id
+    else:
+        prefix = "devices/%s/messages/devicebound" % device_id
     if not topic.startswith(prefix):
         return None
-    rest = topic[len(prefix) :]
-    if rest and rest[0] != "/":
-        return None
-    return "message", decode(rest[1:]), None
+    head, bag = split(topic[len(prefix) :])
+    if not module_id:  # devicebound[/bag]: anything else is not ours
+        return None if head else ("message", bag, None)
+    if not head:
+        raise explained("inerr", "error", _E_NO_INPUT, None)
+    return "message", bag, unquote(head)
 
 
 def route(c, pkt):
@@ -195,7 +206,7 @@ def route(c, pkt):
             if rid in tw.waiting:
                 tw.waiting[rid] = (status, version, payload)
             elif status >= 400:  # a request nobody waits for (a Plug and Play acknowledgement)
-                c._log_line(0, "twin request %s failed with status %d" % (rid, status))
+                explained("inerr", "log", c, _L_TWIN_FAILED, (rid, status))
     elif kind == "desired":
         c._twin().patch(payload, r[1])
     elif kind == "method":
@@ -224,7 +235,7 @@ def route(c, pkt):
             return
         respond(c, name, rid, r)
     elif kind is None:
-        c._log_line(1, "ignored a message on an unexpected topic")
+        explained("inerr", "log", c, _L_UNEXPECTED, ())
     else:
         app = {}
         system = {}  # "$.mid" and the like, without "$."
@@ -238,18 +249,19 @@ def route(c, pkt):
             try:
                 fn(Message(bytes(payload), app, system, r[2]))
             except Exception as e:
-                c._log_line(0, "on_message raised %r" % (e,))
+                explained("inerr", "log", c, _L_ON_MESSAGE, e)
 
 
 def respond(c, name, req, r, e=None):
     """Answer method request req (its $rid): r is what the handler returned, (status, payload) or a
-    payload answered with 200; e the exception it raised instead (answered with 500)."""
+    payload answered with 200; e the exception it raised instead (answered with 500, its
+    name and text in the body, and logged: iothub.inerr)."""
     if e is None:
         status = 200
         if isinstance(r, tuple) and len(r) == 2:
             status, r = r
         if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 65535:
-            e = ValueError("method handler returned status %r" % (status,))
+            e = explained("inerr", "bad_status", status)
         else:
             try:
                 body = b"" if r is None else dumps(r).encode()
@@ -257,6 +269,5 @@ def respond(c, name, req, r, e=None):
                 e = x
     if e is not None:
         status = 500
-        body = dumps({"error": type(e).__name__ + ": " + str(e)}).encode()
-        c._log_line(0, "method %s raised %r" % (name, e))
-    c._publish("$iothub/methods/res/%d/?$rid=%s" % (status, quote(req)), body)
+        body = explained("inerr", "failed", c, name, e)
+    c._publish("$iothub/methods/res/%d/?$rid=%s" % (status, req), body)

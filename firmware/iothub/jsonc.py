@@ -1,7 +1,7 @@
 # Compact JSON for payloads on the wire: no spaces after "," and ":" (fewer bytes per message).
 import json
 
-from .errors import ProtocolError
+from .errors import explained
 
 
 def dumps(x):
@@ -18,4 +18,4 @@ def loads(payload):
     try:
         return json.loads(payload)
     except ValueError:
-        raise ProtocolError("the hub sent a payload that is not valid JSON")
+        raise explained("inerr", "error", 12, None)  # (the text is not resident)

@@ -2,7 +2,7 @@
 # strict UTF-8 validation (topics of PUBLISH packets, decoded escapes). Encoding (quote)
 # lives in iothub.topics, which a send with properties loads; this module loads only with what
 # parses the hub's packets and topics (mqttpub, inbound, DPS).
-from .errors import ProtocolError
+from .errors import explained
 
 
 # Strict UTF-8 validation without allocating. MicroPython's bytes.decode() accepts
@@ -73,5 +73,5 @@ def unquote(s):
         out.append(c)
         i += 1
     if not valid(out):
-        raise ProtocolError("percent-encoded text does not decode to valid UTF-8")
+        raise explained("inerr", "error", 13, None)  # (the text is not resident)
     return out.decode()

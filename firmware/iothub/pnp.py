@@ -17,7 +17,6 @@ except ImportError:
 
 from .errors import ConfigError, ConnectionLost, ProtocolError
 from .jsonc import dumps as _dumps
-from .topics import quote
 
 MARKER = "__t"  # the member that marks a component in reported and desired properties
 COMPONENT = "c"  # its value
@@ -90,6 +89,10 @@ def _json(value, what):
 
 def telemetry_property(component):
     """The "$.sub={component}" system property of component telemetry."""
+    # (topics is loaded here, not with this module: a Plug and Play handler client that
+    # sends no component telemetry never needs it)
+    from .topics import quote
+
     return "$.sub=" + quote(check_component(component))
 
 

@@ -14,11 +14,19 @@ except ImportError:
         return x
 
 
-from .errors import ConfigError
+from .errors import explained
 
 # Bytes that quote(s, safe="") leaves alone: RFC 3986 unreserved characters.
 _UNRESERVED = const(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _HEX = const(b"0123456789ABCDEF")
+
+# Codes of the ConfigError texts in iothub.topicserr (loaded for one message: not resident).
+_C_TYPE = const(0)
+_C_DEVICE = const(1)  # 1, 2: device id, module id
+_C_PROPS = const(3)
+_C_NAME = const(4)
+_C_VALUE = const(5)
+_C_SYSTEM = const(6)  # 6..10: message_id .. content_encoding
 
 
 def _as_bytes(s):
@@ -26,7 +34,7 @@ def _as_bytes(s):
         return s.encode()
     if isinstance(s, (bytes, bytearray)):
         return s
-    raise ConfigError("expected str or bytes, got %s" % type(s).__name__)
+    raise explained("topicserr", "config", _C_TYPE, s)
 
 
 def quote(s):
@@ -51,61 +59,40 @@ def quote(s):
     return out.decode()
 
 
-# System properties a device may set on telemetry, with the literal "$.x" keys the python
-# SDK sends (quote() would turn "$" into "%24"; the hub decodes both).
-_SYSTEM_PROPS = (
-    ("message_id", "$.mid"),
-    ("correlation_id", "$.cid"),
-    ("user_id", "$.uid"),
-    ("content_type", "$.ct"),
-    ("content_encoding", "$.ce"),
-)
-
-
 def _id(value, what):
     # Device and module ids are used raw in topics and user names (the hub never decodes
-    # them); the characters that would break a topic are refused.
-    if not isinstance(value, str) or not value:
-        raise ConfigError("%s must be a non-empty str" % what)
-    for c in ("/", "#", "+"):
-        if c in value:
-            raise ConfigError("%s must not contain %r" % (what, c))
+    # them); the characters that would break a topic are refused. what: _C_DEVICE + 0 or 1.
+    if not isinstance(value, str) or not value or "/" in value or "#" in value or "+" in value:
+        raise explained("topicserr", "config", what, value)
     return value
 
 
-# ---- property bags ----------------------------------------------------------------------
-
-
-def _items(props, sort):
+def _bag(parts, props, sort):
+    # props (a dict, or a list of (name, value) pairs; None: none) appended to parts as
+    # name=value, percent-encoded (a None value gives the name alone); sort: by name.
     if props is None:
-        return ()
+        return parts
     if isinstance(props, dict):
-        items = list(props.items())
-    elif isinstance(props, (list, tuple)):
-        items = list(props)
-    else:
-        raise ConfigError("properties must be a dict or a list of (name, value) pairs")
-    for it in items:
+        props = props.items()
+    elif not isinstance(props, (list, tuple)):
+        raise explained("topicserr", "config", _C_PROPS, None)
+    items = []
+    for it in props:
         if not isinstance(it, (list, tuple)) or len(it) != 2:
-            raise ConfigError("properties must be a dict or a list of (name, value) pairs")
-        if not isinstance(it[0], str) or not it[0]:
-            raise ConfigError("property names must be non-empty str")
+            raise explained("topicserr", "config", _C_PROPS, None)
+        name, value = it
+        if not isinstance(name, str) or not name:
+            raise explained("topicserr", "config", _C_NAME, None)
+        if value is not None and not isinstance(value, str):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise explained("topicserr", "config", _C_VALUE, None)
+            value = str(value)
+        items.append((name, value))
     if sort:
         items.sort(key=lambda p: p[0])
-    return items
-
-
-def _append(parts, name, value):
-    # name=value (percent-encoded) to the list of parts; a None value gives the name alone.
-    name = quote(name)
-    if value is None:
-        parts.append(name)
-        return
-    if not isinstance(value, str):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError("property values must be str, int, float or None")
-        value = str(value)
-    parts.append(name + "=" + quote(value))
+    for name, value in items:
+        parts.append(quote(name) if value is None else quote(name) + "=" + quote(value))
+    return parts
 
 
 # ---- telemetry ---------------------------------------------------------------------------
@@ -122,21 +109,20 @@ def telemetry_topic(
     content_encoding=None,
 ):
     """devices/{d}[/modules/{m}]/messages/events/{bag}: system properties first ($.mid $.cid
-    $.uid $.ct $.ce), then the custom properties sorted by name."""
-    system = (message_id, correlation_id, user_id, content_type, content_encoding)
+    $.uid $.ct $.ce, with these literal keys as the python SDK sends them: quote() would
+    turn "$" into "%24"; the hub decodes both), then the custom properties sorted by name."""
     parts = []
-    for i in range(len(_SYSTEM_PROPS)):
-        v = system[i]
+    i = 0
+    for v in (message_id, correlation_id, user_id, content_type, content_encoding):
         if v is not None:
             if not isinstance(v, str):
-                raise ConfigError("%s must be a str" % _SYSTEM_PROPS[i][0])
-            parts.append(_SYSTEM_PROPS[i][1] + "=" + quote(v))
-    for name, value in _items(properties, True):
-        _append(parts, name, value)
-    t = "devices/" + _id(device_id, "device id")
+                raise explained("topicserr", "config", _C_SYSTEM + i, None)
+            parts.append(("$.mid=", "$.cid=", "$.uid=", "$.ct=", "$.ce=")[i] + quote(v))
+        i += 1
+    t = "devices/" + _id(device_id, _C_DEVICE)
     if module_id is not None:
-        t += "/modules/" + _id(module_id, "module id")
-    return t + "/messages/events/" + "&".join(parts)
+        t += "/modules/" + _id(module_id, _C_DEVICE + 1)
+    return t + "/messages/events/" + "&".join(_bag(parts, properties, True))
 
 
 def __getattr__(name):

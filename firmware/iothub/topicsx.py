@@ -3,7 +3,7 @@
 # iothub.topics, which keeps what a send needs; reached as iothub.topics.<name> too.
 
 from .errors import ConfigError
-from .topics import _append, _id, _items, quote
+from .topics import _bag, _id, quote
 
 API_VERSION = "2021-04-12"
 
@@ -11,8 +11,8 @@ API_VERSION = "2021-04-12"
 def client_id(device_id, module_id=None):
     """MQTT client id: {device_id} or {device_id}/{module_id}."""
     if module_id is None:
-        return _id(device_id, "device id")
-    return _id(device_id, "device id") + "/" + _id(module_id, "module id")
+        return _id(device_id, 1)  # (codes of iothub.topicserr's texts)
+    return _id(device_id, 1) + "/" + _id(module_id, 2)
 
 
 def username(hostname, device_id, module_id=None, model_id=None):
@@ -32,7 +32,4 @@ def encode_property_bag(props):
 
     A dict is encoded sorted by name (MicroPython dicts have no fixed order); a list of pairs
     keeps its order."""
-    parts = []
-    for name, value in _items(props, isinstance(props, dict)):
-        _append(parts, name, value)
-    return "&".join(parts)
+    return "&".join(_bag([], props, isinstance(props, dict)))

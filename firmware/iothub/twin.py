@@ -12,7 +12,7 @@
 # object, or a desired $version that is not an integer in 0..2^53, is refused with
 # ProtocolError (get_twin) or skipped and reported (re-sync), never passed on.
 from .clock import ticks_add, ticks_ms
-from .errors import ConfigError, ConnectionLost, IoTHubError, ProtocolError, unload
+from .errors import ConnectionLost, IoTHubError, ProtocolError, explained, unload
 from .inbound import check
 from .jsonc import dumps, loads
 
@@ -24,7 +24,9 @@ PATCH = "$iothub/twin/PATCH/properties/reported/?$rid="
 def body(patch):
     """The body of a reported PATCH."""
     if not isinstance(patch, dict):
-        raise ConfigError("reported properties must be a dict")
+        raise explained(
+            "topicserr", "config", 11, None
+        )  # (iothub.topicserr: the text is not resident)
     return dumps(patch).encode()
 
 
@@ -46,13 +48,11 @@ def request(twin, topic, payload, what, timeout_ms):
     deadline = ticks_add(ticks_ms(), c._timeout(timeout_ms))
     req = start(twin, topic, payload)
     try:
-        c._s.wait(lambda: twin.waiting.get(req) is not None, deadline, "%s response" % what)
-    except (ConnectionLost, ProtocolError) as e:
+        c._s.wait(lambda: twin.waiting.get(req) is not None, deadline, what + " response")
+    except BaseException as e:
         twin.waiting.pop(req, None)
-        c._lost(e)
-        raise
-    except BaseException:
-        twin.waiting.pop(req, None)
+        if isinstance(e, (ConnectionLost, ProtocolError)):
+            c._lost(e)
         raise
     return end(twin, req, what)
 
@@ -85,10 +85,10 @@ def end(twin, req, what):
 
 def parse(body):
     """The twin document of a GET response, checked."""
-    doc = check(loads(body) or {}, "the twin document")
-    desired = check(doc.get("desired") or {}, "the twin's desired properties")
+    doc = check(loads(body) or {}, 8)  # (codes of iothub.inerr's texts)
+    desired = check(doc.get("desired") or {}, 9)
     if "$version" in desired:
-        check(desired["$version"], "the twin's desired", True)
+        check(desired["$version"], 11)
     return doc
 
 
@@ -118,11 +118,11 @@ def resync(twin, timeout_ms=None, doc=None):
             try:
                 doc = parse(request(twin, GET, b"", "twin document GET", timeout_ms)[1])
             except ProtocolError as e:
-                c._report("twin", "twin re-sync skipped: %s" % (e,))
+                explained("inerr", "log", c, 19, e)
                 return
             except IoTHubError as e:
                 if c.is_connected:
-                    c._log_line(1, "twin re-sync failed (%s); retrying in 5 s" % (e,))
+                    explained("inerr", "log", c, 21, e)
                     from .transitions import resync_done
 
                     resync_done(c._lc, ticks_ms(), False)

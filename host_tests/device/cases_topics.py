@@ -1,6 +1,8 @@
 # Topic, user-name and property-bag cases: run on CPython and on the unix port (coretest.py).
 # Expected strings from docs/protocol.md section 2 (doc examples and SDK test topics).
 
+import sys
+
 from coretest import eq, has, raises
 
 import iothub.clientx as clientx
@@ -77,6 +79,9 @@ def test_encode_property_bag():
     raises(ConfigError, t.encode_property_bag, [("a", b"bytes")])
     raises(ConfigError, t.encode_property_bag, [("a", True)])
     raises(ConfigError, t.encode_property_bag, [("a",)])
+    # The texts come from iothub.topicserr, loaded for each message and dropped again.
+    has(raises(ConfigError, t.encode_property_bag, [("a", [])]), "property values must be")
+    eq("iothub.topicserr" in sys.modules, False)
 
 
 def test_decode_inverts_encode():
@@ -250,10 +255,14 @@ def test_twin_topics():
     # request topics, completed by the request id (a decimal number)
     eq(tw.GET + "1", "$iothub/twin/GET/?$rid=1")
     eq(tw.PATCH + "42", "$iothub/twin/PATCH/properties/reported/?$rid=42")
+    eq(tw.body({"a": 1}), b'{"a":1}')
+    has(raises(ConfigError, tw.body, [1]), "reported properties must be a dict")
     for topic, want in TWIN_RES:
         eq(_kind("twin", topic), want, topic)
     for topic, sub in TWIN_RES_BAD:
         has(raises(ProtocolError, r.parse, topic, "d"), sub, topic)
+    # The texts come from iothub.inerr, loaded for each message and dropped again.
+    eq("iothub.inerr" in sys.modules, False)
 
 
 def test_desired_topics():
@@ -318,3 +327,5 @@ def test_method_responses():
     c = _Publisher()
     r.respond(c, "m", "4", None, RuntimeError("boom"))
     eq(c.published, [("$iothub/methods/res/500/?$rid=4", b'{"error":"RuntimeError: boom"}')])
+    has(c.logged[0], "method m raised RuntimeError")
+    eq("iothub.inerr" in sys.modules, False)  # loaded for the answer, dropped again

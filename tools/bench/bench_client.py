@@ -602,7 +602,7 @@ def report(res, args):
         ("send_qos0", "send(body, 2 properties, qos=0)"),
         ("telemetry_topic", "  topics.telemetry_topic(dev, None, 2 properties)"),
         ("events_prefix", "    topics.telemetry_topic(dev, None) (no properties)"),
-        ("items", "    topics._items(2 properties, sort=True)"),
+        ("items", "    topics._bag([], 2 properties, sort=True)"),
         ("quote", "    sas.quote('bme280') (nothing to escape)"),
         ("props_size", "  clientx.props_size(2 properties) (near the D2C limit only)"),
         ("session_publish", "  Session.publish(topic, body) (encode + write)"),

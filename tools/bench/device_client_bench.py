@@ -291,7 +291,7 @@ def mode_sends():
             "send_qos0": _garbage(lambda: c.send(payload, properties=p, qos=0), m),
             "telemetry_topic": _garbage(lambda: topics.telemetry_topic(dev, None, p), m),
             "events_prefix": _garbage(lambda: topics.telemetry_topic(dev, None), m),
-            "items": _garbage(lambda: topics._items(p, True), m),
+            "items": _garbage(lambda: topics._bag([], p, True), m),
             "quote": _garbage(lambda: sas.quote("bme280"), m),
             "props_size": _garbage(lambda: clientx.props_size(p, None), m),
             "session_publish": _garbage(lambda: s.publish(own, payload), m),
