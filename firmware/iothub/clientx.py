@@ -47,16 +47,22 @@ def connected(c):
         "linkopen",
         "walltime",
     )
-    if c._tw is None and not any(c._handlers.values()):
-        # pct and topics were loaded for this connection only (token, subscriptions).
-        # Once a handler or the twin is set, inbound holds pct: dropping it would free
-        # nothing, and the next import would load a second copy (measured with the old
-        # routes module: +4.7 KB with three handlers).
+    spare(c)
+
+
+def spare(c):
+    """Drop pct and topics (loaded for the token and construction's topic) while no loaded
+    module holds them: dropping a held one frees nothing, and the next import would load a
+    second copy (measured with the old routes module: +4.7 KB with three handlers). Once
+    a send has needed a topic with properties, topics stays (reloading it after every
+    reconnect would churn the heap)."""
+    m = sys.modules
+    if "iothub.sas" in m or "iothub.dps_topics" in m:  # both hold topics, dps_topics pct
+        return
+    if "iothub.inbound" not in m and "iothub.mqttpub" not in m:
         unload("pct")
-        if c._tkey is None:
-            # No send has needed a topic with properties yet; once one has, topics stays
-            # (reloading it after every reconnect would churn the heap).
-            unload("topics")
+    if c._tkey is None and "iothub.topicsx" not in m:
+        unload("topics")
 
 
 def connect_blocking(c, deadline):
@@ -195,11 +201,7 @@ def connect(c, deadline):
         # pct and topics came for the token (and construction's topic); no send with
         # properties and no handler path holds them yet: not on top of the link's code
         # either (the demo's smallest heap, 64-bit .mpy: 84 -> 82 KiB).
-        m = sys.modules
-        if "iothub.inbound" not in m and "iothub.pnp" not in m:
-            unload("pct")
-            if c._tkey is None:
-                unload("topics")
+        spare(c)
     ctx = context(c)  # made at construction; again only after new credentials
     unload("tlsconf", "roots", "pem")
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))

@@ -15,7 +15,6 @@ import binascii
 import hashlib
 
 from .errors import ConfigError
-from .pct import unquote  # noqa: F401 - part of this API
 from .topics import _as_bytes, quote  # noqa: F401 - quote is part of this API
 
 
@@ -114,7 +113,12 @@ def device_resource_uri(hostname, device_id, module_id=None):
 
 
 def __getattr__(name):
-    # decode_key, string_to_sign, signature, dps_resource_uri, derive_device_key
+    # decode_key, string_to_sign, signature, dps_resource_uri, derive_device_key from
+    # iothub.saskey; unquote from iothub.pct (a token is made without either)
+    if name == "unquote":
+        from .pct import unquote
+
+        return unquote
     from . import saskey
 
     return getattr(saskey, name)

@@ -108,6 +108,21 @@ def update_reported(twin, patch, timeout_ms=None):
     return request(twin, PATCH, body(patch), "twin reported PATCH", timeout_ms)[0]
 
 
+def app(c, get_twin):
+    """DeviceClient c's get_twin(timeout_ms=None) or update_reported(patch, timeout_ms=None)
+    (ClientBase.__getattr__, by way of iothub.clientrare, which is dropped first): this
+    module goes again when the call returns."""
+    fn = get if get_twin else update_reported
+
+    def call(*args, **kw):
+        try:
+            return fn(c._twin(), *args, **kw)
+        finally:
+            unload("twin")
+
+    return call
+
+
 def resync(twin, timeout_ms=None, doc=None):
     """After a connect: GET the twin (doc: the one iothub.aio fetched itself) and deliver
     its desired section if it moved; then this module is dropped until it is needed again."""
