@@ -27,23 +27,16 @@ _TEXTS = (
     # IoTHubError: iothub.session, iothub.clientbase
     "no free MQTT packet id",
     "the offline queue is full (%d messages, policy %s)",
-    # iothub.lifecycle's reasons (Lifecycle.why, its _why from 16 on): why() only
+    # iothub.lifecycle's reasons (Lifecycle.why) for dropping a dead link: text() only
     "no PINGRESP within %d s: dead link",
     "no PUBACK for %d ms: dead link",
-    "closed by the application",
-    "authentication failed: waiting for new credentials",
-    "not connected and auto_reconnect is off",
 )
+
+
+def text(code, args):
+    return _TEXTS[code] % args
 
 
 def error(code, args):
     cls = ConnectionLost if code < 10 else Timeout if code < 14 else IoTHubError
-    return cls(_TEXTS[code] % args)
-
-
-def why(lc):
-    k = lc._why
-    t = _TEXTS[16 + k]
-    if k == 0:
-        return t % (lc.keepalive_ms // 2000)
-    return t % lc.timeout_ms if k == 1 else t
+    return cls(text(code, args))

@@ -7,9 +7,8 @@
 # Split for RAM: this module (the decisions, asked on every turn of the loop) stays loaded;
 # the transitions run at connect, loss and close only and load with the connection code.
 # next(now, oldest) returns one action and sets self.wait (ms) for WAIT and self.why (text)
-# for DEAD and STOP. It allocates nothing (called on every turn of a send's wait, and of
-# the loop while stopped): DEAD and STOP record a number, and the text of .why is made when
-# it is read, by iothub.clienterr (loaded for it: the words are not resident). The adapter keeps two fields current itself: last_tx (set on every write)
+# for DEAD and STOP. It allocates nothing on the connected path (called on every turn of a
+# send's wait). The adapter keeps two fields current itself: last_tx (set on every write)
 # and ping_at (set when it writes a PINGREQ, None on the PINGRESP).
 
 try:
@@ -57,15 +56,8 @@ class Lifecycle:
         self.last_tx = 0  # when the last packet was written
         self.ping_at = None  # when the unanswered PINGREQ was sent
         self.wait = 0
-        # self._why (the reason of the last DEAD or STOP, see why) is made by the first one
-        # (.why is read only after one): a client that never fails keeps 12 fields, one map
-        # size step less (96 B on a 64-bit port).
-
-    @property
-    def why(self):
-        # 0/1: no PINGRESP/PUBACK in time (DEAD); 2 closed, 3 auth failed, 4 not connected
-        # with auto_reconnect off (STOP)
-        return explained("clienterr", "why", self)
+        # self.why is made by the first DEAD or STOP (read only after one): a client that
+        # never fails keeps 12 fields, one map size step less (96 B on a 64-bit port).
 
     def keepalive(self, now):
         """The link's own rule (MQTT keepalive): PING when nothing was written for a
@@ -75,7 +67,7 @@ class Lifecycle:
         if self.ping_at is not None:
             waited = ticks_diff(now, self.ping_at)
             if waited > ka // 2:
-                self._why = 0
+                self.why = explained("clienterr", "text", 16, (ka // 2000,))  # (not resident)
                 return _DEAD
             self.wait = ka // 2 - waited + 1
             return _WAIT
@@ -101,7 +93,7 @@ class Lifecycle:
                 # would not notice a hub that stopped answering.
                 age = ticks_diff(now, oldest)
                 if age > self.timeout_ms:
-                    self._why = 1
+                    self.why = explained("clienterr", "text", 17, (self.timeout_ms,))
                     return _DEAD
                 wait = min(wait, self.timeout_ms - age + 1)
             if self.resync_at is not None:
@@ -112,13 +104,13 @@ class Lifecycle:
             self.wait = wait
             return _WAIT
         if self.closed:
-            self._why = 2
+            self.why = "closed by the application"
             return _STOP
         if self.state == AUTH_FAILED:
-            self._why = 3
+            self.why = "authentication failed: waiting for new credentials"
             return _STOP
         if not self.auto:
-            self._why = 4
+            self.why = "not connected and auto_reconnect is off"
             return _STOP
         if self.retry_at is not None:
             d = ticks_diff(self.retry_at, now)
