@@ -27,16 +27,9 @@ _TEXTS = (
     # IoTHubError: iothub.session, iothub.clientbase
     "no free MQTT packet id",
     "the offline queue is full (%d messages, policy %s)",
-    # iothub.lifecycle's reasons (Lifecycle.why) for dropping a dead link: text() only
-    "no PINGRESP within %d s: dead link",
-    "no PUBACK for %d ms: dead link",
 )
-
-
-def text(code, args):
-    return _TEXTS[code] % args
 
 
 def error(code, args):
     cls = ConnectionLost if code < 10 else Timeout if code < 14 else IoTHubError
-    return cls(text(code, args))
+    return cls(_TEXTS[code] % args)

@@ -20,7 +20,6 @@ except ImportError:
 
 
 from .clock import ticks_diff
-from .errors import explained
 
 # Actions of next() and keepalive(), private constants (inlined, no names kept: every name
 # a loaded module adds is interned for good, docs/protocol.md 6.3); the adapters repeat the
@@ -67,7 +66,7 @@ class Lifecycle:
         if self.ping_at is not None:
             waited = ticks_diff(now, self.ping_at)
             if waited > ka // 2:
-                self.why = explained("clienterr", "text", 16, (ka // 2000,))  # (not resident)
+                self.why = "no PINGRESP within %d s: dead link" % (ka // 2000)
                 return _DEAD
             self.wait = ka // 2 - waited + 1
             return _WAIT
@@ -93,7 +92,7 @@ class Lifecycle:
                 # would not notice a hub that stopped answering.
                 age = ticks_diff(now, oldest)
                 if age > self.timeout_ms:
-                    self.why = explained("clienterr", "text", 17, (self.timeout_ms,))
+                    self.why = "no PUBACK for %d ms: dead link" % self.timeout_ms
                     return _DEAD
                 wait = min(wait, self.timeout_ms - age + 1)
             if self.resync_at is not None:
