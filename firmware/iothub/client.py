@@ -134,11 +134,11 @@ class DeviceClient(ClientBase):
         s = self._s
         if qos == 0:
             if not self.is_connected:
-                raise explained("clienterr", "error", 0, ())  # (texts not resident)
+                raise ConnectionLost("not connected (QoS 0 messages are not queued)")
             s.publish(topic, payload)
             return None
         if not self.is_connected and not self.auto_reconnect:
-            raise explained("clienterr", "error", 1, ())
+            raise ConnectionLost("not connected (auto_reconnect is off: nothing was queued)")
         off = self._enqueue(topic, payload)
         n = self._qn
         if off < 0:
@@ -164,17 +164,25 @@ class DeviceClient(ClientBase):
         deadline = ticks_add(ticks_ms(), timeout_ms)
         while pid == self._direct or self._outbox.has(pid):
             if self._lc.closed:
-                raise explained("clienterr", "error", 2, (pid,))
+                raise ConnectionLost(
+                    "disconnect() was called: message %d stays queued until connect()" % pid
+                )
             if pid == self._direct and not self.is_connected:
-                raise explained("clienterr", "error", 3, (pid,))
+                raise ConnectionLost(
+                    "the link failed before the PUBACK of message %d, which is larger than "
+                    "queue_bytes and was not queued: send it again" % pid
+                )
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
-                # (10: a message larger than the ring, never queued)
-                raise explained("clienterr", "error", 10 + (pid != self._direct), (pid, timeout_ms))
+                if pid == self._direct:
+                    raise Timeout("no PUBACK for message %d within %d ms" % (pid, timeout_ms))
+                raise Timeout(
+                    "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
+                )
             if self._step(min(left, 1000)) == _STOP:
                 # auth_failed, or the link failed with auto_reconnect off: waiting longer
                 # cannot help (the message is delivered after the next connect())
-                raise explained("clienterr", "error", 4, (self._lc.why, pid))
+                raise ConnectionLost("%s: message %d stays queued" % (self._lc.why, pid))
 
     # ---- subscriptions, twin -------------------------------------------------------
 
@@ -210,7 +218,7 @@ class DeviceClient(ClientBase):
             return a
         if not self.is_connected:
             if lc.state == CONNECTED:  # the link died under a call: back off first
-                self._lost(explained("clienterr", "error", 5, ()))
+                self._lost(ConnectionLost("link closed"))
             else:
                 sleep_ms(min(timeout_ms, lc.wait, 1000))
             return a
@@ -223,9 +231,7 @@ class DeviceClient(ClientBase):
         except MemoryError:
             # Out of memory while receiving: the link is given up and retried after the
             # backoff, like any transient failure (its buffers are freed meanwhile).
-            # (the text stays resident: loading one could fail for want of memory too)
-            e = ConnectionLost("out of memory while receiving")
-            self._lost(e)
+            self._lost(ConnectionLost("out of memory while receiving"))
             if not self.auto_reconnect:
-                raise e
+                raise ConnectionLost("out of memory while receiving")
         return a

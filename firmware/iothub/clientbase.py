@@ -227,7 +227,9 @@ class ClientBase:
         if off < 0:
             if n > len(ob.buf):
                 return -1
-            raise explained("clienterr", "error", 15, (len(ob), ob.policy))
+            raise IoTHubError(
+                "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
+            )
         pid = self._s.next_pid()
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)

@@ -7,7 +7,7 @@
 # write, so one TLS record); received bytes are read straight into the decoder's buffer.
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
-from .errors import ConnectionLost, IoTHubError, explained
+from .errors import ConnectionLost, IoTHubError, Timeout, explained
 from .lifecycle import Lifecycle
 from .transport import Link
 
@@ -58,7 +58,7 @@ class Session:
             pid = self._pid
             if pid not in self._subacks and not (in_use is not None and in_use(pid)):
                 return pid
-        raise explained("clienterr", "error", 14, ())  # (texts not resident)
+        raise IoTHubError("no free MQTT packet id")
 
     def write(self, n, payload=None):
         """Send tx[:n], then payload: copied behind it when it fits (one write, one TLS
@@ -87,7 +87,7 @@ class Session:
         while not done():
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
-                raise explained("clienterr", "error", 13, (what,))
+                raise Timeout("no %s from the hub in time" % what)
             self.pump(min(left, 1000))
 
     def pump(self, timeout_ms):

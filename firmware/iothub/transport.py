@@ -27,7 +27,7 @@ except ImportError:
 
 
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .errors import explained
+from .errors import ConnectionLost, Timeout, explained
 
 # select's event bits: MicroPython's stream poll flags (MP_STREAM_POLL_* in py/stream.h,
 # which extmod/modselect.c exports as select.POLLIN ...), the same on every port
@@ -63,7 +63,7 @@ class Link:
         then bounds the rest of that write too."""
         sock = self.sock
         if sock is None:
-            raise explained("clienterr", "error", 6, ())  # (texts not resident)
+            raise ConnectionLost("not connected")
         if n < 0:
             n = len(buf) - off
         end = off + n
@@ -78,7 +78,7 @@ class Link:
                 k = sock.write(buf, off, end - off)
             except OSError as e:
                 self.close()
-                raise explained("clienterr", "error", 7, (e,))
+                raise ConnectionLost("write failed: %s" % e)
             except ValueError:
                 self.close()
                 raise
@@ -90,7 +90,7 @@ class Link:
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 self.close()
-                raise explained("clienterr", "error", 12, (timeout_ms,))
+                raise Timeout("write stalled for %d ms" % timeout_ms)
             self._poll.modify(self.raw, _POLLOUT)
             try:
                 for _ in self._poll.ipoll(min(left, 100)):
@@ -106,7 +106,7 @@ class Link:
         reset the link."""
         sock = self.sock
         if sock is None:
-            raise explained("clienterr", "error", 6, ())
+            raise ConnectionLost("not connected")
         ready = _POLLIN
         if not self._more:
             ready = 0
@@ -130,11 +130,11 @@ class Link:
             self._more = False
             if ready & _POLLERR and not ready & _POLLIN:
                 self.close()
-                raise explained("clienterr", "error", 8, ())
+                raise ConnectionLost("connection reset by the hub")
             return 0
         if k == 0:
             self.close()
-            raise explained("clienterr", "error", 9, ())
+            raise ConnectionLost("connection closed by the hub")
         self._more = k == n
         self.bytes_in += k
         return k
