@@ -133,6 +133,11 @@ def tls_error(e, server_hostname, info):
     """The SDK error for a failed TLS handshake (socket errors: ConnectionLost)."""
     code = e.args[0] if e.args else None
     if isinstance(e, OSError) and isinstance(code, int) and code >= 0:
+        if code == 12:  # ENOMEM: the TLS buffers (mbedTLS in the GC heap) did not fit
+            return ConnectionLost(
+                "TLS handshake with %s: out of memory (ENOMEM): no block of the heap is "
+                "large enough for the TLS buffers" % server_hostname
+            )
         return ConnectionLost("TLS handshake with %s: socket error %s" % (server_hostname, e))
     from .tlserrors import handshake_error
 

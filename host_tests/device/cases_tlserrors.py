@@ -61,3 +61,15 @@ def test_allocation_failures_say_out_of_memory():
         has(raises(ConnectionLost, t.read_outcome, OSError(code)), "ran out of memory")
     for code in (-0x2700, -0x7100, -0x0062, -0x3B00):
         eq(t.out_of_memory(code), False, "-0x%04X" % -code)
+
+
+def test_handshake_without_memory_says_so():
+    # ENOMEM from the firmware's wrap (seen on the Pico W-like build when no block fits the
+    # TLS buffers): named as memory, not as a bare socket error
+    from iothub.linkopen import tls_error
+
+    err = tls_error(OSError(12, "ENOMEM"), "hub.example", None)
+    eq(isinstance(err, ConnectionLost), True)
+    has(str(err), "out of memory (ENOMEM)")
+    has(str(err), "hub.example")
+    has(str(tls_error(OSError(104), "h", None)), "socket error")
