@@ -80,7 +80,7 @@ def init(c, hostname, device_id, args):
             import tls
 
             bare = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-        except (ImportError, AttributeError):
+        except Exception:  # no tls (on CPython a script named tls.py may shadow it)
             pass
     module_id = o["module_id"]
     c.hostname = hostname
