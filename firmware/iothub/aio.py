@@ -204,8 +204,7 @@ class DeviceClient(ClientBase):
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         if first:
             clientx.unload("sas", "walltime")
-        ctx = clientx.context(self)
-        clientx.unload("tlsconf", "roots", "pem")
+        ctx = clientx.context(self)  # (tlsconf's client_context drops its modules itself)
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         try:
             # this task reads the link itself until the reader task runs

@@ -1,6 +1,5 @@
 # What a client is rarely asked for: new credentials, the TLS details, the twin and Plug
-# and Play calls of the blocking client, disconnect(), and the reports of messages from
-# the hub that were dropped. Loaded for each such call (ClientBase's __getattr__ finds
+# and Play calls of the blocking client, and disconnect(). Loaded for each such call (ClientBase's __getattr__ finds
 # these names here) and dropped when it returns; a telemetry-only device that only
 # connects, sends and polls never loads it. Each resident method costs a function object,
 # its bytecode and an interned name in RAM for good (~200 B each on a 64-bit port), which

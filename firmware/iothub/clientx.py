@@ -202,8 +202,8 @@ def connect(c, deadline):
         # properties and no handler path holds them yet: not on top of the link's code
         # either (the demo's smallest heap, 64-bit .mpy: 84 -> 82 KiB).
         spare(c)
-    ctx = context(c)  # made at construction; again only after new credentials
-    unload("tlsconf", "roots", "pem")
+    ctx = context(c)  # made at construction; again only after new credentials (tlsconf's
+    # client_context drops its modules itself)
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))
     s = c._s
     from . import mqttconn  # the CONNECT and SUBSCRIBE packets
