@@ -15,6 +15,9 @@ AUTH ?= sas
 MODE ?= hub
 TRANSPORT ?= mqtt
 PORT ?= /dev/ttyACM0
+# mpy-cross -O level of the .mpy package (make mpy, make deploy): 3 stores no line numbers
+# (about 1 KB less RAM for a connected client); MPY_OPT=0 keeps them for debugging.
+MPY_OPT ?= 3
 
 APT_PACKAGES := mosquitto tinyproxy ca-certificates openssl
 STAMP := $(VENV)/.installed
@@ -70,11 +73,11 @@ bench: setup
 
 # Precompile the device package to .mpy (build/mpy/iothub/*.mpy).
 mpy: $(STAMP)
-	$(PY) tools/iothub_tool/mpy.py --out build/mpy
+	$(PY) tools/iothub_tool/mpy.py --out build/mpy --opt $(MPY_OPT)
 
 # Copy the device package (.mpy for the board's bytecode), config.py and the example main.py to a board.
 deploy: $(STAMP)
-	$(PY) tools/iothub_tool/deploy.py --port $(PORT)
+	$(PY) tools/iothub_tool/deploy.py --port $(PORT) --opt $(MPY_OPT)
 
 repl: $(STAMP)
 	$(BIN)/mpremote connect $(PORT) repl

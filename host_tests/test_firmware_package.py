@@ -11,6 +11,7 @@ MicroPython tree.
 """
 
 import json
+import os
 import pathlib
 import re
 
@@ -59,6 +60,47 @@ def test_compile_error_names_the_module(tmp_path):
     (src / "broken.py").write_text("def f(:\n")
     with pytest.raises(mpy.MpyError, match="iothub/broken.py"):
         mpy.compile_package(tmp_path / "out", src=src)
+
+
+def _traceback_line(pkg_dir):
+    # the line a traceback from a compiled module reports, on the real unix port
+    import subprocess
+
+    import mpyrun
+
+    code = "import iothub.boom\ntry:\n    iothub.boom.f()\nexcept ValueError as e:\n"
+    code += "    import sys\n    sys.print_exception(e)\n"
+    proc = subprocess.run(
+        [mpyrun.micropython_binary(), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, MICROPYPATH=str(pkg_dir)),
+    )
+    m = re.search(r'File "iothub.boom", line (\d+), in f', proc.stdout + proc.stderr)
+    assert m, proc.stdout + proc.stderr
+    return int(m.group(1))
+
+
+def test_default_optimisation_drops_line_numbers_and_opt_0_keeps_them(tmp_path):
+    # -O3 by default: the bytecode a loaded .mpy keeps in the GC heap has no line table
+    # (smaller file); tracebacks still name the module and function. --opt 0 keeps lines.
+    src = tmp_path / "src" / "iothub"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("")
+    (src / "boom.py").write_text("def f():\n    x = 1\n\n    raise ValueError(x)\n")
+    mpy.compile_package(tmp_path / "o3", src=src)
+    mpy.compile_package(tmp_path / "o0", src=src, opt=0)
+    o3 = (tmp_path / "o3" / "iothub" / "boom.mpy").read_bytes()
+    o0 = (tmp_path / "o0" / "iothub" / "boom.mpy").read_bytes()
+    assert len(o3) < len(o0)
+    assert _traceback_line(tmp_path / "o0") == 4
+    assert _traceback_line(tmp_path / "o3") == 1
+
+
+def test_bad_optimisation_level_is_refused(tmp_path):
+    with pytest.raises(mpy.MpyError, match="optimisation level must be 0, 1, 2 or 3, got 4"):
+        mpy.compile_package(tmp_path, opt=4)
 
 
 def test_unknown_march_is_refused(tmp_path):

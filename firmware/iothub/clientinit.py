@@ -80,6 +80,8 @@ def init(c, hostname, device_id, args):
             import tls
 
             bare = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        except MemoryError:
+            raise  # no room for the context: said now, not again by tlsconf
         except Exception:  # no tls (on CPython a script named tls.py may shadow it)
             pass
     module_id = o["module_id"]

@@ -62,7 +62,7 @@ from bench_client import (  # noqa: E402 - also puts tools/ on sys.path
 
 from iothub_emulator import Emulator  # noqa: E402
 from iothub_emulator.pki import TestPKI  # noqa: E402
-from iothub_tool.mpy import compile_package, find_mpy_cross  # noqa: E402
+from iothub_tool.mpy import OPT, compile_package, find_mpy_cross  # noqa: E402
 
 RAM_DEVICE = HERE / "device_ram_bench.py"
 UMQTT_LIKE = HERE / "umqtt_like.py"
@@ -151,7 +151,14 @@ def prepare(args, state):
             compile_package(pkg_dir, src=pkg / "iothub")
             tool = find_mpy_cross()
             subprocess.run(
-                [tool, "-o", str(base / "umqtt_like.mpy"), str(base / "umqtt_like.py")],
+                # the optimisation level of the package (compile_package's): a fair pair
+                [
+                    tool,
+                    "-O%d" % OPT,
+                    "-o",
+                    str(base / "umqtt_like.mpy"),
+                    str(base / "umqtt_like.py"),
+                ],
                 check=True,
                 timeout=60,
             )

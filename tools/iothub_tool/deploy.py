@@ -235,6 +235,7 @@ def deploy(
     info=None,
     config=CONFIG,
     build=BUILD,
+    opt=mpy.OPT,
 ):
     check_config(config)
     if tool is None and not (dry_run and info):
@@ -245,7 +246,7 @@ def deploy(
     out = pathlib.Path(build) / info["platform"]
     if out.exists():
         shutil.rmtree(out)
-    compiled = mpy.compile_package(out, march=march, bytecode=info["version"])
+    compiled = mpy.compile_package(out, march=march, bytecode=info["version"], opt=opt)
     include_lib = force_lib or not info.get("frozen")
     notes = []
     if info.get("frozen"):
@@ -295,6 +296,12 @@ def main(argv=None):
         default=str(BUILD),
         help="where the .mpy files are compiled (default: %(default)s)",
     )
+    ap.add_argument(
+        "--opt",
+        type=int,
+        default=mpy.OPT,
+        help="mpy-cross -O level (default %(default)s: no line numbers in tracebacks; 0 keeps them)",
+    )
     args = ap.parse_args(argv)
     if args.assume and not args.dry_run:
         ap.error("--assume only goes with --dry-run")
@@ -310,6 +317,7 @@ def main(argv=None):
             info=info,
             config=pathlib.Path(args.config),
             build=pathlib.Path(args.build),
+            opt=args.opt,
         )
     except (DeployError, mpy.MpyError) as e:
         print("deploy: %s" % e, file=sys.stderr)

