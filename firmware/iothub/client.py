@@ -76,16 +76,16 @@ class DeviceClient(ClientBase):
         return session_present
 
     def _drop(self, reason, clean=False):
-        from .clientx import drop
+        from .clientrun import drop
 
         drop(self, reason, clean)
 
     def _lost(self, err):
-        # Collect first: what the outage loads for good (clientx, backoff, and the qstr
+        # Collect first: what the outage loads for good (clientrun, backoff, and the qstr
         # pool they may grow) then goes into the lowest free blocks, not between garbage
         # that the outage's sends leave behind (a Pico W's handshake needs one 8 KB block).
         gc.collect()
-        from .clientx import lost
+        from .clientrun import lost
 
         lost(self, err)
 
@@ -142,7 +142,7 @@ class DeviceClient(ClientBase):
         off = self._enqueue(topic, payload)
         n = self._qn
         if off < 0:
-            from .clientx import send_unqueued
+            from .clientrun import send_unqueued
 
             return send_unqueued(self, topic, payload, n, block, timeout_ms)
         pid = s._pid  # the id _enqueue() gave it
@@ -212,7 +212,7 @@ class DeviceClient(ClientBase):
         lc = self._lc
         a = lc.next(ticks_ms(), self._outbox.oldest_sent())
         if a != _WAIT:
-            from .clientx import act
+            from .clientrun import act
 
             act(self, a, timeout_ms)
             return a

@@ -64,26 +64,11 @@ def init(c, hostname, device_id, args):
     if not isinstance(o["sas_ttl"], int) or o["sas_ttl"] < 10:
         raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (o["sas_ttl"],))
     from . import topics
-    from .outbox import Outbox
     from .session import Session
 
-    # The client's two largest blocks first, while the top of the heap is still free: the
-    # outbox ring (queue_bytes) and the TLS context object (3 KB on a 64-bit port; mbedTLS's
-    # own allocations come when it is configured below). Made after the code loaded and
-    # dropped below, they needed blocks its holes could not give (the demo's smallest heap,
-    # 64-bit port, .mpy: 87 -> 84 KiB). On a firmware without tls.SSLContext, tlsconf says
-    # what is missing.
-    c._outbox = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
-    bare = None
-    if o["ssl_context"] is None:
-        try:
-            import tls
-
-            bare = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-        except MemoryError:
-            raise  # no room for the context: said now, not again by tlsconf
-        except Exception:  # no tls (on CPython a script named tls.py may shadow it)
-            pass
+    global _pre
+    c._outbox, bare = _pre or _blocks(o)
+    _pre = None
     module_id = o["module_id"]
     c.hostname = hostname
     c.device_id = device_id
@@ -125,21 +110,16 @@ def init(c, hostname, device_id, args):
         c._ctx = ctx
         c._tlsinfo = getattr(ctx, "iothub_info", None)
     set_credentials(c, o["shared_access_key"], o["shared_access_key_name"], o["cert"], o["key"])
-    if c._ctx is None:
-        from .tlsconf import client_context
-
-        client_context(c, True, bare)
-        client_context = None
-    bare = None
     s = Session(o["txbuf"], o["max_packet"])
     lc = c._lc = s.lc  # the lifecycle core: every decision about the connection
     lc.timeout_ms = c.timeout_ms
     lc.auto = c.auto_reconnect
     lc.backoff = o["backoff"]  # iothub.backoff.Backoff() made at the first failure
-    from .linkopen import use
+    if o["transport"] != "mqtt" or o["proxy"] is not None:  # (a new Link is for MQTT)
+        from .linkopen import use
 
-    use(s.link, o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
-    use = None
+        use(s.link, o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
+        use = None
     s.on_publish = c._on_publish
     s.on_puback = c._on_puback
     s.pid_in_use = c._pid_in_use
@@ -154,29 +134,66 @@ def init(c, hostname, device_id, args):
     c.on_error = None
     c.stats = {"connects": 0, "reconnects": 0, "renewals": 0, "redelivered": 0, "poison": 0}
     unload("linkopen", "clientinit")
+    # The caller configures the TLS context (ClientBase.__init__) once this module's code
+    # is freed: tlsconf, the roots and a client certificate then load into its place, not
+    # on top of it (the peak of a construction).
+    return bare if c._ctx is None else False
+
+
+_pre = None  # (outbox, bare TLS context) that connection_string() made before parsing
+
+
+def _blocks(o):
+    # The client's two largest blocks first, while the top of the heap is still free: the
+    # outbox ring (queue_bytes) and the TLS context object (3 KB on a 64-bit port; mbedTLS's
+    # own allocations come when it is configured). Made after code that is loaded and
+    # dropped (connstr, topicsx, saskey), they needed blocks its holes could not give (the
+    # demo's smallest heap, 64-bit port, .mpy). On a firmware without tls.SSLContext,
+    # tlsconf says what is missing.
+    from .outbox import Outbox
+
+    ob = Outbox(
+        o.get("queue_size", 16), o.get("queue_policy", "drop-oldest"), o.get("queue_bytes", 4096)
+    )
+    bare = None
+    if o.get("ssl_context") is None:
+        try:
+            import tls
+
+            bare = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        except MemoryError:
+            raise  # no room for the context: said now, not again by tlsconf
+        except Exception:  # no tls (on CPython a script named tls.py may shadow it)
+            pass
+    return ob, bare
 
 
 def connection_string(cls, cs, args):
-    from .connstr import parse_connection_string
+    global _pre
+    _pre = _blocks(args)  # before the parsing's code and garbage
+    try:
+        from .connstr import parse_connection_string
 
-    cs = parse_connection_string(cs)
-    parse_connection_string = None
-    unload("connstr")  # before the client's buffers and TLS context are made
-    if cs.get("x509"):
-        raise ConfigError(
-            "this connection string says x509=true: use DeviceClient.from_x509(...) "
-            "with the device certificate and key"
+        cs = parse_connection_string(cs)
+        parse_connection_string = None
+        unload("connstr")
+        if cs.get("x509"):
+            raise ConfigError(
+                "this connection string says x509=true: use DeviceClient.from_x509(...) "
+                "with the device certificate and key"
+            )
+        if cs.get("GatewayHostName") and "host" not in args:
+            args["host"] = cs["GatewayHostName"]
+        return cls(
+            cs["HostName"],
+            cs["DeviceId"],
+            module_id=cs.get("ModuleId"),
+            shared_access_key=cs["SharedAccessKey"],
+            shared_access_key_name=cs.get("SharedAccessKeyName"),
+            **args,
         )
-    if cs.get("GatewayHostName") and "host" not in args:
-        args["host"] = cs["GatewayHostName"]
-    return cls(
-        cs["HostName"],
-        cs["DeviceId"],
-        module_id=cs.get("ModuleId"),
-        shared_access_key=cs["SharedAccessKey"],
-        shared_access_key_name=cs.get("SharedAccessKeyName"),
-        **args,
-    )
+    finally:
+        _pre = None  # (init took them; after a failure they go)
 
 
 def set_credentials(c, shared_access_key, name, cert, key):

@@ -1,6 +1,7 @@
-# What a client is rarely asked for: new credentials, the TLS details, the twin and Plug
-# and Play calls of the blocking client, and disconnect(). Loaded for each such call (ClientBase's __getattr__ finds
-# these names here) and dropped when it returns; a telemetry-only device that only
+# What a client is rarely asked for: new credentials, the TLS details, the Plug and Play
+# twin calls of the blocking client, and disconnect() (get_twin and update_reported go to
+# iothub.twin directly). Loaded for each such call (ClientBase's __getattr__ finds these
+# names here) and dropped when it returns; a telemetry-only device that only
 # connects, sends and polls never loads it. Each resident method costs a function object,
 # its bytecode and an interned name in RAM for good (~200 B each on a 64-bit port), which
 # the one __getattr__ replaces.
@@ -20,19 +21,6 @@ def get(c, name):
     if name not in _API:
         unload("clientrare")
         raise AttributeError(name)
-    import gc
-
-    # Collect first: what the call loads (twin, tlsdesc, transitions ...) then goes into
-    # the lowest free blocks, not on top of the garbage of the calls before (the demo's
-    # smallest heap, 64-bit port, .mpy: 87 -> 83 KiB).
-    gc.collect()
-    if name == "get_twin" or name == "update_reported":
-        # The twin's own entry points: this module goes before the request, so that its
-        # code is not on top of twin's when the heap is fullest (the demo's peak).
-        from .twin import app
-
-        unload("clientrare")
-        return app(c, name == "get_twin")
     fn = globals()[name]
 
     def bound(*args, **kw):
@@ -89,7 +77,8 @@ def disconnect(c):
 
     close(c._lc)
     close = None
-    if "iothub.clientx" not in sys.modules:  # (an outage's retries hold it: it stays)
+    if "iothub.clientx" not in sys.modules and "iothub.clientrun" not in sys.modules:
+        # (an outage's retries hold it: it stays)
         unload("transitions")
     c._notify("disconnected", "closed by the application")
 
@@ -125,8 +114,6 @@ _API = (
     "tls_info",
     "disconnect",
     "close",
-    "get_twin",
-    "update_reported",
     "report_properties",
     "ack_writable",
 )

@@ -1,9 +1,10 @@
-# DeviceClient's cold paths: opening a connection (SAS token, TLS context, CONNECT,
-# subscriptions, redelivery), failures and reconnects, and the rare sends. Loaded when one
+# DeviceClient's connection code: opening a connection (SAS token, TLS context, CONNECT,
+# subscriptions, redelivery) and the subscriptions of handlers set later. Loaded when one
 # of them runs and unloaded again after connect(), with the modules only they need (sas,
 # tlsconf, mqttconn, linkopen): between connections a telemetry-only device keeps just the
 # send/receive path in RAM. A reconnect loads them again from flash (a few ms; frozen
-# firmware keeps them in flash anyway). Construction is iothub.clientinit's.
+# firmware keeps them in flash anyway). Construction is iothub.clientinit's; failures,
+# reconnects and the rare sends are iothub.clientrun's (not in RAM at a first connect).
 
 try:
     from micropython import const
@@ -13,15 +14,12 @@ except ImportError:
         return x
 
 
-import gc
 import sys
 
-from . import errors, transitions
+from . import transitions
 from .clock import ticks_add, ticks_ms
 from .errors import (
-    ConfigError,
     ConnectionLost,
-    IoTHubError,
     unload,  # noqa: F401 - clientx.unload, as the clients call it
 )
 
@@ -34,6 +32,7 @@ def connected(c):
     every attempt of a long outage would churn the heap)."""
     unload(
         "clientx",
+        "clientrun",
         "clientinit",
         "credentials",
         "mqttconn",
@@ -197,7 +196,7 @@ def connect(c, deadline):
     first = not c._renew_unix
     pw = password(c)
     if first:
-        unload("sas", "walltime")
+        unload("sas", "walltime", "credentials")
         # pct and topics came for the token (and construction's topic); no send with
         # properties and no handler path holds them yet: not on top of the link's code
         # either (the demo's smallest heap, 64-bit .mpy: 84 -> 82 KiB).
@@ -240,115 +239,3 @@ def connect(c, deadline):
 
     c._log_line(1, "connected (session present: %s, %s)" % (session_present, cipher(s.link)))
     return session_present
-
-
-def send_unqueued(c, topic, payload, n, block, timeout_ms):
-    # A message larger than the outbox ring: sent straight from the payload, never queued.
-    if not block:
-        raise ConfigError(
-            "a message of %d bytes does not fit the queue (queue_bytes=%d): send it with "
-            "block=True while connected, or give the client a larger queue_bytes"
-            % (n, len(c._outbox.buf))
-        )
-    if not c.is_connected:
-        raise ConnectionLost(
-            "not connected, and a message of %d bytes is larger than the queue "
-            "(queue_bytes=%d): nothing was queued" % (n, len(c._outbox.buf))
-        )
-    pid = c._s.next_pid()
-    c._direct = pid
-    try:
-        try:
-            c._s.publish(topic, payload, 1, pid)
-        except ConnectionLost as e:
-            c._lost(e)
-        c._await(pid, timeout_ms)
-    finally:
-        c._direct = 0
-    return pid
-
-
-def props_size(properties, *values):
-    n = 0
-    if properties:
-        items = properties.items() if isinstance(properties, dict) else properties
-        for k, v in items:
-            n += len(str(k)) + (len(str(v)) if v is not None else 0)
-    for v in values:
-        if v:
-            n += len(v)
-    return n
-
-
-# ---- failures and reconnects: acting on the lifecycle core's decisions (client._step) ------
-
-
-def act(c, a, timeout_ms):
-    """Do what lifecycle.next() decided (anything but WAIT)."""
-    lc = c._lc
-    if a == 3:  # DEAD
-        c._lost(ConnectionLost(lc.why))
-        if not c.auto_reconnect:
-            raise ConnectionLost(lc.why)
-    elif a == 5:  # RESYNC
-        from .twin import resync
-
-        resync(c._twin(), max(min(timeout_ms, c.timeout_ms), 1))
-    elif a == 4:  # RENEW: reconnect with a fresh SAS token, 80 % into the current one's life
-        from .clock import unix_time
-
-        left = c._renew_unix - unix_time()
-        if left > 0:  # a token longer than the ticks span: wait on
-            transitions.renew_later(lc, ticks_ms(), left * 1000)
-            return
-        # MQTT 3.1.1 has no re-authentication: reconnect with a fresh token. The session
-        # (clean_session=False) and the outbox survive; subscriptions are renewed anyway.
-        c.stats["renewals"] += 1
-        drop(c, "SAS token renewal", clean=True)
-        transitions.renewing(lc)
-    if a != 1 and a != 4:
-        return  # STOP: nothing to do until the application acts (poll() waits, a send() gives up)
-    # CONNECT, or RENEW's reconnect.
-    # Collect first: what this attempt loads for good (mqttconn, credentials, sas, after an
-    # unload) then goes into the lowest free blocks rather than between the garbage of an
-    # outage, and the handshake finds the largest contiguous block the heap can offer.
-    gc.collect()
-    try:
-        c.connect()
-    except errors.AuthenticationError as e:  # iothub.errstatus, loaded on a failure
-        transitions.failed(lc, ticks_ms(), True)
-        c._log_line(0, str(e) + "; not retrying until the credentials change")
-        c._notify("auth_failed", e.code)
-    except (IoTHubError, OSError, MemoryError) as e:
-        # MemoryError: the heap is too fragmented for a handshake right now; the link's
-        # buffers are released, so back off and try again rather than end the loop.
-        why = "out of memory" if isinstance(e, MemoryError) else e
-        c._log_line(1, "connect failed: %s" % (why,))
-        lost(c, None, transitions.failed(lc, ticks_ms()))
-    else:
-        c.stats["reconnects"] += 1
-        return
-    if a == 4 and not c.auto_reconnect:
-        raise ConnectionLost("SAS token renewal: reconnect failed")
-
-
-def drop(c, reason, clean=False):
-    c._s.close(clean)
-    lc = c._lc
-    was = lc.state
-    if was == "connected":
-        lc.state = "disconnected"
-    c._log_line(1, "disconnected: %s" % reason)
-    if was == "connected":
-        c._notify("disconnected", reason)
-
-
-def lost(c, err, ms=0):
-    """The link failed (err), or an attempt failed (err None, ms: what lifecycle decided):
-    say when the next attempt comes, if one does."""
-    if err is not None:
-        drop(c, str(err))
-        ms = transitions.lost(c._lc, ticks_ms())
-    if ms >= 0:
-        c._log_line(1, "retrying in %d ms" % ms)
-        c._notify("retrying", ms)
