@@ -425,6 +425,9 @@ def bisect_heap(run, lo, hi, step):
     return hi, trials, fail_reason
 
 
+ABOVE = (1024, 2048)  # sizes above the smallest heap (B) that must complete too (measure_min_heap)
+
+
 def measure_min_heap(binary, pki, state, pkg_dirs, lo, hi, step, repeat):
     out = {}
     with Emulator(os.path.join(state, "heap"), profile="ecc", pki=pki) as emu:
@@ -436,17 +439,24 @@ def measure_min_heap(binary, pki, state, pkg_dirs, lo, hi, step, repeat):
                 lambda h, env=env: demo_once(binary, emu, root, env, h), lo, hi, step
             )
             # Allocation sizes vary a little from run to run (the SAS signature's
-            # percent-encoding, port digits): from the bisected edge, step up until
-            # `repeat` runs in a row complete.
+            # percent-encoding, port digits), and where a heap runs out of contiguous
+            # blocks is not monotonic in its size (a size can pass where the next one
+            # fails): from the bisected edge, step up until `repeat` runs in a row complete
+            # at a size and at 1 and 2 KiB above it (ABOVE).
             edge = size
             runs = []
             while size is not None and size <= hi:
-                runs = []
-                while len(runs) < repeat and all(runs):
-                    runs.append(demo_once(binary, emu, root, env, size)[0])
-                if all(runs):
+                bad = None
+                for probe in [size] + [size + d for d in ABOVE if size + d <= hi]:
+                    runs = []
+                    while len(runs) < repeat and all(runs):
+                        runs.append(demo_once(binary, emu, root, env, probe)[0])
+                    if not all(runs):
+                        bad = probe
+                        break
+                if bad is None:
                     break
-                size += step
+                size = bad + step
             else:
                 size = None
             out[kind] = {
@@ -604,7 +614,7 @@ def report(res, args):
         ("events_prefix", "    topics.telemetry_topic(dev, None) (no properties)"),
         ("items", "    topics._bag([], 2 properties, sort=True)"),
         ("quote", "    sas.quote('bme280') (nothing to escape)"),
-        ("props_size", "  clientx.props_size(2 properties) (near the D2C limit only)"),
+        ("props_size", "  clientrun.props_size(2 properties) (near the D2C limit only)"),
         ("session_publish", "  Session.publish(topic, body) (encode + write)"),
         ("poll_idle", "poll(0) with nothing to read"),
     ):
@@ -622,8 +632,17 @@ def report(res, args):
             p("   .%-4s did not complete even at %d: %s" % (kind, args.heap_hi, r["below"]))
             continue
         p(
-            "   .%-4s %6d B (%.1f KiB): %d runs in a row complete (bisection edge %d B, %d trials)"
-            % (kind, r["min"], r["min"] / 1024, len(r["confirmed"]), r["edge"], len(r["trials"]))
+            "   .%-4s %6d B (%.1f KiB): %d runs in a row complete, and at %s B more"
+            " (bisection edge %d B, %d trials)"
+            % (
+                kind,
+                r["min"],
+                r["min"] / 1024,
+                len(r["confirmed"]),
+                " and ".join(str(d) for d in ABOVE),
+                r["edge"],
+                len(r["trials"]),
+            )
         )
         p("         below the edge: %s" % (r["below"] or "-"))
     p("   (package as .py or .mpy; the demo script itself is compiled from source in both;")
@@ -736,7 +755,10 @@ def markdown(res, args):
             + [growth(k) for k in ("py", "mpy")],
             ["garbage per QoS 1 send (freed by the collector)"]
             + [_kb(s[k]["garbage"]["send_qos1"]) for k in ("py", "mpy")],
-            ["smallest `-X heapsize` for the demo scenario (%d runs in a row)" % args.repeat]
+            [
+                "smallest `-X heapsize` for the demo scenario (%d runs in a row at it and at "
+                "%s KiB more)" % (args.repeat, " and ".join(str(d // 1024) for d in ABOVE))
+            ]
             + [min_heap(k) for k in ("py", "mpy")],
         ],
     )

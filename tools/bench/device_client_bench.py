@@ -253,7 +253,7 @@ def mode_sends():
     import time
 
     import iothub
-    from iothub import clientx, sas, topics
+    from iothub import clientrun, sas, topics
 
     payload = body()
     p = props()
@@ -293,7 +293,7 @@ def mode_sends():
             "events_prefix": _garbage(lambda: topics.telemetry_topic(dev, None), m),
             "items": _garbage(lambda: topics._bag([], p, True), m),
             "quote": _garbage(lambda: sas.quote("bme280"), m),
-            "props_size": _garbage(lambda: clientx.props_size(p, None), m),
+            "props_size": _garbage(lambda: clientrun.props_size(p, None), m),
             "session_publish": _garbage(lambda: s.publish(own, payload), m),
             "poll_idle": _garbage(lambda: c.poll(0), m),
         },
