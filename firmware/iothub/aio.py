@@ -204,6 +204,7 @@ class DeviceClient(ClientBase):
         pw = clientx.password(self)  # tells the lifecycle when to renew it
         if first:
             clientx.unload("sas", "walltime", "credentials")
+            clientx.spare(self)  # pct and topics, as clientx.connect does
         ctx = clientx.context(self)  # (tlsconf's client_context drops its modules itself)
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         try:
@@ -519,7 +520,9 @@ class DeviceClient(ClientBase):
         if set_:
             asyncio.create_task(self._subscribe_later(clientx.filters(self, name)))
         else:
-            clientx.handler_changed(self, name, False)  # UNSUBSCRIBE, not awaited
+            from .clientrun import handler_changed
+
+            handler_changed(self, name, False)  # UNSUBSCRIBE, not awaited
 
     # ---- handlers that are coroutines ----------------------------------------------
 

@@ -90,9 +90,9 @@ class DeviceClient(ClientBase):
         lost(self, err)
 
     def _handler_changed(self, name, set_):
-        from . import clientx
+        from .clientrun import handler_changed
 
-        clientx.handler_changed(self, name, set_)
+        handler_changed(self, name, set_)
 
     # ---- sending -------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 # DeviceClient's cold paths while it runs: a lost link, the lifecycle core's decisions
-# (reconnect, SAS renewal, twin re-sync, a dead link) and the rare sends (a message larger
-# than the outbox ring, the exact size of one near the D2C limit). Loaded when one of them
+# (reconnect, SAS renewal, twin re-sync, a dead link), the rare sends (a message larger
+# than the outbox ring, the exact size of one near the D2C limit) and a handler set or
+# cleared while connected (its SUBSCRIBE or UNSUBSCRIBE, with iothub.clientx's filters). Loaded when one of them
 # runs; a reconnect's connected() unloads it with the connection code (iothub.clientx), so
 # a first connect never has it in RAM beside the link's code.
 
@@ -9,6 +10,52 @@ import gc
 from . import errors, transitions
 from .clock import ticks_ms
 from .errors import ConfigError, ConnectionLost, IoTHubError
+
+
+def handler_changed(c, name, set_):
+    """A handler was set (subscribe its topics) or set to None (unsubscribe them), while
+    connected. The twin's responses stay subscribed while get_twin()/update_reported() use
+    them."""
+    from .clientx import (
+        METHODS_SUB,
+        TWIN_DESIRED_SUB,
+        TWIN_RES_SUB,
+        c2d_subscribe_topic,
+        filters,
+        module_inputs_subscribe_topic,
+        subscribe,
+    )
+
+    if set_:
+        subscribe(c, filters(c, name))
+        return
+    if name == "message":
+        f = [
+            module_inputs_subscribe_topic(c.device_id, c.module_id)
+            if c.module_id
+            else c2d_subscribe_topic(c.device_id)
+        ]
+    elif name in ("method", "command"):
+        if c._handlers.get("method") or c._handlers.get("command"):
+            return  # the other one still answers on the methods topic
+        f = [METHODS_SUB]
+    elif c._handlers.get("desired") or c._handlers.get("writable"):
+        return  # the other one still reads desired patches
+    elif c._tw is not None and c._tw.want:
+        f = [TWIN_DESIRED_SUB]
+    else:
+        f = [TWIN_RES_SUB, TWIN_DESIRED_SUB]
+    # Not waiting for UNSUBACK: a message the hub sends meanwhile finds no handler (a method
+    # gets 404, a C2D message is acknowledged and dropped), as after it.
+    from .mqttconn import encode_unsubscribe
+
+    s = c._s
+    try:
+        s.write(encode_unsubscribe(s.tx, s.next_pid(), f))
+    except ConnectionLost as e:
+        c._lost(e)
+        return
+    c._log_line(2, "unsubscribed %s" % (f,))
 
 
 def send_unqueued(c, topic, payload, n, block, timeout_ms):

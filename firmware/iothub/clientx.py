@@ -19,7 +19,6 @@ import sys
 from . import transitions
 from .clock import ticks_add, ticks_ms
 from .errors import (
-    ConnectionLost,
     unload,  # noqa: F401 - clientx.unload, as the clients call it
 )
 
@@ -137,42 +136,6 @@ def filters(c, name=None):
         f.append(TWIN_RES_SUB)
         f.append(TWIN_DESIRED_SUB)
     return f
-
-
-def handler_changed(c, name, set_):
-    """A handler was set (subscribe its topics) or set to None (unsubscribe them), while
-    connected. The twin's responses stay subscribed while get_twin()/update_reported() use
-    them."""
-    if set_:
-        subscribe(c, filters(c, name))
-        return
-    if name == "message":
-        f = [
-            module_inputs_subscribe_topic(c.device_id, c.module_id)
-            if c.module_id
-            else c2d_subscribe_topic(c.device_id)
-        ]
-    elif name in ("method", "command"):
-        if c._handlers.get("method") or c._handlers.get("command"):
-            return  # the other one still answers on the methods topic
-        f = [METHODS_SUB]
-    elif c._handlers.get("desired") or c._handlers.get("writable"):
-        return  # the other one still reads desired patches
-    elif c._tw is not None and c._tw.want:
-        f = [TWIN_DESIRED_SUB]
-    else:
-        f = [TWIN_RES_SUB, TWIN_DESIRED_SUB]
-    # Not waiting for UNSUBACK: a message the hub sends meanwhile finds no handler (a method
-    # gets 404, a C2D message is acknowledged and dropped), as after it.
-    from .mqttconn import encode_unsubscribe
-
-    s = c._s
-    try:
-        s.write(encode_unsubscribe(s.tx, s.next_pid(), f))
-    except ConnectionLost as e:
-        c._lost(e)
-        return
-    c._log_line(2, "unsubscribed %s" % (f,))
 
 
 def subscribe(c, filters, deadline=None):
