@@ -16,13 +16,20 @@ except ImportError:
 
 import sys
 
-from . import transitions
 from .clock import ticks_add, ticks_ms
 from .errors import (
     unload,  # noqa: F401 - clientx.unload, as the clients call it
 )
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
+
+
+def _tr():
+    # iothub.transitions, imported where it is used: a first connect drops it while the
+    # link's code loads and the handshake runs (connect()), and loads it again for opened().
+    from . import transitions
+
+    return transitions
 
 
 def connected(c):
@@ -83,7 +90,7 @@ def context(c):
 
 def password(c):
     if c._cert is not None:
-        transitions.token(c._lc, ticks_ms(), None)
+        _tr().token(c._lc, ticks_ms(), None)
         return None
     from .credentials import sas_password
     from .sas import device_resource_uri
@@ -95,7 +102,7 @@ def password(c):
     # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
     # a big int on 32-bit boards, allocates).
     c._renew_unix = now + ttl * _RENEW_PERCENT // 100
-    transitions.token(c._lc, ticks_ms(), ttl)
+    _tr().token(c._lc, ticks_ms(), ttl)
     return token
 
 
@@ -151,7 +158,7 @@ def connect(c, deadline):
     """Open the link (token, context, CONNECT/CONNACK), subscribe, redeliver. Returns
     session_present; raises on failure with the link closed."""
     lc = c._lc
-    transitions.connecting(lc)
+    _tr().connecting(lc)
     # No token made yet: the first connect of this client. sas and the wall clock go once
     # the token is made, before the link's modules load: they are not on top of them at
     # the handshake. After a failure, the retries keep them (reloading them for every
@@ -160,6 +167,8 @@ def connect(c, deadline):
     pw = password(c)
     if first:
         unload("sas", "walltime", "credentials")
+        if "iothub.clientrun" not in sys.modules:  # (its retries hold transitions)
+            unload("transitions")  # (2 KB: not beside the link's code at the handshake)
         # pct and topics came for the token (and construction's topic); no send with
         # properties and no handler path holds them yet: not on top of the link's code
         # either (the demo's smallest heap, 64-bit .mpy: 84 -> 82 KiB).
@@ -186,7 +195,7 @@ def connect(c, deadline):
     )
     pw = None
     try:
-        transitions.opened(lc, ticks_ms())
+        _tr().opened(lc, ticks_ms())
         c.stats["connects"] += 1
         f = filters(c)
         if f:
