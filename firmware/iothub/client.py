@@ -134,11 +134,11 @@ class DeviceClient(ClientBase):
         s = self._s
         if qos == 0:
             if not self.is_connected:
-                raise ConnectionLost("not connected (QoS 0 messages are not queued)")
+                raise explained("reports", "failure", 0, ())  # (the texts are not resident)
             s.publish(topic, payload)
             return None
         if not self.is_connected and not self.auto_reconnect:
-            raise ConnectionLost("not connected (auto_reconnect is off: nothing was queued)")
+            raise explained("reports", "failure", 1, ())
         off = self._enqueue(topic, payload)
         n = self._qn
         if off < 0:
@@ -164,9 +164,7 @@ class DeviceClient(ClientBase):
         deadline = ticks_add(ticks_ms(), timeout_ms)
         while pid == self._direct or self._outbox.has(pid):
             if self._lc.closed:
-                raise ConnectionLost(
-                    "disconnect() was called: message %d stays queued until connect()" % pid
-                )
+                raise explained("reports", "failure", 2, (pid,))
             if pid == self._direct and not self.is_connected:
                 raise ConnectionLost(
                     "the link failed before the PUBACK of message %d, which is larger than "

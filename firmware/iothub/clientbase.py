@@ -227,9 +227,7 @@ class ClientBase:
         if off < 0:
             if n > len(ob.buf):
                 return -1
-            raise IoTHubError(
-                "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
-            )
+            raise explained("reports", "failure", 3, (len(ob), ob.policy))
         pid = self._s.next_pid()
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)
