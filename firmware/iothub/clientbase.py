@@ -119,9 +119,6 @@ class ClientBase:
 
         return get(self, name)
 
-    def _report(self, kind, detail):  # iothub.reports, loaded for one report
-        explained("reports", "report", self, kind, detail)
-
     def _twin(self):
         if self._tw is None:
             from .inbound import Twin

@@ -30,19 +30,20 @@ def error(code, args):
 
 
 # What a send or its wait cannot do, not while a link dies (those texts stay resident):
-# code 3 an IoTHubError, the others ConnectionLost.
+# codes 3 and 4 an IoTHubError, the others ConnectionLost.
 _FAILURES = (
     "not connected (QoS 0 messages are not queued)",
     "not connected (auto_reconnect is off: nothing was queued)",
     "disconnect() was called: message %d stays queued until connect()",
     "the offline queue is full (%d messages, policy %s)",
+    "no free MQTT packet id",
 )
 
 
 def failure(code, args):
     from .errors import ConnectionLost, IoTHubError
 
-    return (IoTHubError if code == 3 else ConnectionLost)(_FAILURES[code] % args)
+    return (IoTHubError if code >= 3 else ConnectionLost)(_FAILURES[code] % args)
 
 
 # ---- what the hub sent that the client could not take ----------------------------------

@@ -58,7 +58,7 @@ class Session:
             pid = self._pid
             if pid not in self._subacks and not (in_use is not None and in_use(pid)):
                 return pid
-        raise IoTHubError("no free MQTT packet id")
+        raise explained("reports", "failure", 4, ())  # (never in practice: not resident)
 
     def write(self, n, payload=None):
         """Send tx[:n], then payload: copied behind it when it fits (one write, one TLS
