@@ -65,7 +65,7 @@ def subscribe_start(s, filters):
     pid = s.next_pid()
     s._subacks[pid] = None
     try:
-        s.write(encode_subscribe(s.tx, pid, [(f, 1) for f in filters]))
+        s.write(encode_subscribe(s.tx_full(), pid, [(f, 1) for f in filters]))
     except BaseException:
         s._subacks.pop(pid, None)
         raise

@@ -16,6 +16,7 @@ from .errors import IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 
+_RXBUF = const(512)  # the receive buffer of a client with handlers (iothub.session)
 _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocates per call
 
 
@@ -96,6 +97,13 @@ class ClientBase:
     def _set_handler(self, name, fn):
         had = self._handlers.get(name) is not None
         self._handlers[name] = fn
+        if fn is not None:
+            # A client with handlers receives messages and sends SUBSCRIBE/UNSUBSCRIBE and
+            # QoS 0 answers: its buffers are made now, before it connects (iothub.session).
+            s = self._s
+            s.tx_full()
+            if len(s.decoder._base) < _RXBUF:
+                s.decoder._base = bytearray(_RXBUF)
         # The twin's state (iothub.inbound.Twin) is made when the first twin response or
         # desired patch comes, not here: inbound then loads after connect() dropped its
         # connection-time code, not on top of it (the peak of a first connect).

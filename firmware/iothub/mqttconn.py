@@ -152,7 +152,7 @@ def subscribe(s, filters, deadline):
     pid = s.next_pid()
     s._subacks[pid] = None
     try:
-        s.write(encode_subscribe(s.tx, pid, [(f, 1) for f in filters]))
+        s.write(encode_subscribe(s.tx_full(), pid, [(f, 1) for f in filters]))
         s.wait(lambda: s._subacks.get(pid) is not None, deadline, "SUBACK")
         granted = s._subacks[pid]
     finally:

@@ -84,7 +84,7 @@ def on_drop(c, pkt):
         % (
             pkt.payload_len,
             (
-                "larger than max_packet=%d" % c._s.max_packet,
+                "larger than max_packet=%d" % c._s.decoder.max_packet,
                 "no memory for a buffer of its size",
                 "its topic cannot be decoded",
             )[pkt.rc - 1],
