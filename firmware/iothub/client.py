@@ -172,10 +172,9 @@ class DeviceClient(ClientBase):
                 )
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
-                if pid == self._direct:
-                    raise Timeout("no PUBACK for message %d within %d ms" % (pid, timeout_ms))
                 raise Timeout(
-                    "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
+                    "no PUBACK for message %d within %d ms%s"
+                    % (pid, timeout_ms, "" if pid == self._direct else " (it stays queued)")
                 )
             if self._step(min(left, 1000)) == _STOP:
                 # auth_failed, or the link failed with auto_reconnect off: waiting longer

@@ -20,12 +20,6 @@ _RXBUF = const(512)  # the receive buffer of a client with handlers (iothub.sess
 _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocates per call
 
 
-def _positive(v, what):
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise explained("reports", "error", 2, (what, v))  # (texts are not resident)
-    return v
-
-
 def body(payload, ct, ce):
     """A payload that is not bytes-like, as bytes: (payload, content type, encoding);
     dict and list travel as JSON."""
@@ -134,8 +128,12 @@ class ClientBase:
             self._tw = Twin(self)
         return self._tw
 
-    def _timeout(self, timeout_ms):
-        return self.timeout_ms if timeout_ms is None else _positive(timeout_ms, "timeout_ms")
+    def _timeout(self, t):
+        if t is None:
+            return self.timeout_ms
+        if not isinstance(t, int) or isinstance(t, bool) or t <= 0:
+            raise explained("reports", "error", 2, ("timeout_ms", t))  # (texts not resident)
+        return t
 
     def _notify(self, state, detail):
         cb = self.on_connection_state
