@@ -100,7 +100,7 @@ def test_dropped_message_reports_name_kind_and_size_never_content():
         "r = [loaded('reports')]\n"
         "P.rc = 3\n"
         "c._on_publish(P())\n"
-        "c._report('twin', 'desired patch skipped: x')\n"
+        "iothub.errors.explained('reports', 'report', c, 'twin', 'desired patch skipped: x')\n"
         "r.append(loaded('reports'))\n"
         "from iothub.reports import on_publish\n"
         "on_publish(c, P(), MemoryError())\n"

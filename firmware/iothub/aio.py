@@ -785,7 +785,7 @@ class DeviceClient(ClientBase):
             _, body = await self._twin_request(GET, b"", "twin document GET", None)
             doc = parse(body)
         except ProtocolError as e:
-            self._report("twin", "twin re-sync skipped: %s" % (e,))
+            errors.explained("reports", "report", self, "twin", "twin re-sync skipped: %s" % (e,))
         except IoTHubError as e:
             ok = False
             if self.is_connected:

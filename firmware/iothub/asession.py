@@ -39,13 +39,14 @@ async def open_session(s, host, port, ctx, server_hostname, cid, user, pw, keepa
     lc.ping_at = None
     s._connack = None
     link = s.link
-    await link.open(host, port, ctx, server_hostname, info)
+    # encoded before the link opens, as iothub.mqttconn.open_session does (and why)
     conn = s.tx
     n = 1 + 2 + 10 + 2 + 2 + len(cid) + len(user) + 2 + len(pw or "")
     if n > len(conn):
-        conn = bytearray(n + 8)  # a long token: once per connection
+        conn = bytearray(n + 8)
     n = encode_connect(conn, cid, user, pw, keepalive, clean)
     pw = None
+    await link.open(host, port, ctx, server_hostname, info)
     s.write_from(conn, 0, n)
     conn = None
     await link.drain()  # the TLS handshake runs here
@@ -65,7 +66,7 @@ def subscribe_start(s, filters):
     pid = s.next_pid()
     s._subacks[pid] = None
     try:
-        s.write(encode_subscribe(s.tx, pid, [(f, 1) for f in filters]))
+        s.write(encode_subscribe(s.tx_full(), pid, [(f, 1) for f in filters]))
     except BaseException:
         s._subacks.pop(pid, None)
         raise

@@ -134,11 +134,11 @@ class DeviceClient(ClientBase):
         s = self._s
         if qos == 0:
             if not self.is_connected:
-                raise ConnectionLost("not connected (QoS 0 messages are not queued)")
+                raise explained("reports", "failure", 0, ())  # (the texts are not resident)
             s.publish(topic, payload)
             return None
         if not self.is_connected and not self.auto_reconnect:
-            raise ConnectionLost("not connected (auto_reconnect is off: nothing was queued)")
+            raise explained("reports", "failure", 1, ())
         off = self._enqueue(topic, payload)
         n = self._qn
         if off < 0:
@@ -164,9 +164,7 @@ class DeviceClient(ClientBase):
         deadline = ticks_add(ticks_ms(), timeout_ms)
         while pid == self._direct or self._outbox.has(pid):
             if self._lc.closed:
-                raise ConnectionLost(
-                    "disconnect() was called: message %d stays queued until connect()" % pid
-                )
+                raise explained("reports", "failure", 2, (pid,))
             if pid == self._direct and not self.is_connected:
                 raise ConnectionLost(
                     "the link failed before the PUBACK of message %d, which is larger than "
@@ -174,10 +172,9 @@ class DeviceClient(ClientBase):
                 )
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
-                if pid == self._direct:
-                    raise Timeout("no PUBACK for message %d within %d ms" % (pid, timeout_ms))
                 raise Timeout(
-                    "no PUBACK for message %d within %d ms (it stays queued)" % (pid, timeout_ms)
+                    "no PUBACK for message %d within %d ms%s"
+                    % (pid, timeout_ms, "" if pid == self._direct else " (it stays queued)")
                 )
             if self._step(min(left, 1000)) == _STOP:
                 # auth_failed, or the link failed with auto_reconnect off: waiting longer

@@ -16,13 +16,8 @@ from .errors import IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 
+_RXBUF = const(512)  # the receive buffer of a client with handlers (iothub.session)
 _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocates per call
-
-
-def _positive(v, what):
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise explained("reports", "error", 2, (what, v))  # (texts are not resident)
-    return v
 
 
 def body(payload, ct, ce):
@@ -101,6 +96,13 @@ class ClientBase:
     def _set_handler(self, name, fn):
         had = self._handlers.get(name) is not None
         self._handlers[name] = fn
+        if fn is not None:
+            # A client with handlers receives messages and sends SUBSCRIBE/UNSUBSCRIBE and
+            # QoS 0 answers: its buffers are made now, before it connects (iothub.session).
+            s = self._s
+            s.tx_full()
+            if len(s.decoder._base) < _RXBUF:
+                s.decoder._base = bytearray(_RXBUF)
         # The twin's state (iothub.inbound.Twin) is made when the first twin response or
         # desired patch comes, not here: inbound then loads after connect() dropped its
         # connection-time code, not on top of it (the peak of a first connect).
@@ -136,9 +138,6 @@ class ClientBase:
 
         return get(self, name)
 
-    def _report(self, kind, detail):  # iothub.reports, loaded for one report
-        explained("reports", "report", self, kind, detail)
-
     def _twin(self):
         if self._tw is None:
             from .inbound import Twin
@@ -146,8 +145,12 @@ class ClientBase:
             self._tw = Twin(self)
         return self._tw
 
-    def _timeout(self, timeout_ms):
-        return self.timeout_ms if timeout_ms is None else _positive(timeout_ms, "timeout_ms")
+    def _timeout(self, t):
+        if t is None:
+            return self.timeout_ms
+        if not isinstance(t, int) or isinstance(t, bool) or t <= 0:
+            raise explained("reports", "error", 2, ("timeout_ms", t))  # (texts not resident)
+        return t
 
     def _notify(self, state, detail):
         cb = self.on_connection_state
@@ -244,9 +247,7 @@ class ClientBase:
         if off < 0:
             if n > len(ob.buf):
                 return -1
-            raise IoTHubError(
-                "the offline queue is full (%d messages, policy %s)" % (len(ob), ob.policy)
-            )
+            raise explained("reports", "failure", 3, (len(ob), ob.policy))
         pid = self._s.next_pid()
         buf = ob.buf
         i = mqtt.encode_publish_header(buf, topic, plen, 1, pid, False, off)

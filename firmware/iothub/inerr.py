@@ -51,12 +51,14 @@ def error(code, v):
 
 
 def log(c, code, args):
-    """Log line code of client c (% args); 18 and 19 are reported (c._report)."""
+    """Log line code of client c (% args); 18 and 19 are reported (reports.report)."""
     t = _TEXTS[code] % args
     if code >= 20:
         c._log_line(1, t)
     elif code >= 18:
-        c._report("twin", t)
+        from .errors import explained
+
+        explained("reports", "report", c, "twin", t)
     else:
         c._log_line(0, t)
 

@@ -316,7 +316,10 @@ class Decoder:
             raise _error(_E_STOPPED, self._err)
         free = len(self._buf) - self._end
         if not free:
-            self._room(self._end - self._start + len(self._base))
+            # What is left (between reads, at most the start of a fixed header: a packet
+            # whose header is known has its room already) moves to the front when it can:
+            # no allocation; a larger buffer only when it cannot.
+            self._room(self._end - self._start + 1)
             free = len(self._buf) - self._end
         return free
 

@@ -123,15 +123,19 @@ def open_session(
     s.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
     s.lc.keepalive_ms = keepalive * 1000
     s.lc.ping_at = None
+    # The CONNECT is encoded before the link opens: into a buffer of its size unless the
+    # transmit buffer is full-size already (a client without handlers keeps only a few
+    # bytes of it), made below the TLS socket's buffers, not between them and the
+    # handshake's, and garbage after the write.
+    conn = s.tx
+    n = 1 + 2 + 10 + 2 + 2 + len(client_id) + len(username) + 2 + len(password or "")
+    if n > len(conn):
+        conn = bytearray(n + 8)
+    n = encode_connect(conn, client_id, username, password, keepalive, clean)
     linkopen.open(
         s.link, host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info
     )
     try:
-        conn = s.tx
-        n = 1 + 2 + 10 + 2 + 2 + len(client_id) + len(username) + 2 + len(password or "")
-        if n > len(conn):
-            conn = bytearray(n + 8)  # a long token or user name: once per connection
-        n = encode_connect(conn, client_id, username, password, keepalive, clean)
         s.write_from(conn, 0, n)
         conn = None
         s._connack = None
@@ -152,7 +156,7 @@ def subscribe(s, filters, deadline):
     pid = s.next_pid()
     s._subacks[pid] = None
     try:
-        s.write(encode_subscribe(s.tx, pid, [(f, 1) for f in filters]))
+        s.write(encode_subscribe(s.tx_full(), pid, [(f, 1) for f in filters]))
         s.wait(lambda: s._subacks.get(pid) is not None, deadline, "SUBACK")
         granted = s._subacks[pid]
     finally:

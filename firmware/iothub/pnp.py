@@ -408,7 +408,9 @@ def writable(tw, desired, version, full_twin):
         else:
             items = writable_properties(desired, c.components)
     except ProtocolError as e:
-        c._report("twin", "writable properties not acknowledged: %s" % (e,))
+        from .errors import explained
+
+        explained("reports", "report", c, "twin", "writable properties not acknowledged: %s" % (e,))
         return
     patch = acknowledge(c._handlers.get("writable"), items, version, c._log_line)
     if patch is not None and c.is_connected:

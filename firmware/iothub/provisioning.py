@@ -39,7 +39,7 @@ from .errors import (
 _MAX_REQUESTS = const(100)  # hard bound on requests per register() besides the timeout
 _MAX_REPLY = const(16384)  # largest DPS reply accepted (registration state + custom payload)
 _TXBUF = const(768)  # CONNECT with a 128-character registration id and its SAS token fits
-SESSION_BUFFERS = (_TXBUF, _MAX_REPLY)  # for iothub.aprov (a _const is not importable)
+SESSION_BUFFERS = (_TXBUF, _MAX_REPLY, 512)  # for iothub.aprov (a _const is not importable)
 _FORMAT = const(1)  # version of the saved-result file
 
 # ProvisioningResult's fields, in constructor order: (attribute, registrationState member).
@@ -382,7 +382,7 @@ class ProvisioningClient:
         deadline = ticks_add(ticks_ms(), timeout_ms)
         self.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
         log = self._log
-        s = Session(_TXBUF, _MAX_REPLY)
+        s = Session(*SESSION_BUFFERS)
         linkopen.use(s.link, self.transport, self.proxy, _TXBUF, _MAX_REPLY)
         s.on_publish = self._on_publish
         password = self._password()

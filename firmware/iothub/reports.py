@@ -29,6 +29,23 @@ def error(code, args):
     return ConfigError("queue_policy must be one of drop-oldest, reject, got %r" % (policy,))
 
 
+# What a send or its wait cannot do, not while a link dies (those texts stay resident):
+# codes 3 and 4 an IoTHubError, the others ConnectionLost.
+_FAILURES = (
+    "not connected (QoS 0 messages are not queued)",
+    "not connected (auto_reconnect is off: nothing was queued)",
+    "disconnect() was called: message %d stays queued until connect()",
+    "the offline queue is full (%d messages, policy %s)",
+    "no free MQTT packet id",
+)
+
+
+def failure(code, args):
+    from .errors import ConnectionLost, IoTHubError
+
+    return (IoTHubError if code >= 3 else ConnectionLost)(_FAILURES[code] % args)
+
+
 # ---- what the hub sent that the client could not take ----------------------------------
 
 
@@ -67,7 +84,7 @@ def on_drop(c, pkt):
         % (
             pkt.payload_len,
             (
-                "larger than max_packet=%d" % c._s.max_packet,
+                "larger than max_packet=%d" % c._s.decoder.max_packet,
                 "no memory for a buffer of its size",
                 "its topic cannot be decoded",
             )[pkt.rc - 1],

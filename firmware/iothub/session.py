@@ -3,8 +3,9 @@
 # sends the PINGREQ and reads), and bounded waits. Shared by DeviceClient and
 # the provisioning client; IoT Hub semantics live in those, not here.
 #
-# Memory: one preallocated transmit buffer (an MQTT packet that fits is written with one
-# write, so one TLS record); received bytes are read straight into the decoder's buffer.
+# Memory: one transmit buffer (an MQTT packet that fits is written with one write, so one
+# TLS record), at its full size from the first packet that needs it (tx_full); received
+# bytes are read straight into the decoder's buffer.
 from . import mqtt
 from .clock import ticks_diff, ticks_ms
 from .errors import ConnectionLost, IoTHubError, Timeout, explained
@@ -21,13 +22,20 @@ except ImportError:
 
 _PING = const(2)  # lifecycle's actions
 _DEAD = const(3)
+_CONTROL = const(8)  # PUBACK, PINGREQ, DISCONNECT: all a client without handlers writes from tx
 
 
 class Session:
-    def __init__(self, txbuf=1024, max_packet=32768, rxbuf=512):
+    def __init__(self, txbuf=1024, max_packet=32768, rxbuf=64):
         self.link = Link()
-        self.tx = bytearray(txbuf)
-        self.max_packet = max_packet
+        # The transmit buffer holds the control packets' few bytes until a packet built in
+        # it needs more (a QoS 0 PUBLISH, SUBSCRIBE): tx_full() makes it txbuf bytes then,
+        # once. A client that sends QoS 1 telemetry only (encoded in its outbox ring) and
+        # has no handlers never needs those bytes.
+        self.tx = bytearray(_CONTROL)
+        self.txbuf = txbuf
+        # The decoder's base buffer: rxbuf bytes (64: the acknowledgements a client
+        # without handlers gets); larger packets get a buffer of their size while read.
         self.decoder = mqtt.Decoder(max_packet, rxbuf)
         self._pkt = mqtt.Packet()  # refilled for every received packet (no allocation)
         # The lifecycle state of the link's owner; here for the keepalive rule (the time of
@@ -58,7 +66,7 @@ class Session:
             pid = self._pid
             if pid not in self._subacks and not (in_use is not None and in_use(pid)):
                 return pid
-        raise IoTHubError("no free MQTT packet id")
+        raise explained("reports", "failure", 4, ())  # (never in practice: not resident)
 
     def write(self, n, payload=None):
         """Send tx[:n], then payload: copied behind it when it fits (one write, one TLS
@@ -80,8 +88,15 @@ class Session:
         self.link.write(buf, off, n)
         self.lc.last_tx = ticks_ms()
 
+    def tx_full(self):
+        """The transmit buffer at its full size (txbuf bytes), made the first time."""
+        if len(self.tx) < self.txbuf:
+            self.tx = bytearray(self.txbuf)
+        return self.tx
+
     def publish(self, topic, payload, qos=0, pid=0, dup=False):
-        self.write(mqtt.encode_publish_header(self.tx, topic, len(payload), qos, pid, dup), payload)
+        tx = self.tx_full()
+        self.write(mqtt.encode_publish_header(tx, topic, len(payload), qos, pid, dup), payload)
 
     def wait(self, done, deadline, what):
         while not done():

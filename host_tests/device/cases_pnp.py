@@ -388,12 +388,17 @@ class _FakeClient:
         self.is_connected = True
         self.published = []
         self.reports = []
+        self.stats = {"poison": 0}
 
     def _publish(self, topic, payload):
         self.published.append((topic, bytes(payload)))
 
-    def _report(self, kind, detail):
+    # iothub.reports.report passes what it reports to on_error through _callback
+    def on_error(self, kind, detail):
         self.reports.append(kind)
+
+    def _callback(self, fn, what, kind, detail):
+        fn(kind, detail)
 
     def _log_line(self, level, text):
         pass

@@ -746,9 +746,9 @@ def markdown(res, args):
             ]
             + [_kb(im[k]["connect"]) for k in ("py", "mpy")],
             [
-                "one `DeviceClient` before its first connect (4 KB outbox ring, 1 KB TX buffer, "
-                "512 B RX buffer, TLS context, and what construction leaves loaded: nothing, "
-                "its code is dropped once the client is made)"
+                "one `DeviceClient` before its first connect (4 KB outbox ring, 8 B TX and "
+                "64 B RX buffers: no handler set, TLS context, and what construction leaves "
+                "loaded: nothing, its code is dropped once the client is made)"
             ]
             + [_kb(im[k]["object"]) for k in ("py", "mpy")],
             ["growth across %d QoS 1 sends on one connection" % args.sends]
