@@ -129,7 +129,8 @@ def test_bad_input_is_named_with_texts_that_are_not_resident():
         "err(c.send, b'x', qos=2)\n"
         "err(c.send, bytearray(262145), qos=0)\n"
         "err(iothub.DeviceClient.from_x509, 'h', 'd', b'cert', None)\n"
-        "for kw in ({'queue_size': 0}, {'queue_bytes': 8}, {'queue_policy': 'drop-all'}):\n"
+        "for kw in ({'queue_size': 0}, {'queue_bytes': 8}, {'queue_policy': 'drop-all'},\n"
+        "           {'txbuf': 16}, {'txbuf': '1k'}):\n"
         "    err(iothub.DeviceClient, 'h.azure-devices.net', 'd', shared_access_key="
         "'YWJjZGVmZ2hpamtsbW5vcA==', **kw)\n"
         "print(json.dumps(r))\n"
@@ -144,4 +145,6 @@ def test_bad_input_is_named_with_texts_that_are_not_resident():
         ["ConfigError", "queue_size must be an int >= 1, got 0", False],
         ["ConfigError", "queue_bytes must be an int >= 64, got 8", False],
         ["ConfigError", "queue_policy must be one of drop-oldest, reject, got 'drop-all'", False],
+        ["ConfigError", "txbuf must be an int >= 64, got 16", False],
+        ["ConfigError", "txbuf must be an int >= 64, got '1k'", False],
     ]

@@ -63,6 +63,9 @@ def init(c, hostname, device_id, args):
         )
     if not isinstance(o["sas_ttl"], int) or o["sas_ttl"] < 10:
         raise ConfigError("sas_ttl must be an int of at least 10 s, got %r" % (o["sas_ttl"],))
+    tb = o["txbuf"]  # (made when first needed: checked now, not at the first QoS 0 send)
+    if not isinstance(tb, int) or isinstance(tb, bool) or tb < 64:
+        raise ConfigError("txbuf must be an int >= 64, got %r" % (tb,))
     from . import topics
     from .session import Session
 
