@@ -199,6 +199,10 @@ class ClientBase:
             return k[6]
         # A new topic: topics (unloaded after connect) is loaded again, and kept, by the
         # first send with properties or ids; a device that sends none never needs it.
+        if k is None:  # that first send: collect, so topics goes into the lowest free
+            import gc  # blocks, not on top of the garbage before it (the demo's heap)
+
+            gc.collect()
         from .topics import telemetry_topic
 
         t = telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
