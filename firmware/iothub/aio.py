@@ -200,11 +200,7 @@ class DeviceClient(ClientBase):
         link = s.link
         lc = self._lc
         gen = self._gen
-        first = not self._renew_unix  # no token yet: as clientx.connect, on a first connect
-        pw = clientx.password(self)  # tells the lifecycle when to renew it
-        if first:
-            clientx.unload("sas", "walltime", "credentials")
-            clientx.spare(self)  # pct and topics, as clientx.connect does
+        pw = clientx.password(self)  # (a first connect drops what made it)
         ctx = clientx.context(self)  # (tlsconf's client_context drops its modules itself)
         self._log_line(1, "connecting to %s:%d as %s" % (self.host, self.port, self._cid))
         try:

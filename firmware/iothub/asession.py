@@ -31,7 +31,7 @@ async def read_until(s, done, what):
 async def open_session(s, host, port, ctx, server_hostname, cid, user, pw, keepalive, clean, info):
     """Connect s (TCP, TLS in the first write) and wait for CONNACK: session_present. The
     caller bounds the time and closes the link on failure."""
-    from .mqttconn import encode_connect
+    from .mqttconn import connect_packet
 
     s.decoder.reset()
     lc = s.lc
@@ -39,12 +39,7 @@ async def open_session(s, host, port, ctx, server_hostname, cid, user, pw, keepa
     lc.ping_at = None
     s._connack = None
     link = s.link
-    # encoded before the link opens, as iothub.mqttconn.open_session does (and why)
-    conn = s.tx
-    n = 1 + 2 + 10 + 2 + 2 + len(cid) + len(user) + 2 + len(pw or "")
-    if n > len(conn):
-        conn = bytearray(n + 8)
-    n = encode_connect(conn, cid, user, pw, keepalive, clean)
+    conn, n = connect_packet(s, cid, user, pw, keepalive, clean)
     pw = None
     await link.open(host, port, ctx, server_hostname, info)
     s.write_from(conn, 0, n)

@@ -18,10 +18,10 @@ from .errors import ConfigError, unload
 _MAX_KEEPALIVE = const(1177)  # hub timeout is 1.5 x keepalive, capped at 1767 s
 
 
-def init(c, hostname, device_id, args):
-    # DeviceClient's keyword options and their defaults (a local table: every global name
-    # of a loaded module is interned for good, and this one is read once).
-    defaults = {
+def _options(args):
+    # DeviceClient's keyword options with their defaults (a table made per call: every
+    # global name of a loaded module is interned for good, and this one is read once).
+    o = {
         "module_id": None,
         "shared_access_key": None,
         "shared_access_key_name": None,
@@ -49,11 +49,15 @@ def init(c, hostname, device_id, args):
         "ssl_context": None,
         "log": None,
     }
-    o = defaults
     for k in args:
         if k not in o:
             raise TypeError("DeviceClient got an unexpected keyword argument %r" % (k,))
         o[k] = args[k]
+    return o
+
+
+def init(c, hostname, device_id, args):
+    o = _options(args)
     if not hostname or not device_id:
         raise ConfigError("hostname and device_id are required")
     ka = o["keepalive"]
@@ -147,7 +151,7 @@ _pre = None  # (outbox, bare TLS context) that connection_string() made before p
 
 
 def _blocks(o):
-    # The client's two largest blocks first, while the top of the heap is still free: the
+    # o: _options(). The client's two largest blocks first, while the top of the heap is still free: the
     # outbox ring (queue_bytes) and the TLS context object (3 KB on a 64-bit port; mbedTLS's
     # own allocations come when it is configured). Made after code that is loaded and
     # dropped (connstr, topicsx, saskey), they needed blocks its holes could not give (the
@@ -155,11 +159,9 @@ def _blocks(o):
     # tlsconf says what is missing.
     from .outbox import Outbox
 
-    ob = Outbox(
-        o.get("queue_size", 16), o.get("queue_policy", "drop-oldest"), o.get("queue_bytes", 4096)
-    )
+    ob = Outbox(o["queue_size"], o["queue_policy"], o["queue_bytes"])
     bare = None
-    if o.get("ssl_context") is None:
+    if o["ssl_context"] is None:
         try:
             import tls
 
@@ -173,7 +175,7 @@ def _blocks(o):
 
 def connection_string(cls, cs, args):
     global _pre
-    _pre = _blocks(args)  # before the parsing's code and garbage
+    _pre = _blocks(_options(args))  # before the parsing's code and garbage
     try:
         from .connstr import parse_connection_string
 

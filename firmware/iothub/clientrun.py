@@ -1,9 +1,9 @@
 # DeviceClient's cold paths while it runs: a lost link, the lifecycle core's decisions
 # (reconnect, SAS renewal, twin re-sync, a dead link), the rare sends (a message larger
 # than the outbox ring, the exact size of one near the D2C limit) and a handler set or
-# cleared while connected (its SUBSCRIBE or UNSUBSCRIBE, with iothub.clientx's filters). Loaded when one of them
-# runs; a reconnect's connected() unloads it with the connection code (iothub.clientx), so
-# a first connect never has it in RAM beside the link's code.
+# cleared while connected (its SUBSCRIBE or UNSUBSCRIBE, with iothub.clientx's filters).
+# Loaded when one of them runs; a reconnect's connected() unloads it with the connection
+# code (iothub.clientx), so a first connect never has it in RAM beside the link's code.
 
 import gc
 
@@ -51,7 +51,7 @@ def handler_changed(c, name, set_):
 
     s = c._s
     try:
-        s.write(encode_unsubscribe(s.tx, s.next_pid(), f))
+        s.write(encode_unsubscribe(s.tx_full(), s.next_pid(), f))
     except ConnectionLost as e:
         c._lost(e)
         return

@@ -89,20 +89,31 @@ def context(c):
 
 
 def password(c):
-    if c._cert is not None:
-        _tr().token(c._lc, ticks_ms(), None)
-        return None
-    from .credentials import sas_password
-    from .sas import device_resource_uri
+    """The MQTT password (a SAS token; None with X.509), and when the lifecycle renews it.
+    On the first connect of a client (no token made yet), what made it goes at once: sas,
+    the wall clock, credentials and transitions (2 KB; opened() loads it again) go before
+    the link's modules load, so they are not on top of them at the handshake; so do pct
+    and topics while nothing holds them (the demo's smallest heap, 64-bit .mpy). After a
+    failure the retries keep them (reloading them for every attempt would churn the heap)."""
+    first = not c._renew_unix
+    token = ttl = None
+    if c._cert is None:
+        from .credentials import sas_password
+        from .sas import device_resource_uri
 
-    ttl = c.sas_ttl
-    token, now, _ = sas_password(
-        device_resource_uri(c.hostname, c.device_id, c.module_id), c._key, ttl, c._key_name
-    )
-    # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
-    # a big int on 32-bit boards, allocates).
-    c._renew_unix = now + ttl * _RENEW_PERCENT // 100
+        ttl = c.sas_ttl
+        token, now, _ = sas_password(
+            device_resource_uri(c.hostname, c.device_id, c.module_id), c._key, ttl, c._key_name
+        )
+        # Renewal is timed with ticks: the hot path never reads the wall clock (a float, or
+        # a big int on 32-bit boards, allocates).
+        c._renew_unix = now + ttl * _RENEW_PERCENT // 100
     _tr().token(c._lc, ticks_ms(), ttl)
+    if first:
+        unload("sas", "walltime", "credentials")
+        if "iothub.clientrun" not in sys.modules:  # (its retries hold transitions)
+            unload("transitions")
+        spare(c)
     return token
 
 
@@ -159,20 +170,7 @@ def connect(c, deadline):
     session_present; raises on failure with the link closed."""
     lc = c._lc
     _tr().connecting(lc)
-    # No token made yet: the first connect of this client. sas and the wall clock go once
-    # the token is made, before the link's modules load: they are not on top of them at
-    # the handshake. After a failure, the retries keep them (reloading them for every
-    # attempt would churn the heap).
-    first = not c._renew_unix
-    pw = password(c)
-    if first:
-        unload("sas", "walltime", "credentials")
-        if "iothub.clientrun" not in sys.modules:  # (its retries hold transitions)
-            unload("transitions")  # (2 KB: not beside the link's code at the handshake)
-        # pct and topics came for the token (and construction's topic); no send with
-        # properties and no handler path holds them yet: not on top of the link's code
-        # either (the demo's smallest heap, 64-bit .mpy: 84 -> 82 KiB).
-        spare(c)
+    pw = password(c)  # (a first connect drops what made it)
     ctx = context(c)  # made at construction; again only after new credentials (tlsconf's
     # client_context drops its modules itself)
     c._log_line(1, "connecting to %s:%d as %s" % (c.host, c.port, c._cid))

@@ -104,6 +104,18 @@ def encode_unsubscribe(buf, pid, filters):
     return i
 
 
+def connect_packet(s, client_id, username, password, keepalive, clean):
+    """(buffer, length) of Session s's CONNECT, encoded before its link opens (both
+    clients): into the transmit buffer when it is full-size already, else into a buffer of
+    its size (a client without handlers keeps only a few bytes of it), made below the TLS
+    socket's buffers, not between them and the handshake's, and garbage after the write."""
+    conn = s.tx
+    n = 1 + 2 + 10 + 2 + 2 + len(client_id) + len(username) + 2 + len(password or "")
+    if n > len(conn):
+        conn = bytearray(n + 8)
+    return conn, encode_connect(conn, client_id, username, password, keepalive, clean)
+
+
 def open_session(
     s,
     host,
@@ -123,15 +135,7 @@ def open_session(
     s.decoder.reset()  # reuse its buffer: a fresh one per reconnect fragments the heap
     s.lc.keepalive_ms = keepalive * 1000
     s.lc.ping_at = None
-    # The CONNECT is encoded before the link opens: into a buffer of its size unless the
-    # transmit buffer is full-size already (a client without handlers keeps only a few
-    # bytes of it), made below the TLS socket's buffers, not between them and the
-    # handshake's, and garbage after the write.
-    conn = s.tx
-    n = 1 + 2 + 10 + 2 + 2 + len(client_id) + len(username) + 2 + len(password or "")
-    if n > len(conn):
-        conn = bytearray(n + 8)
-    n = encode_connect(conn, client_id, username, password, keepalive, clean)
+    conn, n = connect_packet(s, client_id, username, password, keepalive, clean)
     linkopen.open(
         s.link, host, port, ctx, server_hostname, max(ticks_diff(deadline, ticks_ms()), 1), info
     )
