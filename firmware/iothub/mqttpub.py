@@ -21,12 +21,15 @@ _E_TOPIC_LEN = const(23)
 _E_NO_PID = const(24)
 _E_PID0 = const(25)
 _E_STALE = const(11)
+_PUBLISH = const(3)  # iothub.mqtt.PUBLISH
 
 
 # Packet.topic and Packet.payload (iothub.mqtt.Packet), made on first access from the
 # decoder's buffer for a refilled packet. Added to the class here, with the parsing: a
 # telemetry-only client never loads this module, nor these.
 def _topic(p):
+    if p.type != _PUBLISH:  # a refilled packet keeps the last PUBLISH's fields: not its own
+        return None
     if p._topic is None and p._buf is not None:
         if p._dec._gen != p._gen:  # the decoder's buffer has moved on
             raise explained("mqtterr", "error", _E_STALE, ())
@@ -35,6 +38,8 @@ def _topic(p):
 
 
 def _payload(p):
+    if p.type != _PUBLISH:
+        return None
     if p._payload is None and p._buf is not None:
         if p._dec._gen != p._gen:
             raise explained("mqtterr", "error", _E_STALE, ())
@@ -83,6 +88,9 @@ def parse(decoder, p, into, buf, s, i, size, end, flags):
         p._topic = str(mv[toff : toff + tlen], "utf-8")
         p._payload = bytes(mv[poff:end])
     else:
+        # The PUBLISH fields (not preset by Packet: only a client that receives a PUBLISH
+        # holds them): set for every PUBLISH, so the packet's table grows once, here.
+        p._topic = p._payload = None
         p._buf = buf
         p._toff = toff
         p._poff = poff
