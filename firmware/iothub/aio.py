@@ -304,7 +304,7 @@ class DeviceClient(ClientBase):
                     k = lc.keepalive(now)
                     if k == _PING:
                         try:
-                            s.write(mqtt.encode_pingreq(s.tx))
+                            s.write(mqtt._short(s.tx, 0xC0, 0, "PINGREQ"))
                         except ConnectionLost as e:
                             self._lost(e)
                             continue

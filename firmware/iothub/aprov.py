@@ -40,7 +40,7 @@ async def _register(pc, timeout_ms):
     pc.stats = {"requests": 0, "polls": 0, "retries": 0, "waits_ms": []}
     s = Session(*SESSION_BUFFERS)
     s.link = link = ALink()
-    s.on_publish = pc._on_publish
+    s.owner = pc
     _log_to(pc._log, 1, "DPS: connecting to %s:%d as %s" % (pc.host, pc.port, pc.registration_id))
     ok = False
     try:
@@ -106,7 +106,7 @@ async def _idle(s, delay_ms):
             return
         a = lc.keepalive(now)
         if a == 2:  # lifecycle's PING
-            s.write(mqtt.encode_pingreq(s.tx))
+            s.write(mqtt._short(s.tx, 0xC0, 0, "PINGREQ"))
             lc.ping_at = now
             continue
         if a == 3:  # lifecycle's DEAD

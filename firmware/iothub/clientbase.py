@@ -170,9 +170,6 @@ class ClientBase:
 
     # ---- sending -------------------------------------------------------------------
 
-    def _publish(self, topic, payload, qos=0, pid=0, dup=False):
-        self._s.publish(topic, payload, qos, pid, dup)
-
     def _telemetry_topic(self, props, mid, cid, ct, ce, comp):
         # The encoded topic of the previous send is reused when nothing it was built from
         # changed: compared by value against a private snapshot, so a dict the

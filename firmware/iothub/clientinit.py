@@ -127,9 +127,7 @@ def init(c, hostname, device_id, args):
 
         use(s.link, o["transport"], o["proxy"], o["txbuf"], o["max_packet"])
         use = None
-    s.on_publish = c._on_publish
-    s.on_puback = c._on_puback
-    s.pid_in_use = c._pid_in_use
+    s.owner = c
     c._s = s
     c._direct = 0  # packet id of an unqueued (larger than the ring) message in flight
     c._t0 = topics.telemetry_topic(device_id, module_id).encode()

@@ -270,4 +270,4 @@ def respond(c, name, req, r, e=None):
     if e is not None:
         status = 500
         body = explained("inerr", "failed", c, name, e)
-    c._publish("$iothub/methods/res/%d/?$rid=%s" % (status, req), body)
+    c._s.publish("$iothub/methods/res/%d/?$rid=%s" % (status, req), body)

@@ -416,6 +416,6 @@ def writable(tw, desired, version, full_twin):
     if patch is not None and c.is_connected:
         tw.req += 1
         try:
-            c._publish(PATCH + str(tw.req), patch.encode())
+            c._s.publish(PATCH + str(tw.req), patch.encode())
         except ConnectionLost as e:  # acknowledged again after the reconnect
             c._lost(e)

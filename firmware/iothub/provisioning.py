@@ -348,6 +348,14 @@ class ProvisioningClient:
         uri = sas.dps_resource_uri(self.id_scope, self.registration_id)
         return sas_password(uri, self._key, self.sas_ttl, self.key_name)[0]
 
+    # The session's owner (iothub.session): its requests are QoS 0, so no PUBACK is
+    # expected and no packet id is held but the SUBSCRIBE's.
+    def _on_puback(self, pid):
+        pass
+
+    def _pid_in_use(self, pid):
+        return False
+
     def _on_publish(self, pkt):
         if pkt.type != 3:  # mqtt.DROPPED: a PUBLISH the decoder could not take (ignored)
             return
@@ -384,7 +392,7 @@ class ProvisioningClient:
         log = self._log
         s = Session(*SESSION_BUFFERS)
         linkopen.use(s.link, self.transport, self.proxy, _TXBUF, _MAX_REPLY)
-        s.on_publish = self._on_publish
+        s.owner = self
         password = self._password()
         _log_to(
             log, 1, "DPS: connecting to %s:%d as %s" % (self.host, self.port, self.registration_id)

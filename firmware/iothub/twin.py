@@ -65,7 +65,7 @@ def start(twin, topic, payload):
     req = str(twin.req)
     twin.waiting[req] = None
     try:
-        twin.c._publish(topic + req, payload)
+        twin.c._s.publish(topic + req, payload)
     except ConnectionLost as e:
         twin.waiting.pop(req, None)
         twin.c._lost(e)

@@ -55,13 +55,13 @@ def hot_path(n):
             if p.payload_len != 12 or x.topic_is(p, TOPIC):
                 break
             step = "encode_puback"
-            m.encode_puback(buf, p.pid)
+            x.encode_puback(buf, p.pid)
             step = "feed+next PUBACK"
             x.feed(dec, puback)
             if dec.next(pkt).pid != 1 or dec.next(pkt) is not None:
                 break
             step = "pingreq/pingresp"
-            m.encode_pingreq(buf)
+            x.encode_pingreq(buf)
             x.feed(dec, pingresp)
             if dec.next(pkt).type != m.PINGRESP:
                 break

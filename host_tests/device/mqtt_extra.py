@@ -1,7 +1,8 @@
 # MQTT packets the device package no longer carries (IoT Hub never needs them), written
 # for the tests on top of iothub.mqtt so the codec cases and the mosquitto interop run
 # keep covering them: a whole PUBLISH (payload copied, retain), UNSUBSCRIBE, CONNECT with a
-# will, DISCONNECT (the session writes its two bytes itself) and packet names (iothub.mqtterr
+# will, PUBACK, PINGREQ and DISCONNECT (their senders write these few bytes with
+# iothub.mqtt._short themselves) and packet names (iothub.mqtterr
 # has them for error texts). Runs on CPython and on the unix port.
 
 import iothub.mqtt as m
@@ -11,6 +12,15 @@ from iothub.errors import ConfigError
 
 def encode_disconnect(buf):
     return m._short(buf, 0xE0, 0, "DISCONNECT")
+
+
+def encode_puback(buf, pid):
+    m._check_pid(pid)
+    return m._short(buf, 0x40, pid, "PUBACK")
+
+
+def encode_pingreq(buf):
+    return m._short(buf, 0xC0, 0, "PINGREQ")
 
 
 def packet_name(t):

@@ -149,7 +149,7 @@ def session(host, port, prefix, ca_der):
     ret = got[m.PUBLISH][0]
     assert x.retain(ret) and ret.topic == prefix + "/in/retained", summary(ret)
     if ret.qos:
-        lp.send(m.encode_puback(w, ret.pid))
+        lp.send(x.encode_puback(w, ret.pid))
 
     # QoS 0 round trip.
     lp.send(x.encode_publish(w, prefix + "/echo", b"q0 round trip"))
@@ -166,17 +166,17 @@ def session(host, port, prefix, ca_der):
         assert got[m.PUBACK][0].pid == pid
         d = got[m.PUBLISH][0]
         assert (d.topic, d.qos, d.payload) == (topic, 1, payload), summary(d)
-        lp.send(m.encode_puback(w, d.pid))
+        lp.send(x.encode_puback(w, d.pid))
 
     # Ping.
-    lp.send(m.encode_pingreq(w))
+    lp.send(x.encode_pingreq(w))
     lp.expect([m.PINGRESP])
 
     # Unsubscribe; a later publish is not echoed (the PINGRESP after it is the barrier).
     lp.send(x.encode_unsubscribe(w, 12, [prefix + "/echo"]))
     assert lp.expect([m.UNSUBACK])[m.UNSUBACK][0].pid == 12
     lp.send(x.encode_publish(w, prefix + "/echo", b"after unsubscribe"))
-    lp.send(m.encode_pingreq(w))
+    lp.send(x.encode_pingreq(w))
     lp.expect([m.PINGRESP])
 
     lp.send(x.encode_disconnect(w))
