@@ -71,23 +71,28 @@ def test_disconnect_and_close_of_a_client_never_connected():
 
 
 def test_handler_properties_for_a_firmware_without_descriptors():
-    # What clientbase installs when MICROPY_PY_DESCRIPTORS is off, run on the unix port.
+    # What clientbase installs when MICROPY_PY_DESCRIPTORS is off, run on the unix port:
+    # the properties set handlers through iothub.handlers, like the descriptors do.
     out = mpyrun.run_json(
-        "import json\n"
+        "import json, sys\n"
         "from iothub.reports import handler_prop\n"
-        "class C:\n"
-        "    def __init__(self):\n        self._handlers = {}\n        self.calls = []\n"
-        "    def _set_handler(self, name, fn):\n"
-        "        self.calls.append([name, fn is not None])\n        self._handlers[name] = fn\n"
+        "class D:\n    _base = bytearray(64)\n"
+        "class S:\n    decoder = D()\n    full = 0\n"
+        "    def tx_full(self):\n        S.full += 1\n"
+        "class C:\n    is_connected = False\n"
+        "    def __init__(self):\n        self._handlers = {}\n        self._s = S()\n"
         "handler_prop(C)\n"
         "c = C()\n"
         "r = [c.on_method, c.on_command]\n"
         "c.on_method = len\n"
         "r.append(c.on_method is len)\n"
         "c.on_method = None\n"
-        "print(json.dumps([r, c.calls, c.on_method, type(C.on_message).__name__]))\n"
+        "print(json.dumps([r, c._handlers, c.on_method, type(C.on_message).__name__,\n"
+        "    S.full, len(D._base), len(c._s.decoder._base), 'iothub.handlers' in sys.modules]))\n"
     )
-    assert out == [[None, None, True], [["method", True], ["method", False]], None, "property"]
+    # one handler set: the transmit buffer at full size, a 512 B receive buffer;
+    # iothub.handlers is loaded for each call only
+    assert out == [[None, None, True], {"method": None}, None, "property", 1, 64, 512, False]
 
 
 def test_dropped_message_reports_name_kind_and_size_never_content():

@@ -23,7 +23,7 @@ import gc
 from . import errors, mqtt
 from .alink import ALink, _core, _ioq, check
 from .asession import read_once
-from .clientbase import _BUFFERS, ClientBase, body
+from .clientbase import _BUFFERS, ClientBase
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .errors import (
     ConfigError,
@@ -74,7 +74,9 @@ def _wrapped(name):
 
     def set_(self, fn):
         self._uh[name] = fn
-        self._set_handler(name, None if fn is None else self._wrap(fn, "on_" + name))
+        errors.explained(
+            "handlers", "set_handler", self, name, None if fn is None else self._wrap(fn, "on_" + name)
+        )
 
     return property(get, set_)
 
@@ -587,6 +589,8 @@ class DeviceClient(ClientBase):
         send it again); block=False returns once it is queued. Cancelling a send() leaves
         the message queued; it is delivered."""
         if not isinstance(payload, _BUFFERS):
+            from .jsonc import body
+
             payload, content_type, content_encoding = body(payload, content_type, content_encoding)
         topic = self._d2c(
             payload,
@@ -702,9 +706,11 @@ class DeviceClient(ClientBase):
     # ---- twin ----------------------------------------------------------------------
 
     async def _twin_request(self, topic, payload, what, timeout_ms):
+        from .inbound import twin_of
+
         ms = self._timeout(timeout_ms)
         deadline = ticks_add(ticks_ms(), ms)
-        tw = self._twin()
+        tw = twin_of(self)
         if not self.is_connected:
             raise ConnectionLost("not connected")
         if not tw.want:
@@ -773,9 +779,10 @@ class DeviceClient(ClientBase):
         return await self.report_properties(patch, None, timeout_ms)
 
     async def _resync(self):
+        from .inbound import twin_of
         from .twin import GET, parse, resync
 
-        tw = self._twin()
+        tw = twin_of(self)
         ok = True
         try:
             _, body = await self._twin_request(GET, b"", "twin document GET", None)

@@ -30,7 +30,7 @@ except ImportError:
 
 import gc
 
-from .clientbase import _BUFFERS, D2C_MAX, ClientBase, body  # noqa: F401 - D2C_MAX: the public figure
+from .clientbase import _BUFFERS, D2C_MAX, ClientBase  # noqa: F401 - D2C_MAX: the public figure
 from .clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from .errors import ConnectionLost, ProtocolError, Timeout, explained
 
@@ -70,9 +70,10 @@ class DeviceClient(ClientBase):
             # Collect first: the connection-time code just dropped is freed, and the twin's
             # code (and inbound, with the first response) loads into its place.
             gc.collect()
+            from .inbound import twin_of
             from .twin import resync
 
-            resync(self._twin(), max(ticks_diff(deadline, ticks_ms()), 1))
+            resync(twin_of(self), max(ticks_diff(deadline, ticks_ms()), 1))
         return session_present
 
     def _drop(self, reason, clean=False):
@@ -120,6 +121,8 @@ class DeviceClient(ClientBase):
         component: the Plug and Play component the telemetry belongs to ($.sub).
         """
         if not isinstance(payload, _BUFFERS):
+            from .jsonc import body
+
             payload, content_type, content_encoding = body(payload, content_type, content_encoding)
         topic = self._d2c(
             payload,

@@ -16,24 +16,7 @@ from .errors import IoTHubError, explained
 
 D2C_MAX = const(262144)  # IoT Hub D2C limit: body + property names and values
 
-_RXBUF = const(512)  # the receive buffer of a client with handlers (iothub.session)
 _BUFFERS = (bytes, bytearray, memoryview)  # built once: a literal tuple allocates per call
-
-
-def body(payload, ct, ce):
-    """A payload that is not bytes-like, as bytes: (payload, content type, encoding);
-    dict and list travel as JSON."""
-    if isinstance(payload, str):
-        return payload.encode(), ct, ce
-    if isinstance(payload, (dict, list)):
-        from .jsonc import dumps
-
-        return (
-            dumps(payload).encode(),
-            "application/json" if ct is None else ct,
-            "utf-8" if ce is None else ce,
-        )
-    raise explained("reports", "error", 3, ())
 
 
 class _On:
@@ -47,7 +30,9 @@ class _On:
         return self if c is None else c._handlers.get(self.n)
 
     def __set__(self, c, fn):
-        c._set_handler(self.n, fn)
+        # iothub.handlers, loaded for this call (a client sets its handlers a few times; one
+        # that sets none never holds that code)
+        explained("handlers", "set_handler", c, self.n, fn)
 
 
 class ClientBase:
@@ -93,22 +78,6 @@ class ClientBase:
     on_writable = _On("writable")
     on_command = _On("command")
 
-    def _set_handler(self, name, fn):
-        had = self._handlers.get(name) is not None
-        self._handlers[name] = fn
-        if fn is not None:
-            # A client with handlers receives messages and sends SUBSCRIBE/UNSUBSCRIBE and
-            # QoS 0 answers: its buffers are made now, before it connects (iothub.session).
-            s = self._s
-            s.tx_full()
-            if len(s.decoder._base) < _RXBUF:
-                s.decoder._base = bytearray(_RXBUF)
-        # The twin's state (iothub.inbound.Twin) is made when the first twin response or
-        # desired patch comes, not here: inbound then loads after connect() dropped its
-        # connection-time code, not on top of it (the peak of a first connect).
-        if self.is_connected and (fn is not None or had):
-            self._handler_changed(name, fn is not None)
-
     def __getattr__(self, name):
         # Only for names the class does not hold: the queue counters (asked often: answered
         # here), else the rarely called API (iothub.clientrare), kept out of RAM but for
@@ -137,13 +106,6 @@ class ClientBase:
         from .clientrare import get
 
         return get(self, name)
-
-    def _twin(self):
-        if self._tw is None:
-            from .inbound import Twin
-
-            self._tw = Twin(self)
-        return self._tw
 
     def _timeout(self, t):
         if t is None:

@@ -92,9 +92,10 @@ close = disconnect
 def report_properties(c, properties, component=None, timeout_ms=None):
     """Report properties (a dict; of a component: wrapped with "__t":"c"), or send a
     pnp.Patch with several properties, components and acks. Returns the new version."""
+    from .inbound import twin_of
     from .pnp import report_properties
 
-    return report_properties(c._twin(), properties, component, timeout_ms)
+    return report_properties(twin_of(c), properties, component, timeout_ms)
 
 
 def ack_writable(
@@ -102,10 +103,11 @@ def ack_writable(
 ):
     """Acknowledge a writable property ({"ac", "av", "ad", "value"}) at the desired
     version it answers. Returns the new reported version."""
+    from .inbound import twin_of
     from .pnp import Patch, report_properties
 
     patch = Patch().ack(name, value, version, status, description, component)
-    return report_properties(c._twin(), patch, None, timeout_ms)
+    return report_properties(twin_of(c), patch, None, timeout_ms)
 
 
 # The names get() hands out (the rest of this module is not the client's API).

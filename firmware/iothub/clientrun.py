@@ -107,9 +107,10 @@ def act(c, a, timeout_ms):
         if not c.auto_reconnect:
             raise ConnectionLost(lc.why)
     elif a == 5:  # RESYNC
+        from .inbound import twin_of
         from .twin import resync
 
-        resync(c._twin(), max(min(timeout_ms, c.timeout_ms), 1))
+        resync(twin_of(c), max(min(timeout_ms, c.timeout_ms), 1))
     elif a == 4:  # RENEW: reconnect with a fresh SAS token, 80 % into the current one's life
         from .clock import unix_time
 

@@ -58,6 +58,15 @@ def check(v, what):
     raise explained("inerr", "error", what, v)
 
 
+def twin_of(c):
+    """Client c's twin state (a Twin), made on first use: by the first twin response or
+    desired patch, or the first twin call (not when a handler is set: inbound then loads
+    after connect() dropped its connection-time code, not on top of it)."""
+    if c._tw is None:
+        c._tw = Twin(c)
+    return c._tw
+
+
 class Twin:
     """A DeviceClient's twin: made by its first twin call or desired handler."""
 
@@ -208,7 +217,7 @@ def route(c, pkt):
             elif status >= 400:  # a request nobody waits for (a Plug and Play acknowledgement)
                 explained("inerr", "log", c, _L_TWIN_FAILED, (rid, status))
     elif kind == "desired":
-        c._twin().patch(payload, r[1])
+        twin_of(c).patch(payload, r[1])
     elif kind == "method":
         _, name, rid = r
         h = c._handlers

@@ -103,6 +103,8 @@ def _prop(name):
         return c._handlers.get(name)
 
     def set_(c, fn):
-        c._set_handler(name, fn)
+        from .errors import explained
+
+        explained("handlers", "set_handler", c, name, fn)
 
     return property(get, set_)

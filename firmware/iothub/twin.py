@@ -114,9 +114,11 @@ def app(c, get_twin):
     module goes again when the call returns."""
     fn = get if get_twin else update_reported
 
+    from .inbound import twin_of
+
     def call(*args, **kw):
         try:
-            return fn(c._twin(), *args, **kw)
+            return fn(twin_of(c), *args, **kw)
         finally:
             unload("twin")
 
