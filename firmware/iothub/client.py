@@ -76,11 +76,6 @@ class DeviceClient(ClientBase):
             resync(twin_of(self), max(ticks_diff(deadline, ticks_ms()), 1))
         return session_present
 
-    def _drop(self, reason, clean=False):
-        from .clientrun import drop
-
-        drop(self, reason, clean)
-
     def _lost(self, err):
         # Collect first: what the outage loads for good (clientrun, backoff, and the qstr
         # pool they may grow) then goes into the lowest free blocks, not between garbage
@@ -89,11 +84,6 @@ class DeviceClient(ClientBase):
         from .clientrun import lost
 
         lost(self, err)
-
-    def _handler_changed(self, name, set_):
-        from .clientrun import handler_changed
-
-        handler_changed(self, name, set_)
 
     # ---- sending -------------------------------------------------------------------
 

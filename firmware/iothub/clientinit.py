@@ -238,5 +238,11 @@ def update_credentials(c, connection_string, shared_access_key, cert, key):
 
     credentials_changed(c._lc, ticks_ms())
     if c._s.link.is_open:
-        c._drop("credentials changed", clean=True)
+        f = getattr(c, "_drop", None)  # the asyncio client's; the blocking one's is clientrun's
+        if f is None:
+            from .clientrun import drop
+
+            drop(c, "credentials changed", True)
+        else:
+            f("credentials changed", clean=True)
     unload("connstr", "saskey", "sas", "clientinit")

@@ -25,4 +25,12 @@ def set_handler(c, name, fn):
     # The twin's state is made when the first twin response or desired patch comes
     # (iothub.inbound.twin_of), not here.
     if c.is_connected and (fn is not None or had):
-        c._handler_changed(name, fn is not None)
+        # The asyncio client (un)subscribes with its own method, from its loop; the
+        # blocking one with iothub.clientrun (a method would be resident code).
+        f = getattr(c, "_handler_changed", None)
+        if f is None:
+            from .clientrun import handler_changed
+
+            handler_changed(c, name, fn is not None)
+        else:
+            f(name, fn is not None)
