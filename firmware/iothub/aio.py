@@ -113,16 +113,6 @@ class DeviceClient(ClientBase):
     on_message = _wrapped("message")
     on_desired = _wrapped("desired")
 
-    # ---- state ---------------------------------------------------------------------
-
-    @property
-    def is_connected(self):
-        return self._lc.state == CONNECTED and self._s.link.is_open
-
-    @property
-    def state(self):
-        return self._lc.state
-
     def update_credentials(
         self, *, connection_string=None, shared_access_key=None, cert=None, key=None
     ):

@@ -38,7 +38,6 @@ _WAIT = const(0)  # lifecycle.WAIT
 _STOP = const(6)  # lifecycle.STOP
 del const  # (inlined above: one global less in a resident module)
 
-CONNECTED = "connected"  # lifecycle's state (the others: iothub.lifecycle)
 
 
 class DeviceClient(ClientBase):
@@ -47,14 +46,6 @@ class DeviceClient(ClientBase):
     # loaded for each call.
 
     # ---- connection ----------------------------------------------------------------
-
-    @property
-    def is_connected(self):
-        return self._lc.state == CONNECTED and self._s.link.is_open
-
-    @property
-    def state(self):
-        return self._lc.state
 
     def connect(self, timeout_ms=None):
         """Connect (DNS, TCP, TLS, CONNECT/CONNACK, subscriptions). Raises on failure."""
@@ -207,7 +198,7 @@ class DeviceClient(ClientBase):
             act(self, a, timeout_ms)
             return a
         if not self.is_connected:
-            if lc.state == CONNECTED:  # the link died under a call: back off first
+            if lc.state == "connected":  # (lifecycle.CONNECTED) the link died under a call
                 self._lost(ConnectionLost("link closed"))
             else:
                 sleep_ms(min(timeout_ms, lc.wait, 1000))

@@ -52,6 +52,10 @@ class ClientBase:
 
             client_context(self, True, bare)
 
+    @property
+    def is_connected(self):
+        return self._lc.state == "connected" and self._s.link.is_open  # (lifecycle.CONNECTED)
+
     # ---- construction -------------------------------------------------------------
 
     @classmethod
@@ -89,6 +93,8 @@ class ClientBase:
             return self._outbox.dropped
         if name == "queue_policy":
             return self._outbox.policy
+        if name == "state":  # the lifecycle's state (iothub.lifecycle: CONNECTED ...)
+            return self._lc.state
         if name.startswith("_"):
             raise AttributeError(name)
         import gc
@@ -132,10 +138,15 @@ class ClientBase:
 
     # ---- sending -------------------------------------------------------------------
 
-    def _telemetry_topic(self, props, mid, cid, ct, ce, comp):
+    def _d2c(self, payload, qos, props, ct, ce, mid, cid, comp):
+        """Check a telemetry message (payload: bytes-like, see jsonc.body()) and return its
+        encoded topic. Allocates nothing when the topic is cached."""
+        if qos != 1 and qos != 0:
+            raise explained("reports", "error", 5, ())
         # The encoded topic of the previous send is reused when nothing it was built from
         # changed: compared by value against a private snapshot, so a dict the
         # application mutates between sends is noticed.
+        k = self._tkey
         if (
             props is None
             and mid is None
@@ -144,9 +155,8 @@ class ClientBase:
             and ce is None
             and comp is None
         ):
-            return self._t0  # the bare telemetry topic, built once
-        k = self._tkey
-        if (
+            topic = self._t0  # the bare telemetry topic, built once
+        elif (
             k is not None
             and k[1] == mid
             and k[2] == cid
@@ -155,43 +165,38 @@ class ClientBase:
             and k[5] == comp
             and k[0] == props
         ):
-            return k[6]
-        # A new topic: topics (unloaded after connect) is loaded again, and kept, by the
-        # first send with properties or ids; a device that sends none never needs it.
-        if k is None:  # that first send: collect, so topics goes into the lowest free
-            import gc  # blocks, not on top of the garbage before it (the demo's heap)
-
-            gc.collect()
-        from .topics import telemetry_topic
-
-        t = telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
-        if comp is not None:  # Plug and Play component telemetry: $.sub={component}
-            from .pnp import add_component
-
-            t = add_component(t, comp)
-        t = t.encode()
-        if isinstance(props, dict):
-            snap = dict(props)
-        elif props is None:
-            snap = None
+            topic = k[6]
         else:
-            snap = [p[:] for p in props]
-        self._tkey = [snap, mid, cid, ct, ce, comp, t]  # and the topic: one attribute less
-        return t
+            # A new topic: topics (unloaded after connect) is loaded again, and kept, by
+            # the first send with properties or ids; a device that sends none never needs
+            # it. That first send collects first, so topics goes into the lowest free
+            # blocks, not on top of the garbage before it (the demo's heap).
+            if k is None:
+                import gc
 
-    def _d2c(self, payload, qos, properties, ct, ce, mid, cid, component):
-        """Check a telemetry message (payload: bytes-like, see body()) and return its
-        encoded topic. Allocates nothing when the topic is cached."""
-        if qos != 1 and qos != 0:
-            raise explained("reports", "error", 5, ())
-        topic = self._telemetry_topic(properties, mid, cid, ct, ce, component)
+                gc.collect()
+            from .topics import telemetry_topic
+
+            topic = telemetry_topic(self.device_id, self.module_id, props, mid, cid, None, ct, ce)
+            if comp is not None:  # Plug and Play component telemetry: $.sub={component}
+                from .pnp import add_component
+
+                topic = add_component(topic, comp)
+            topic = topic.encode()
+            if isinstance(props, dict):
+                snap = dict(props)
+            elif props is None:
+                snap = None
+            else:
+                snap = [p[:] for p in props]
+            self._tkey = [snap, mid, cid, ct, ce, comp, topic]  # and the topic: one attribute less
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
         # so the exact count (which allocates) is needed only near the limit.
         if plen + len(topic) > D2C_MAX:
             from .clientrun import props_size
 
-            size = plen + props_size(properties, mid, cid, ct, ce, component)
+            size = plen + props_size(props, mid, cid, ct, ce, comp)
             if size > D2C_MAX:
                 raise explained("reports", "error", 6, (size, D2C_MAX))
         return topic
