@@ -389,8 +389,9 @@ class _FakeClient:
         self.published = []
         self.reports = []
         self.stats = {"poison": 0}
+        self._s = self  # the session: publish() below
 
-    def _publish(self, topic, payload):
+    def publish(self, topic, payload):
         self.published.append((topic, bytes(payload)))
 
     # iothub.reports.report passes what it reports to on_error through _callback

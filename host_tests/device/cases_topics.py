@@ -25,8 +25,9 @@ class _Publisher:
     def __init__(self):
         self.published = []
         self.logged = []
+        self._s = self  # the session: publish() below
 
-    def _publish(self, topic, payload):
+    def publish(self, topic, payload):
         self.published.append((topic, payload))
 
     def _log_line(self, level, text):
