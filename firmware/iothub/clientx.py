@@ -58,15 +58,17 @@ def connected(c):
 def spare(c):
     """Drop pct and topics (loaded for the token and construction's topic) while no loaded
     module holds them: dropping a held one frees nothing, and the next import would load a
-    second copy (measured with the old routes module: +4.7 KB with three handlers). Once
-    a send has needed a topic with properties, topics stays (reloading it after every
-    reconnect would churn the heap)."""
+    second copy (measured with the old routes module: +4.7 KB with three handlers). Also
+    called after the first telemetry topic with properties (ClientBase._d2c). Once a send
+    has needed a second, different one, topics stays (reloading it for every change of
+    properties, or after every reconnect, would churn the heap)."""
     m = sys.modules
     if "iothub.sas" in m or "iothub.dps_topics" in m:  # both hold topics, dps_topics pct
         return
     if "iothub.inbound" not in m and "iothub.mqttpub" not in m:
         unload("pct")
-    if c._tkey is None and "iothub.topicsx" not in m:
+    k = c._tkey
+    if (k is None or not k[7]) and "iothub.topicsx" not in m:
         unload("topics")
 
 
