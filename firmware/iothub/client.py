@@ -12,10 +12,11 @@
 # transport, lifecycle, mqtt, outbox, clock and errors. What runs once per connection
 # (clientx: token, TLS context, CONNECT, subscriptions, with sas, tlsconf, walltime and
 # topics) is loaded by connect() and unloaded after it (clientx.connected); construction
-# (clientinit, connstr) is unloaded once the client is made; topics
-# comes back with the first send with properties; the rarely called API (twin calls,
-# update_credentials, disconnect, tls_info) is in clientrare, loaded for each
-# such call (ClientBase.__getattr__); twin, C2D/method routing, JSON and backoff load when
+# (clientinit, connstr) is unloaded once the client is made; topics comes back to build a
+# telemetry topic with properties (dropped after the first, kept from the second, different
+# one); the rarely called API (update_credentials, disconnect, tls_info) is in clientrare,
+# loaded for each such call (ClientBase.__getattr__); setting a handler loads handlers for
+# that call; twin, C2D/method routing, JSON (and str/dict payloads) and backoff load when
 # first used. The send path allocates nothing for a bytes payload whose properties equal the
 # previous send's: the encoded topic is cached and the PUBLISH is encoded straight into
 # the outbox ring, from which it is written.
