@@ -75,7 +75,7 @@ def x509_cfg(emu, tmp_path, kind="ec256", ca="self"):
 ROUND_TRIP = r"""
 import json, sys, devkit
 c = devkit.client(CFG)
-COLD = ("clientinit", "clientx", "clientrun", "connstr", "sas", "saskey", "tlsconf", "tlsdesc", "tlstexts", "tlsprofile", "roots", "pem", "linkopen")
+COLD = ("clientinit", "clientx", "clientrun", "connstr", "sas", "saskey", "tlsconf", "tlsdesc", "tlstexts", "tlsprofile", "roots", "pem", "linkopen", "handlers", "spare")
 print("AFTER_NEW", json.dumps(sorted(n for n in COLD if "iothub." + n in sys.modules)))
 got = {}
 def on_desired(patch, version):

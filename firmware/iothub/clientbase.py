@@ -192,10 +192,10 @@ class ClientBase:
             # What it was built from, the topic, and whether topics stays loaded: not after
             # the first such topic (a device whose properties never change keeps only the
             # topic: 2.1 KB less on a 64-bit port), but from the second on. The drop is
-            # clientx.spare's, as after a connect (clientx is loaded for it, this once).
+            # iothub.spare's, as after a connect (loaded for it, this once).
             self._tkey = [snap, mid, cid, ct, ce, comp, topic, k is not None]
             if k is None:
-                explained("clientx", "spare", self)
+                explained("spare", "spare", self)
         plen = len(payload)
         # The encoded topic is never shorter than the property names and values it carries,
         # so the exact count (which allocates) is needed only near the limit.

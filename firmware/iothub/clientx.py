@@ -18,6 +18,7 @@ import sys
 
 from .clock import ticks_add, ticks_ms
 from .errors import (
+    explained,
     unload,  # noqa: F401 - clientx.unload, as the clients call it
 )
 
@@ -52,24 +53,7 @@ def connected(c):
         "linkopen",
         "walltime",
     )
-    spare(c)
-
-
-def spare(c):
-    """Drop pct and topics (loaded for the token and construction's topic) while no loaded
-    module holds them: dropping a held one frees nothing, and the next import would load a
-    second copy (measured with the old routes module: +4.7 KB with three handlers). Also
-    called after the first telemetry topic with properties (ClientBase._d2c). Once a send
-    has needed a second, different one, topics stays (reloading it for every change of
-    properties, or after every reconnect, would churn the heap)."""
-    m = sys.modules
-    if "iothub.sas" in m or "iothub.dps_topics" in m:  # both hold topics, dps_topics pct
-        return
-    if "iothub.inbound" not in m and "iothub.mqttpub" not in m:
-        unload("pct")
-    k = c._tkey
-    if (k is None or not k[7]) and "iothub.topicsx" not in m:
-        unload("topics")
+    explained("spare", "spare", c)
 
 
 def connect_blocking(c, deadline):
@@ -115,7 +99,7 @@ def password(c):
         unload("sas", "walltime", "credentials")
         if "iothub.clientrun" not in sys.modules:  # (its retries hold transitions)
             unload("transitions")
-        spare(c)
+        explained("spare", "spare", c)
     return token
 
 
