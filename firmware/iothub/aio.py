@@ -75,7 +75,11 @@ def _wrapped(name):
     def set_(self, fn):
         self._uh[name] = fn
         errors.explained(
-            "handlers", "set_handler", self, name, None if fn is None else self._wrap(fn, "on_" + name)
+            "handlers",
+            "set_handler",
+            self,
+            name,
+            None if fn is None else self._wrap(fn, "on_" + name),
         )
 
     return property(get, set_)

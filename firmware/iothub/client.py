@@ -40,7 +40,6 @@ _STOP = const(6)  # lifecycle.STOP
 del const  # (inlined above: one global less in a resident module)
 
 
-
 class DeviceClient(ClientBase):
     # update_credentials, disconnect/close, get_twin, update_reported, report_properties,
     # ack_writable and tls_info are in iothub.clientrare (ClientBase's __getattr__),
