@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -104,9 +105,11 @@ class DeviceFailed(Exception):
     pass
 
 
-def run_device(binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None, script=DEVICE):
+def run_device(
+    binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None, script=DEVICE, lines=None
+):
     """Run a device script (device_client_bench.py) in MODE; answer its marks; return its
-    last JSON line."""
+    last JSON line (every line of its output is added to `lines` when given)."""
     cmd = [binary]
     if heapsize:
         cmd += ["-X", "heapsize=%d" % heapsize]
@@ -125,7 +128,7 @@ def run_device(binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None,
     )
     killer = threading.Timer(timeout, proc.kill)  # bounds every wait below
     killer.start()
-    lines = []
+    keep, lines = lines, []
     try:
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -143,6 +146,8 @@ def run_device(binary, mode, cfg, env, timeout=120, on_mark=None, heapsize=None,
             proc.kill()
             proc.wait()
         os.unlink(cfg_path)
+    if keep is not None:
+        keep.extend(lines)
     out = [ln for ln in lines if ln.strip() and not ln.startswith("MARK ")]
     if rc != 0 or not out:
         raise DeviceFailed("device %s exited %s:\n%s" % (mode, rc, "\n".join(lines[-30:])))
@@ -260,6 +265,37 @@ def leaves_first(names, deps):
     return order
 
 
+QSTR_INFO = re.compile(
+    r"qstr pool: n_pool=\d+, n_qstr=\d+, n_str_data_bytes=(\d+), n_total_bytes=(\d+)"
+)
+
+
+def modules_heap(binary, order, env):
+    """{"heap": {module: B}, "pools": B}: the heap each module keeps, imported alone in
+    `order` (leaves first), without the qstr pools its import happened to grow; "pools":
+    those pools together. Names are interned in pools that double in size (MicroPython's
+    py/qstr.c): the import that fills one pays for the next, a step that belongs to all the
+    names before it. Read from micropython.qstr_info() after each import."""
+    lines = []
+    heap = run_device(binary, "modules", {"order": order}, env, lines=lines)
+    pool = {}  # module (or "None": before the first) -> bytes of the pools, names excluded
+    name = None
+    for ln in lines:
+        if ln.startswith("QSTR "):
+            name = ln[5:]
+        else:
+            m = QSTR_INFO.search(ln)
+            if m and name is not None:
+                pool[name] = int(m.group(2)) - int(m.group(1))
+    if len(pool) != len(order) + 1:  # a port without qstr_info: the plain deltas
+        return {"heap": heap, "pools": 0}
+    steps, prev = {}, pool["None"]
+    for m in order:
+        steps[m] = pool[m] - prev
+        prev = pool[m]
+    return {"heap": {m: heap[m] - steps[m] for m in order}, "pools": sum(steps.values())}
+
+
 def measure_imports(binary, pkg_dirs, root):
     cfg = {"cs": DUMMY_CS, "profile": "ecc", "root": root}
     out = {}
@@ -272,7 +308,8 @@ def measure_imports(binary, pkg_dirs, root):
             )
         loaded = [m.split(".", 1)[1] for m in r["modules_all"] if "." in m]
         order = leaves_first(loaded, package_deps())
-        r["per_module"] = run_device(binary, "modules", {"order": order}, device_env(d))
+        per = modules_heap(binary, order, device_env(d))
+        r["per_module"], r["qstr_pools"] = per["heap"], per["pools"]
         r["order"] = order
         out[kind] = r
     return out
@@ -559,7 +596,10 @@ def report(res, args):
     ):
         p("   %-56s %8d %8d" % (name, im["py"][key], im["mpy"][key]))
     p("   (those: %s)" % ", ".join(extra))
-    p("   per module, leaves first (.py / .mpy):")
+    p(
+        "   per module, leaves first (.py / .mpy; without the qstr pools the imports grew: %d / %d):"
+        % (im["py"].get("qstr_pools", 0), im["mpy"].get("qstr_pools", 0))
+    )
     per_py, per_mpy = im["py"]["per_module"], im["mpy"]["per_module"]
     names = sorted(per_py, key=lambda m: -per_py[m])
     for i in range(0, len(names), 4):
@@ -764,8 +804,13 @@ def markdown(res, args):
     )
     per = im["mpy"]["per_module"]
     top = sorted(per, key=lambda m: -per[m])[:4]
-    heap += "\nThe biggest modules as `.mpy` (retained on import): %s.\n" % ", ".join(
-        "%s (%s)" % (m, _kb(per[m])) for m in top
+    heap += (
+        "\nThe biggest modules as `.mpy` (retained on import; the qstr pools the imports grew, "
+        "%s in all, apart): %s.\n"
+        % (
+            _kb(im["mpy"].get("qstr_pools", 0)),
+            ", ".join("%s (%s)" % (m, _kb(per[m])) for m in top),
+        )
     )
     return wire, heap
 
