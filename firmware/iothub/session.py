@@ -130,7 +130,8 @@ class Session:
                 self._dispatch(pkt)
 
     def _dispatch(self, pkt):
-        """Act on one packet. on_publish must read .topic/.payload before returning."""
+        """Act on one packet. The owner's _on_publish must read .topic/.payload before
+        returning."""
         t = pkt.type
         o = self.owner
         if self._connack is None and t != mqtt.CONNACK:
