@@ -18,9 +18,9 @@ import sys
 
 from .clock import ticks_add, ticks_ms
 from .errors import (
-    explained,
     unload,  # noqa: F401 - clientx.unload, as the clients call it
 )
+from .spare import spare  # (loaded with this module, unloaded with it by connected())
 
 _RENEW_PERCENT = const(80)  # renew the SAS token at 80 % of its lifetime (C SDK)
 
@@ -52,8 +52,9 @@ def connected(c):
         "transitions",
         "linkopen",
         "walltime",
+        "spare",
     )
-    explained("spare", "spare", c)
+    spare(c)
 
 
 def connect_blocking(c, deadline):
@@ -99,7 +100,7 @@ def password(c):
         unload("sas", "walltime", "credentials")
         if "iothub.clientrun" not in sys.modules:  # (its retries hold transitions)
             unload("transitions")
-        explained("spare", "spare", c)
+        spare(c)
     return token
 
 
