@@ -1,7 +1,8 @@
 # Dropping the topic builders (topics, pct) while nothing holds them: after a connect
-# (iothub.clientx) and after the first telemetry topic with properties (ClientBase._d2c).
-# Loaded for that one call (errors.explained): small, so the first send with properties,
-# the demo's peak, does not load the connection code for it.
+# (iothub.clientx imports it, and connected() unloads it with clientx) and after the first
+# telemetry topic with properties (ClientBase._d2c, for that one call through
+# errors.explained). A module of its own so that this first send with properties, the
+# demo's peak, does not load the connection code for it.
 import sys
 
 from .errors import unload
